@@ -1,0 +1,47 @@
+# sstrace — see README.md. Every target installs what it needs itself.
+GO ?= go
+export GOFLAGS ?= -buildvcs=false
+
+.PHONY: all build generate deps-generate test test-unit fuzz bench bench-trace bench-ss vmtest clean
+
+all: build
+
+build:
+	$(GO) build -o bin/sstrace ./cmd/sstrace
+
+# Rebuild the committed BPF objects (needs clang and libbpf-dev headers).
+deps-generate:
+	@command -v clang >/dev/null && test -f /usr/include/bpf/bpf_helpers.h || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev >/dev/null)
+
+generate: deps-generate
+	$(GO) generate ./...
+
+# The whole test suite: unit tests, parity tests against the real ss, fuzz
+# seed corpora and the privileged end-to-end tests (as root; under CI=true a
+# privileged test that cannot run fails instead of skipping).
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 12m ./...
+
+# Unprivileged unit tests only (the privileged ones skip outside CI).
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./pkg/filter -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+
+bench: bench-trace bench-ss
+
+bench-trace:
+	bash .ci/bench-trace.sh
+
+bench-ss:
+	bash .ci/bench-ss.sh
+
+vmtest:
+	bash .ci/vmtest/run.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,57 @@
+// Command sstrace is an eBPF TCP connection tracer with an ss-compatible
+// view of the host's sockets.
+//
+//	sstrace trace            live TCP state transitions (needs root)
+//	sstrace ss -tan          ss, answered straight from sock_diag
+//	sstrace status           which kernel hooks work here, and why not
+//
+// Each subcommand lives in a file of its own and is wired in here.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	if err := root.ExecuteContext(ctx); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			if ee.msg != "" {
+				fmt.Fprintln(os.Stderr, "sstrace:", ee.msg)
+			}
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "sstrace:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "sstrace",
+		Short:         "eBPF TCP connection tracer with an ss-compatible socket table",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(subcommands()...)
+	return root
+}
+
+// exitError carries a specific exit status (and optionally a message) up to
+// main, so that subcommands return errors instead of calling os.Exit.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }

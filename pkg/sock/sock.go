@@ -1,0 +1,260 @@
+// Package sock defines the socket row shared by every source and every
+// consumer in sstrace: a one-shot sock_diag dump (pkg/sockdiag) and, later,
+// the event-maintained table produce []Socket; the filter (pkg/filter) and
+// the renderers (pkg/ssfmt, JSON) consume it. Keeping a single row type is
+// what lets `sstrace ss` and a query against the daemon share one query and
+// render path: only the source of the rows differs.
+//
+// The fields are the kernel's, not ss's: numbers stay numbers (states are the
+// kernel's TCP_* values, timers are the raw idiag_timer codes) so that the
+// renderer decides presentation and the table can compare rows cheaply.
+package sock
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Proto is the transport protocol of a socket, as `ss` groups them (its
+// "Netid" column).
+type Proto uint8
+
+// Protocols sstrace dumps. The zero value is deliberately invalid.
+const (
+	ProtoTCP Proto = iota + 1
+	ProtoUDP
+	ProtoRAW
+	ProtoUNIX
+)
+
+// String returns the lower-case protocol name ("tcp", "udp", "raw", "unix").
+func (p Proto) String() string {
+	switch p {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoRAW:
+		return "raw"
+	case ProtoUNIX:
+		return "unix"
+	}
+	return "unknown"
+}
+
+// State is a socket state with the kernel's numbering (include/net/tcp_states.h).
+// UDP, RAW and UNIX sockets reuse the same numbers, as the kernel does when it
+// reports them through sock_diag (an unconnected UDP socket is Close, a
+// connected one Established; a listening UNIX socket is Listen).
+type State uint8
+
+// Kernel TCP states. The values are ABI: they come straight from the kernel
+// in sock_diag replies and in tracepoint events.
+const (
+	Established State = 1
+	SynSent     State = 2
+	SynRecv     State = 3
+	FinWait1    State = 4
+	FinWait2    State = 5
+	TimeWait    State = 6
+	Close       State = 7
+	CloseWait   State = 8
+	LastAck     State = 9
+	Listen      State = 10
+	Closing     State = 11
+	NewSynRecv  State = 12
+	// MaxState is the highest state number the kernel defines today.
+	MaxState = NewSynRecv
+)
+
+var kernelStateNames = [...]string{
+	Established: "ESTABLISHED",
+	SynSent:     "SYN_SENT",
+	SynRecv:     "SYN_RECV",
+	FinWait1:    "FIN_WAIT1",
+	FinWait2:    "FIN_WAIT2",
+	TimeWait:    "TIME_WAIT",
+	Close:       "CLOSE",
+	CloseWait:   "CLOSE_WAIT",
+	LastAck:     "LAST_ACK",
+	Listen:      "LISTEN",
+	Closing:     "CLOSING",
+	NewSynRecv:  "NEW_SYN_RECV",
+}
+
+// ssStateLabels are the labels `ss` prints in its State column
+// (iproute2 misc/ss.c, sstate_name). ss maps NEW_SYN_RECV, which only request
+// sockets have, to SYN-RECV as well.
+var ssStateLabels = [...]string{
+	Established: "ESTAB",
+	SynSent:     "SYN-SENT",
+	SynRecv:     "SYN-RECV",
+	FinWait1:    "FIN-WAIT-1",
+	FinWait2:    "FIN-WAIT-2",
+	TimeWait:    "TIME-WAIT",
+	Close:       "UNCONN",
+	CloseWait:   "CLOSE-WAIT",
+	LastAck:     "LAST-ACK",
+	Listen:      "LISTEN",
+	Closing:     "CLOSING",
+	NewSynRecv:  "SYN-RECV",
+}
+
+// Valid reports whether s is a state the kernel defines.
+func (s State) Valid() bool { return s >= Established && s <= MaxState }
+
+// String returns the kernel's name without the TCP_ prefix ("SYN_SENT"), or
+// "UNKNOWN(n)" for a number the kernel does not define.
+func (s State) String() string {
+	if !s.Valid() {
+		return "UNKNOWN(" + strconv.Itoa(int(s)) + ")"
+	}
+	return kernelStateNames[s]
+}
+
+// SSLabel returns the label `ss` prints for s ("ESTAB", "UNCONN", ...).
+func (s State) SSLabel() string {
+	if !s.Valid() {
+		return "UNKNOWN"
+	}
+	return ssStateLabels[s]
+}
+
+// ParseKernelState maps a kernel state name, with or without the "TCP_"
+// prefix, case-insensitively, to its State.
+func ParseKernelState(name string) (State, bool) {
+	n := strings.TrimPrefix(strings.ToUpper(name), "TCP_")
+	for s := Established; s <= MaxState; s++ {
+		if kernelStateNames[s] == n {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+// StateSet is a set of states, one bit per state number (bit n is state n),
+// the same encoding sock_diag's idiag_states uses.
+type StateSet uint32
+
+// AllStates holds every state the kernel defines.
+const AllStates StateSet = (1<<(MaxState+1) - 1) &^ 1
+
+// Has reports whether st is in the set.
+func (s StateSet) Has(st State) bool { return s&(1<<st) != 0 }
+
+// With returns the set with st added.
+func (s StateSet) With(st State) StateSet { return s | 1<<st }
+
+// Without returns the set with st removed.
+func (s StateSet) Without(st State) StateSet { return s &^ (1 << st) }
+
+// Timer is the kernel's socket timer as sock_diag reports it
+// (idiag_timer, idiag_expires, idiag_retrans).
+type Timer struct {
+	// Kind is the raw idiag_timer code: 0 none, 1 retransmit ("on"),
+	// 2 keepalive, 3 TIME-WAIT, 4 zero-window probe.
+	Kind uint8
+	// Expires is the time left until the timer fires (may be negative for
+	// a timer that is overdue, as the kernel reports it).
+	Expires time.Duration
+	// Retrans is the retransmit or probe count.
+	Retrans uint8
+}
+
+// Process is one process holding a file descriptor on the socket.
+type Process struct {
+	Comm string
+	PID  int
+	FD   int
+}
+
+// MemInfo is the socket memory accounting (INET_DIAG_SKMEMINFO,
+// UNIX_DIAG_MEMINFO), in the kernel's SK_MEMINFO_* order.
+type MemInfo struct {
+	RmemAlloc  uint32
+	RcvBuf     uint32
+	WmemAlloc  uint32
+	SndBuf     uint32
+	FwdAlloc   uint32
+	WmemQueued uint32
+	OptMem     uint32
+	Backlog    uint32
+	Drops      uint32
+}
+
+// TCPInfo is the kernel's struct tcp_info (INET_DIAG_INFO) plus the
+// attributes ss prints next to it under -i. Len is how many bytes of Info the
+// kernel filled: older kernels send a shorter struct, and fields past Len
+// must not be shown (ss applies the same rule).
+type TCPInfo struct {
+	Info unix.TCPInfo
+	Len  int
+	// Congestion is the congestion-control algorithm (INET_DIAG_CONG).
+	Congestion string
+	// BBR, DCTCP and Vegas hold the algorithm-specific attributes when the
+	// kernel sent them; nil otherwise.
+	BBR   *unix.TCPBBRInfo
+	DCTCP *unix.TCPDCTCPInfo
+	Vegas *unix.TCPVegasInfo
+}
+
+// UnixInfo holds what only UNIX sockets have.
+type UnixInfo struct {
+	// Type is unix.SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+	Type uint8
+	// Path is the bound name; abstract names start with "@" as ss shows them.
+	Path string
+	// PeerInode is the inode of the connected peer, 0 when unconnected.
+	PeerInode uint64
+	// Pending is the inodes of not-yet-accepted connections of a listener.
+	Pending []uint64
+}
+
+// Socket is one socket: a row of the table and of `ss` output.
+type Socket struct {
+	Proto  Proto
+	Family uint8 // unix.AF_INET, unix.AF_INET6 or unix.AF_UNIX
+	State  State
+	// NetNS is the inode of the socket's network namespace.
+	NetNS uint64
+
+	// Local and Peer are the endpoints of an inet socket; zero for UNIX.
+	Local netip.AddrPort
+	Peer  netip.AddrPort
+	// Iface is the bound interface index (SO_BINDTODEVICE), 0 when unbound.
+	Iface uint32
+
+	RecvQ uint32
+	SendQ uint32
+	UID   uint32
+	// Inode is the socket inode; 0 for TIME-WAIT and request sockets,
+	// which are not files.
+	Inode uint64
+	// Cookie is the kernel's socket cookie (idiag_cookie): the key that
+	// joins sock_diag rows and tracer events.
+	Cookie uint64
+	Timer  Timer
+
+	// Optional attributes, present when requested and sent by the kernel.
+	Mark     *uint32 // INET_DIAG_MARK (needs CAP_NET_ADMIN)
+	CgroupID *uint64 // INET_DIAG_CGROUP_ID (kernel >= 5.7)
+	Shutdown *uint8  // INET_DIAG_SHUTDOWN / UNIX_DIAG_SHUTDOWN
+	TOS      *uint8
+	TClass   *uint8
+	// V6Only reports IPV6_V6ONLY for AF_INET6 sockets when known.
+	V6Only *bool
+	// RawProtocol is the IP protocol number of a RAW socket.
+	RawProtocol uint8
+
+	Mem  *MemInfo
+	TCP  *TCPInfo
+	Unix *UnixInfo
+
+	// Procs lists the processes holding the socket; filled only when
+	// process attribution was asked for (ss -p).
+	Procs []Process
+}
