@@ -1,17 +1,170 @@
 package main
 
 import (
-	"errors"
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/sstrace/sstrace/pkg/eventfmt"
+	"github.com/sstrace/sstrace/pkg/tracer"
+	"golang.org/x/sys/unix"
 )
 
+type traceFlags struct {
+	json     bool
+	hook     string
+	ringSize int
+	netns    string
+	duration time.Duration
+	noHeader bool
+}
+
 func newTraceCmd() *cobra.Command {
-	return &cobra.Command{
+	var f traceFlags
+	cmd := &cobra.Command{
 		Use:   "trace",
-		Short: "not built yet",
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("trace: not built yet")
+		Short: "Stream every TCP state transition on the host",
+		Long: `Stream every TCP state transition on the host, as it happens.
+
+Human form: time, pid, comm, local and peer address, old -> new state, and
+milliseconds spent in the old state. A transition that ran in softirq context
+(a packet or a timer, not a system call) shows "-" for pid and comm: the task
+that happened to run is not the socket's owner.
+
+--json prints one object per line; see README for the keys. Counters
+(events, lost) go to stderr on exit, and losses are reported as they happen.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runTrace(cmd.Context(), f)
 		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&f.json, "json", false, "one JSON object per transition")
+	fl.StringVar(&f.hook, "hook", "auto", "kernel hook: auto, tp_btf, tracepoint, fentry or kprobe")
+	fl.IntVar(&f.ringSize, "ring-size", 8<<20, "ring buffer size in bytes (a power of two)")
+	fl.StringVar(&f.netns, "netns", "", "keep one network namespace: its inode number or a path (/run/netns/NAME, /proc/PID/ns/net)")
+	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until interrupted")
+	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line (human form)")
+	return cmd
+}
+
+// parseNetns accepts an inode number or a path to a namespace file.
+func parseNetns(s string) (uint32, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	path := s
+	if _, err := os.Stat(path); err != nil {
+		if alt := "/run/netns/" + s; fileExists(alt) {
+			path = alt
+		} else {
+			return 0, fmt.Errorf("--netns %q: not an inode number, and %v", s, err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("--netns %q: %w", s, err)
+	}
+	return uint32(st.Ino), nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func runTrace(ctx context.Context, f traceFlags) error {
+	hook, err := tracer.ParseHook(f.hook)
+	if err != nil {
+		return err
+	}
+	netns, err := parseNetns(f.netns)
+	if err != nil {
+		return err
+	}
+	if f.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.duration)
+		defer cancel()
+	}
+	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: netns})
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if m, note := t.CookieMethod(); note != "" {
+		fmt.Fprintf(os.Stderr, "sstrace: cookies via %s only (%s): events of sockets nobody asked a cookie for carry cookie 0\n", m, note)
+	}
+
+	out := bufio.NewWriterSize(os.Stdout, 256<<10)
+	defer out.Flush()
+	var buf []byte
+	var render func(*tracer.Event)
+	if f.json {
+		render = func(e *tracer.Event) { buf = eventfmt.AppendJSON(buf[:0], e) }
+	} else {
+		text := eventfmt.NewText()
+		if !f.noHeader {
+			out.WriteString(eventfmt.TextHeader)
+		}
+		render = func(e *tracer.Event) { buf = text.Append(buf[:0], e) }
+	}
+
+	// Losses are reported live, from a ticker, not only at exit.
+	var wg sync.WaitGroup
+	lossCtx, stopLoss := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reportLosses(lossCtx, t)
+	}()
+
+	err = t.Run(ctx, tracer.HandlerFuncs{
+		OnEvent: func(e *tracer.Event) error {
+			render(e)
+			_, err := out.Write(buf)
+			return err
+		},
+		OnIdle: out.Flush,
+	})
+	stopLoss()
+	wg.Wait()
+	out.Flush()
+	st, serr := t.Stats()
+	if serr == nil {
+		fmt.Fprintf(os.Stderr, "sstrace: hook %s: %d events received, %d submitted, %d lost\n", st.Hook, st.Received, st.Submitted, st.Lost)
+	}
+	if err != nil {
+		return err
+	}
+	if serr == nil && st.Lost > 0 {
+		return exitError{code: 3, msg: fmt.Sprintf("%d events were lost (ring buffer full): raise --ring-size", st.Lost)}
+	}
+	return nil
+}
+
+func reportLosses(ctx context.Context, t *tracer.Tracer) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var last uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st, err := t.Stats()
+		if err != nil {
+			continue
+		}
+		if st.Lost > last {
+			fmt.Fprintf(os.Stderr, "sstrace: lost %d events (%d in all): the ring buffer was full; raise --ring-size\n", st.Lost-last, st.Lost)
+			last = st.Lost
+		}
 	}
 }

@@ -1,0 +1,211 @@
+//go:build ignore
+
+/* sstrace's kernel side: every TCP state transition, from one of four hooks,
+ * through one BPF ring buffer.
+ *
+ * Hooks, in the order userspace tries them (only one is ever attached):
+ *   tp_btf/inet_sock_set_state      BTF-typed tracepoint (5.5+)
+ *   tracepoint/sock/inet_sock_set_state   classic tracepoint (4.16+)
+ *   fentry/tcp_set_state + fentry/inet_sk_set_state
+ *   kprobe/tcp_set_state + kprobe/inet_sk_set_state
+ * The tracepoint fires in both tcp_set_state() and inet_sk_set_state() (the
+ * latter makes a new child socket SYN_RECV); the function hooks therefore
+ * attach to both, so every hook yields the same transitions.
+ *
+ * Cookies: the tracing programs call bpf_get_socket_cookie() where the
+ * kernel offers it to them (5.12+), which makes the cookie if needed, exactly
+ * like sock_diag does. Elsewhere the programs read sk_cookie, which is 0 until
+ * something made it; then two cgroup programs on the cgroup v2 root make it
+ * early: sock_create for every socket a task creates, sockops for accepted
+ * children (before their SYN_RECV -> ESTABLISHED transition). A child's first
+ * event (CLOSE -> SYN_RECV) still precedes that, so it is held back in a map
+ * and sent just before the child's next event, with that event's cookie.
+ */
+#include "tracer.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by userspace before load. */
+const volatile __u32 target_netns = 0;     /* 0: every namespace */
+const volatile __u32 wakeup_bytes = 0;     /* wake the reader once this much is pending */
+const volatile bool cookie_helper = false; /* bpf_get_socket_cookie works in tracing programs */
+const volatile bool defer_cookies = false; /* cgroup programs make cookies: hold back cookie-less firsts */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* resized by userspace */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Events held back until their socket's cookie exists (see top). LRU: a
+ * child that never gets a second event cannot leak an entry forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct event);
+} deferred SEC(".maps");
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &slot);
+	if (v)
+		*v += 1;
+}
+
+/* submit copies e into the ring buffer. Wakeups are batched: the reader is
+ * woken only when wakeup_bytes are pending; otherwise it drains on its own
+ * short deadline. That keeps the cost of full-speed churn low. */
+static __always_inline void submit(const struct event *e)
+{
+	struct event *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count(COUNTER_LOST);
+		return;
+	}
+	__builtin_memcpy(r, e, sizeof(*r));
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(r, flags);
+	count(COUNTER_EVENTS);
+}
+
+/* One event on the stack: 112 bytes, well within the 512-byte limit. */
+static __always_inline int record(struct sock *sk, int oldstate, int newstate,
+				  __u8 hook, bool tracing)
+{
+	struct event e = {};
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	e.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (e.family != AF_INET && e.family != AF_INET6)
+		return 0;
+	e.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (target_netns && e.netns != target_netns)
+		return 0;
+
+	e.ts_ns = bpf_ktime_get_ns();
+	e.skaddr = (__u64)sk;
+	e.oldstate = oldstate;
+	e.newstate = newstate;
+	e.hook = hook;
+	e.cpu = bpf_get_smp_processor_id();
+	e.sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e.dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e.family == AF_INET) {
+		BPF_CORE_READ_INTO(&e.saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&e.saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+
+	e.context = BPF_CORE_READ(sk, sk_lock.owned) ? CTX_PROCESS : CTX_SOFTIRQ;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e.pid = pid_tgid >> 32;
+	e.tid = (__u32)pid_tgid;
+	e.uid = (__u32)bpf_get_current_uid_gid();
+	e.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&e.comm, sizeof(e.comm));
+
+	/* cookie_helper is a load-time constant: on kernels without the
+	 * helper for tracing programs the verifier never sees the call. */
+	if (tracing && cookie_helper) {
+		e.cookie = bpf_get_socket_cookie(sk);
+		e.cookie_src = COOKIE_HELPER;
+	} else {
+		e.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		e.cookie_src = e.cookie ? COOKIE_FIELD : COOKIE_NONE;
+	}
+
+	if (defer_cookies) {
+		__u64 key = e.skaddr;
+		struct event *held = bpf_map_lookup_elem(&deferred, &key);
+		if (held) {
+			/* Send the held-back event first, with this event's
+			 * cookie if it has one now. */
+			if (e.cookie) {
+				held->cookie = e.cookie;
+				held->cookie_src = COOKIE_DEFERRED;
+			}
+			submit(held);
+			bpf_map_delete_elem(&deferred, &key);
+		} else if (!e.cookie && newstate == TCP_SYN_RECV) {
+			/* A new child: sockops makes its cookie before
+			 * the next transition. */
+			if (bpf_map_update_elem(&deferred, &key, &e, BPF_ANY) == 0)
+				return 0;
+			count(COUNTER_DEFER_FULL);
+		}
+	}
+	submit(&e);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_tp_btf, struct sock *sk, int oldstate, int newstate)
+{
+	return record(sk, oldstate, newstate, HOOK_TP_BTF, true);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int handle_tracepoint(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	struct sock *sk = (struct sock *)BPF_CORE_READ(ctx, skaddr);
+	return record(sk, BPF_CORE_READ(ctx, oldstate), BPF_CORE_READ(ctx, newstate),
+		      HOOK_TRACEPOINT, false);
+}
+
+SEC("fentry/tcp_set_state")
+int BPF_PROG(handle_fentry_tcp, struct sock *sk, int state)
+{
+	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_FENTRY, true);
+}
+
+SEC("fentry/inet_sk_set_state")
+int BPF_PROG(handle_fentry_inet, struct sock *sk, int state)
+{
+	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_FENTRY, true);
+}
+
+SEC("kprobe/tcp_set_state")
+int BPF_KPROBE(handle_kprobe_tcp, struct sock *sk, int state)
+{
+	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_KPROBE, false);
+}
+
+SEC("kprobe/inet_sk_set_state")
+int BPF_KPROBE(handle_kprobe_inet, struct sock *sk, int state)
+{
+	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_KPROBE, false);
+}
+
+/* Cookie makers, attached to the cgroup v2 root only where the hook in use
+ * cannot call bpf_get_socket_cookie itself. Both only ask for the cookie,
+ * which makes the kernel assign it; they never change the socket. */
+SEC("cgroup/sock_create")
+int make_cookie_on_create(struct bpf_sock *ctx)
+{
+	bpf_get_socket_cookie(ctx);
+	return 1; /* allow */
+}
+
+SEC("sockops")
+int make_cookie_on_established(struct bpf_sock_ops *ctx)
+{
+	if (ctx->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB ||
+	    ctx->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		bpf_get_socket_cookie(ctx);
+	return 1;
+}

@@ -1,0 +1,156 @@
+/* Kernel types the tracer reads, declared CO-RE style: only the fields used,
+ * each with the reason it is read. preserve_access_index makes libbpf
+ * relocate every access against the running kernel's BTF, so field offsets
+ * here never need to match any particular kernel. Anonymous unions of the
+ * real layout are flattened: CO-RE matches fields by name through them.
+ *
+ * Also: struct event, the record sent through the ring buffer. bpf2go
+ * (-type event) generates its Go twin, so C and Go cannot disagree on it. */
+#ifndef SSTRACE_TRACER_H
+#define SSTRACE_TRACER_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>   /* uapi: map types, flags, sockops ctx (ABI, not CO-RE) */
+#include <asm/ptrace.h>  /* uapi struct pt_regs, for BPF_KPROBE */
+
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* include/net/tcp_states.h */
+enum {
+	TCP_ESTABLISHED = 1,
+	TCP_SYN_SENT,
+	TCP_SYN_RECV,
+	TCP_FIN_WAIT1,
+	TCP_FIN_WAIT2,
+	TCP_TIME_WAIT,
+	TCP_CLOSE,
+	TCP_CLOSE_WAIT,
+	TCP_LAST_ACK,
+	TCP_LISTEN,
+	TCP_CLOSING,
+	TCP_NEW_SYN_RECV,
+};
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16]; /* s6_addr is a macro for this */
+	} in6_u;
+} __attribute__((preserve_access_index));
+
+struct ns_common {
+	unsigned int inum; /* the netns inode, as /proc/PID/ns/net shows it */
+} __attribute__((preserve_access_index));
+
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	struct net *net;
+} __attribute__((preserve_access_index)) possible_net_t;
+
+typedef struct {
+	__s64 counter;
+} __attribute__((preserve_access_index)) atomic64_t;
+
+struct sock_common {
+	__be32 skc_daddr;                /* IPv4 peer */
+	__be32 skc_rcv_saddr;            /* IPv4 local */
+	__be16 skc_dport;                /* peer port, network order */
+	unsigned short skc_family;       /* AF_INET / AF_INET6 */
+	volatile unsigned char skc_state;/* old state for the tcp_set_state hooks */
+	possible_net_t skc_net;          /* netns inode */
+	struct in6_addr skc_v6_daddr;    /* IPv6 peer */
+	struct in6_addr skc_v6_rcv_saddr;/* IPv6 local */
+	atomic64_t skc_cookie;           /* cookie, where the helper is missing */
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	int owned; /* 1 while a task holds lock_sock(): process context */
+} __attribute__((preserve_access_index)) socket_lock_t;
+
+struct sock {
+	struct sock_common __sk_common;
+	socket_lock_t sk_lock;
+	__u16 sk_protocol; /* IPPROTO_TCP only: DCCP/SCTP share inet_sk_set_state */
+} __attribute__((preserve_access_index));
+
+/* inet_sock extends struct sock. inet_sport is the local port that stays
+ * set when a closing socket gives its port back (skc_num is zeroed then),
+ * the same field the tracepoint itself reports. */
+struct inet_sock {
+	__be16 inet_sport;
+} __attribute__((preserve_access_index));
+
+/* The classic tracepoint's record (include/trace/events/sock.h). Only the
+ * socket pointer and states are taken from it; the rest is read from the
+ * socket itself, the same way for every hook. */
+struct trace_event_raw_inet_sock_set_state {
+	unsigned long long __pad; /* common tracepoint header (8 bytes) */
+	const void *skaddr;
+	int oldstate;
+	int newstate;
+} __attribute__((preserve_access_index));
+
+/* Which hook emitted an event. */
+enum event_hook {
+	HOOK_TP_BTF = 1,
+	HOOK_TRACEPOINT = 2,
+	HOOK_FENTRY = 3,
+	HOOK_KPROBE = 4,
+};
+
+/* Where a transition ran: a task holding the socket lock (a system call or
+ * the owner's backlog processing), or softirq/timer context, where the
+ * current task is unrelated to the socket. */
+enum event_context {
+	CTX_PROCESS = 1,
+	CTX_SOFTIRQ = 2,
+};
+
+/* How the cookie was obtained. */
+enum cookie_source {
+	COOKIE_NONE = 0,     /* the kernel had not made one yet */
+	COOKIE_HELPER = 1,   /* bpf_get_socket_cookie: makes it if needed */
+	COOKIE_FIELD = 2,    /* read from sk_cookie, made earlier */
+	COOKIE_DEFERRED = 3, /* held back until the next event of the socket carried it */
+};
+
+struct event {
+	__u64 ts_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 cookie;     /* socket cookie, = sock_diag idiag_cookie */
+	__u64 skaddr;     /* kernel address of the socket: unique while it lives */
+	__u64 cgroup_id;  /* current task's cgroup v2 id */
+	__u32 netns;      /* network namespace inode */
+	__u32 pid;        /* current tgid */
+	__u32 tid;        /* current thread id */
+	__u32 uid;        /* current task's uid */
+	__u8 saddr[16];   /* local address: 4 or 16 bytes used by family */
+	__u8 daddr[16];   /* peer address */
+	__u16 sport;      /* local port, host order */
+	__u16 dport;      /* peer port, host order */
+	__u16 family;     /* AF_INET or AF_INET6 */
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 context;     /* enum event_context */
+	__u8 hook;        /* enum event_hook */
+	__u8 cookie_src;  /* enum cookie_source */
+	__u8 cpu;         /* CPU the transition ran on (low 8 bits) */
+	char comm[16];    /* current task's comm */
+};
+
+/* Counters slot numbers in the per-CPU counters map. */
+enum counter {
+	COUNTER_EVENTS = 0,  /* records submitted */
+	COUNTER_LOST = 1,    /* bpf_ringbuf_reserve failed: the event is lost */
+	COUNTER_DEFER_FULL = 2, /* deferred-cookie map full: sent without cookie */
+	COUNTER_MAX = 3,
+};
+
+#endif

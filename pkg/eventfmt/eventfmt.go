@@ -1,0 +1,172 @@
+// Package eventfmt renders tracer events: one JSON object per line (the
+// stable machine form of `sstrace trace --json`) and the human table of
+// `sstrace trace`, modelled on libbpf-tools' tcpstates.
+//
+// Both append to a caller-owned buffer and allocate nothing per event, so
+// that printing keeps up with full-speed connection churn.
+//
+// JSON keys, in this order: time (RFC 3339, UTC, nanoseconds), cookie,
+// netns, family ("inet"/"inet6"), saddr, sport, daddr, dport, oldstate,
+// newstate (kernel names without TCP_), pid, comm, context ("process" or
+// "softirq": in softirq context pid/comm are whatever task the CPU was
+// running, not the socket's owner), then tid, uid, cgroup (cgroup v2 id),
+// hook, cookie_source ("helper", "field", "deferred", "none") and cpu.
+package eventfmt
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+const jsonTime = "2006-01-02T15:04:05.000000000Z07:00"
+
+// AppendJSON appends e as one JSON object and a newline.
+func AppendJSON(b []byte, e *tracer.Event) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, jsonTime)
+	b = append(b, `","cookie":`...)
+	b = strconv.AppendUint(b, e.Cookie, 10)
+	b = append(b, `,"netns":`...)
+	b = strconv.AppendUint(b, uint64(e.NetNS), 10)
+	b = append(b, `,"family":"`...)
+	b = append(b, familyName(e.Family)...)
+	b = append(b, `","saddr":"`...)
+	b = e.Local.Addr().AppendTo(b)
+	b = append(b, `","sport":`...)
+	b = strconv.AppendUint(b, uint64(e.Local.Port()), 10)
+	b = append(b, `,"daddr":"`...)
+	b = e.Peer.Addr().AppendTo(b)
+	b = append(b, `","dport":`...)
+	b = strconv.AppendUint(b, uint64(e.Peer.Port()), 10)
+	b = append(b, `,"oldstate":"`...)
+	b = append(b, e.OldState.String()...)
+	b = append(b, `","newstate":"`...)
+	b = append(b, e.NewState.String()...)
+	b = append(b, `","pid":`...)
+	b = strconv.AppendUint(b, uint64(e.PID), 10)
+	b = append(b, `,"comm":`...)
+	b = appendJSONString(b, e.Comm)
+	b = append(b, `,"context":"`...)
+	b = append(b, e.Context.String()...)
+	b = append(b, `","tid":`...)
+	b = strconv.AppendUint(b, uint64(e.TID), 10)
+	b = append(b, `,"uid":`...)
+	b = strconv.AppendUint(b, uint64(e.UID), 10)
+	b = append(b, `,"cgroup":`...)
+	b = strconv.AppendUint(b, e.CgroupID, 10)
+	b = append(b, `,"hook":"`...)
+	b = append(b, e.Hook...)
+	b = append(b, `","cookie_source":"`...)
+	b = append(b, e.CookieSource.String()...)
+	b = append(b, `","cpu":`...)
+	b = strconv.AppendUint(b, uint64(e.CPU), 10)
+	return append(b, "}\n"...)
+}
+
+func familyName(f uint8) string {
+	if f == unix.AF_INET6 {
+		return "inet6"
+	}
+	return "inet"
+}
+
+// appendJSONString quotes s. A comm is chosen by the process and may hold
+// any byte, so quotes, control characters and invalid UTF-8 are escaped.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			b = append(b, c)
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			default:
+				b = append(b, `\u00`...)
+				b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+// Text renders the human table. It remembers when each live socket last
+// changed state, to print how long it spent in the old state (as
+// tcpstates' MS column does).
+type Text struct {
+	since map[uint64]time.Duration
+}
+
+// NewText returns a Text renderer.
+func NewText() *Text { return &Text{since: map[uint64]time.Duration{}} }
+
+// TextHeader is the table's header line.
+const TextHeader = "TIME            PID     COMM             LADDR                                   RADDR                                   OLDSTATE    -> NEWSTATE    MS\n"
+
+// Append appends one line for e. A softirq transition shows "-" for pid and
+// comm: the task that happened to run is not the socket's owner.
+func (t *Text) Append(b []byte, e *tracer.Event) []byte {
+	var ms float64
+	if prev, ok := t.since[e.Sock]; ok {
+		ms = float64(e.Mono-prev) / float64(time.Millisecond)
+	}
+	if e.NewState == sock.Close { // the kernel address may be reused now
+		delete(t.since, e.Sock)
+	} else {
+		t.since[e.Sock] = e.Mono
+	}
+	b = e.Time.Local().AppendFormat(b, "15:04:05.000000")
+	b = append(b, ' ', ' ')
+	if e.Context == tracer.ContextSoftirq {
+		b = pad(b, "-", 8)
+		b = pad(b, "-", 17)
+	} else {
+		b = pad(b, strconv.FormatUint(uint64(e.PID), 10), 8)
+		b = pad(b, e.Comm, 17)
+	}
+	b = pad(b, addrPort(e.Local), 40)
+	b = pad(b, addrPort(e.Peer), 40)
+	b = pad(b, e.OldState.String(), 12)
+	b = append(b, "-> "...)
+	b = pad(b, e.NewState.String(), 12)
+	b = strconv.AppendFloat(b, ms, 'f', 3, 64)
+	return append(b, '\n')
+}
+
+func addrPort(ap netip.AddrPort) string {
+	if ap.Addr().Is6() {
+		return fmt.Sprintf("[%s]:%d", ap.Addr(), ap.Port())
+	}
+	return fmt.Sprintf("%s:%d", ap.Addr(), ap.Port())
+}
+
+func pad(b []byte, s string, width int) []byte {
+	b = append(b, s...)
+	for n := len(s); n < width; n++ {
+		b = append(b, ' ')
+	}
+	if len(s) >= width {
+		b = append(b, ' ')
+	}
+	return b
+}

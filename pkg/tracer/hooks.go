@@ -1,0 +1,150 @@
+package tracer
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Hook names a kernel attachment point for the transition programs.
+type Hook string
+
+// The hooks, in the order HookAuto tries them.
+const (
+	// HookAuto picks the first hook that loads and attaches.
+	HookAuto Hook = "auto"
+	// HookTPBTF is the BTF-typed sock:inet_sock_set_state tracepoint.
+	HookTPBTF Hook = "tp_btf"
+	// HookTracepoint is the classic sock:inet_sock_set_state tracepoint
+	// (needs tracefs, which the tracer mounts if missing).
+	HookTracepoint Hook = "tracepoint"
+	// HookFentry is fentry on tcp_set_state and inet_sk_set_state.
+	HookFentry Hook = "fentry"
+	// HookKprobe is kprobes on tcp_set_state and inet_sk_set_state.
+	HookKprobe Hook = "kprobe"
+)
+
+// Hooks lists the concrete hooks in the order HookAuto tries them: the
+// tracepoint is a stable interface and costs least; the function hooks are
+// for kernels where it is unavailable.
+var Hooks = []Hook{HookTPBTF, HookTracepoint, HookFentry, HookKprobe}
+
+// ParseHook validates a hook name from the command line.
+func ParseHook(s string) (Hook, error) {
+	h := Hook(strings.ToLower(s))
+	if h == "" || h == HookAuto {
+		return HookAuto, nil
+	}
+	for _, k := range Hooks {
+		if h == k {
+			return h, nil
+		}
+	}
+	return "", fmt.Errorf("unknown hook %q: want auto, tp_btf, tracepoint, fentry or kprobe", s)
+}
+
+func hookByID(id uint8) Hook {
+	if id >= 1 && int(id) <= len(Hooks) {
+		return Hooks[id-1]
+	}
+	return ""
+}
+
+// programs returns the program names a hook needs and whether they are
+// BTF tracing programs (which may call bpf_get_socket_cookie on 5.12+).
+func (h Hook) programs() (names []string, tracing bool) {
+	switch h {
+	case HookTPBTF:
+		return []string{TracerProgHandleTpBtf}, true
+	case HookTracepoint:
+		return []string{TracerProgHandleTracepoint}, false
+	case HookFentry:
+		return []string{TracerProgHandleFentryTcp, TracerProgHandleFentryInet}, true
+	case HookKprobe:
+		return []string{TracerProgHandleKprobeTcp, TracerProgHandleKprobeInet}, false
+	}
+	return nil, false
+}
+
+// attach attaches the loaded programs of hook h.
+func (h Hook) attach(coll *ebpf.Collection) ([]link.Link, error) {
+	var links []link.Link
+	add := func(l link.Link, err error) error {
+		if err != nil {
+			return err
+		}
+		links = append(links, l)
+		return nil
+	}
+	var err error
+	switch h {
+	case HookTPBTF:
+		err = add(link.AttachTracing(link.TracingOptions{Program: coll.Programs[TracerProgHandleTpBtf]}))
+	case HookTracepoint:
+		if err = ensureTracefs(); err == nil {
+			err = add(link.Tracepoint("sock", "inet_sock_set_state", coll.Programs[TracerProgHandleTracepoint], nil))
+		}
+	case HookFentry:
+		if err = add(link.AttachTracing(link.TracingOptions{Program: coll.Programs[TracerProgHandleFentryTcp]})); err == nil {
+			err = add(link.AttachTracing(link.TracingOptions{Program: coll.Programs[TracerProgHandleFentryInet]}))
+		}
+	case HookKprobe:
+		if err = add(link.Kprobe("tcp_set_state", coll.Programs[TracerProgHandleKprobeTcp], nil)); err == nil {
+			err = add(link.Kprobe("inet_sk_set_state", coll.Programs[TracerProgHandleKprobeInet], nil))
+		}
+	default:
+		err = fmt.Errorf("unknown hook %q", h)
+	}
+	if err != nil {
+		closeLinks(links)
+		return nil, err
+	}
+	return links, nil
+}
+
+func closeLinks(links []link.Link) {
+	for _, l := range links {
+		_ = l.Close()
+	}
+}
+
+// ensureTracefs mounts tracefs at /sys/kernel/tracing when neither it nor
+// the debugfs copy is mounted: the classic tracepoint's id is read there.
+func ensureTracefs() error {
+	for _, p := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(p); err == nil {
+			return nil
+		}
+	}
+	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: %w", err)
+	}
+	return nil
+}
+
+// cgroup2Root returns the mount point of the cgroup v2 hierarchy, where the
+// cookie makers attach.
+func cgroup2Root() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// mountinfo: id parent maj:min root mountpoint opts ... - fstype source opts
+		fields := strings.Fields(sc.Text())
+		for i, fld := range fields {
+			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 {
+				return fields[4], nil
+			}
+		}
+	}
+	return "", errors.New("no cgroup v2 hierarchy is mounted")
+}

@@ -1,0 +1,412 @@
+// Package tracer loads sstrace's BPF programs, attaches them to one kernel
+// hook, and delivers every TCP state transition on the host as an Event.
+//
+// Usage:
+//
+//	t, err := tracer.Open(tracer.Options{})
+//	if err != nil { ... }        // names the hook that failed and why
+//	defer t.Close()
+//	err = t.Run(ctx, tracer.HandlerFuncs{OnEvent: func(e *tracer.Event) error { ... }})
+//
+// Hooks are tried in the order of Hooks (see hooks.go); the first that loads
+// and attaches wins, and only one is ever attached, so no transition is
+// reported twice. Losses (ring buffer full) are counted in the kernel and
+// reported by Stats; they are data, never only a log line.
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// Hook forces one hook; "" or HookAuto tries them in order.
+	Hook Hook
+	// RingBufferSize is the ring buffer size in bytes, a power of two and
+	// a multiple of the page size. Default 8 MiB (about 70 000 events).
+	RingBufferSize int
+	// NetNS keeps only transitions in the network namespace with this
+	// inode; 0 keeps all. Filtered in the kernel.
+	NetNS uint32
+	// WakeupBytes is how much data must be pending before the kernel wakes
+	// the reader; below it the reader drains on FlushInterval. Default
+	// 64 KiB: at full churn userspace wakes a few hundred times a second
+	// instead of once per event.
+	WakeupBytes int
+	// FlushInterval bounds the delay between a transition and its
+	// delivery. Default 50 ms.
+	FlushInterval time.Duration
+}
+
+const (
+	defaultRingBufferSize = 8 << 20
+	defaultWakeupBytes    = 64 << 10
+	defaultFlushInterval  = 50 * time.Millisecond
+)
+
+// CookieMethod says how events get their socket cookie on this kernel.
+type CookieMethod string
+
+// Cookie methods.
+const (
+	// CookieMethodHelper: bpf_get_socket_cookie in the hook (tracing
+	// programs, kernel 5.12+). Exact for every event.
+	CookieMethodHelper CookieMethod = "helper"
+	// CookieMethodMakers: the hook reads sk_cookie, made at socket
+	// creation and at connection establishment by cgroup programs on the
+	// cgroup v2 root; an accepted child's first event is deferred until
+	// its cookie exists.
+	CookieMethodMakers CookieMethod = "cgroup-makers"
+	// CookieMethodField: the hook reads sk_cookie only; sockets whose
+	// cookie nobody made yet report 0.
+	CookieMethodField CookieMethod = "field"
+)
+
+// Tracer is a loaded and attached set of transition programs.
+type Tracer struct {
+	hook         Hook
+	cookieMethod CookieMethod
+	// cookieNote explains a degraded cookie method (why no makers).
+	cookieNote string
+	coll       *ebpf.Collection
+	links      []link.Link
+	reader     *ringbuf.Reader
+	flush      time.Duration
+	dec        *decoder
+	received   atomic.Uint64
+}
+
+// Open checks the kernel, loads the programs and attaches them to the first
+// hook that works (or the one forced by opts.Hook).
+func Open(opts Options) (*Tracer, error) {
+	if opts.RingBufferSize == 0 {
+		opts.RingBufferSize = defaultRingBufferSize
+	}
+	if opts.WakeupBytes == 0 {
+		opts.WakeupBytes = defaultWakeupBytes
+	}
+	if opts.WakeupBytes > opts.RingBufferSize/2 {
+		opts.WakeupBytes = opts.RingBufferSize / 2
+	}
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = defaultFlushInterval
+	}
+	if opts.Hook == "" {
+		opts.Hook = HookAuto
+	}
+	if err := checkRingSize(opts.RingBufferSize); err != nil {
+		return nil, err
+	}
+	if err := CheckKernel(); err != nil {
+		return nil, err
+	}
+
+	hooks := Hooks
+	if opts.Hook != HookAuto {
+		if _, err := ParseHook(string(opts.Hook)); err != nil {
+			return nil, err
+		}
+		hooks = []Hook{opts.Hook}
+	}
+	var failures []string
+	for _, h := range hooks {
+		t, err := openHook(h, opts)
+		if err == nil {
+			return t, nil
+		}
+		failures = append(failures, fmt.Sprintf("%s: %v", h, err))
+	}
+	return nil, fmt.Errorf("no hook could be attached (%s)", strings.Join(failures, "; "))
+}
+
+func checkRingSize(n int) error {
+	page := os.Getpagesize()
+	if n < page || n&(n-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", n, page)
+	}
+	return nil
+}
+
+// CheckKernel reports, as one clear error, a missing privilege or kernel
+// feature that makes tracing impossible whatever the hook.
+func CheckKernel() error {
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Raising it
+	// needs CAP_SYS_RESOURCE; where that fails the loads below report
+	// their own error, so this one is not fatal.
+	_ = rlimit.RemoveMemlock()
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return errors.New("kernel BTF is missing (/sys/kernel/btf/vmlinux): sstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.4 or newer)")
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		if errors.Is(err, unix.EPERM) || os.Geteuid() != 0 {
+			return errPermission
+		}
+		return fmt.Errorf("BPF ring buffers are unavailable (%v): sstrace needs Linux 5.8 or newer", err)
+	}
+	return nil
+}
+
+var errPermission = errors.New("permission denied loading BPF: run as root (or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN)")
+
+// openHook loads and attaches one hook. Tracing hooks first try the
+// cookie helper and fall back to the cookie makers where the kernel does not
+// give tracing programs bpf_get_socket_cookie (before 5.12).
+func openHook(h Hook, opts Options) (*Tracer, error) {
+	_, tracing := h.programs()
+	if tracing {
+		if t, err := load(h, opts, true, false); err == nil {
+			return t, nil
+		}
+	}
+	return load(h, opts, false, true)
+}
+
+// load builds the collection with only the programs hook h needs, so that
+// programs this kernel cannot load (fentry on this host, say) never get in
+// the way of the one that can. helper selects bpf_get_socket_cookie; without
+// it, tryMakers adds the cgroup cookie makers when they can be attached.
+func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
+	spec, err := LoadTracer()
+	if err != nil {
+		return nil, err
+	}
+	names, _ := h.programs()
+	keep := map[string]bool{}
+	for _, n := range names {
+		keep[n] = true
+	}
+	makers := !helper && tryMakers
+	var cgroupRoot, note string
+	if makers {
+		if cgroupRoot, err = cgroup2Root(); err != nil {
+			makers = false
+			note = err.Error()
+		}
+	}
+	if makers {
+		keep[TracerProgMakeCookieOnCreate] = true
+		keep[TracerProgMakeCookieOnEstablished] = true
+	}
+	for name := range spec.Programs {
+		if !keep[name] {
+			delete(spec.Programs, name)
+		}
+	}
+	spec.Maps[TracerMapEvents].MaxEntries = uint32(opts.RingBufferSize)
+	for name, v := range map[string]any{
+		TracerVarTargetNetns:  opts.NetNS,
+		TracerVarWakeupBytes:  uint32(opts.WakeupBytes),
+		TracerVarCookieHelper: helper,
+		TracerVarDeferCookies: makers,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) && os.Geteuid() != 0 {
+			return nil, fmt.Errorf("load: %w (%v)", errPermission, err)
+		}
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("load: the kernel refuses this program type even to root (%w)", err)
+		}
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	t := &Tracer{hook: h, coll: coll, flush: opts.FlushInterval, dec: newDecoder()}
+	switch {
+	case helper:
+		t.cookieMethod = CookieMethodHelper
+	case makers:
+		t.cookieMethod = CookieMethodMakers
+	default:
+		t.cookieMethod = CookieMethodField
+		t.cookieNote = note
+	}
+	if makers {
+		// Makers first, so that no socket slips between the hook and them.
+		ls, err := attachMakers(coll, cgroupRoot)
+		if err != nil {
+			// Without makers the deferral would hold child events
+			// for a cookie that never comes: reload without it.
+			coll.Close()
+			t2, err2 := load(h, opts, false, false)
+			if err2 == nil {
+				t2.cookieNote = fmt.Sprintf("cookie makers on %s: %v", cgroupRoot, err)
+			}
+			return t2, err2
+		}
+		t.links = append(t.links, ls...)
+	}
+	ls, err := h.attach(coll)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("attach: %w", err)
+	}
+	t.links = append(t.links, ls...)
+	t.reader, err = ringbuf.NewReader(coll.Maps[TracerMapEvents])
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("ring buffer reader: %w", err)
+	}
+	return t, nil
+}
+
+func attachMakers(coll *ebpf.Collection, root string) ([]link.Link, error) {
+	create, err := link.AttachCgroup(link.CgroupOptions{
+		Path: root, Attach: ebpf.AttachCGroupInetSockCreate,
+		Program: coll.Programs[TracerProgMakeCookieOnCreate],
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cgroup/sock_create: %w", err)
+	}
+	ops, err := link.AttachCgroup(link.CgroupOptions{
+		Path: root, Attach: ebpf.AttachCGroupSockOps,
+		Program: coll.Programs[TracerProgMakeCookieOnEstablished],
+	})
+	if err != nil {
+		create.Close()
+		return nil, fmt.Errorf("sockops: %w", err)
+	}
+	return []link.Link{create, ops}, nil
+}
+
+// Hook returns the hook in use.
+func (t *Tracer) Hook() Hook { return t.hook }
+
+// CookieMethod returns how events get their cookies, and a note on why it
+// is degraded when it is CookieMethodField.
+func (t *Tracer) CookieMethod() (CookieMethod, string) { return t.cookieMethod, t.cookieNote }
+
+// Stats are the tracer's counters.
+type Stats struct {
+	Hook Hook
+	// Submitted is the number of events the kernel put in the ring buffer.
+	Submitted uint64
+	// Lost is the number of events dropped because the ring buffer was
+	// full. Non-zero means the consumer is too slow or the buffer too
+	// small (--ring-size).
+	Lost uint64
+	// Received is the number of events delivered to the handler.
+	Received uint64
+	// DeferFull counts child events sent without a cookie because the
+	// deferral map was full.
+	DeferFull uint64
+}
+
+// Stats reads the kernel counters. Safe to call while Run is running.
+func (t *Tracer) Stats() (Stats, error) {
+	s := Stats{Hook: t.hook, Received: t.received.Load()}
+	m := t.coll.Maps[TracerMapCounters]
+	for slot, dst := range []*uint64{&s.Submitted, &s.Lost, &s.DeferFull} {
+		var perCPU []uint64
+		if err := m.Lookup(uint32(slot), &perCPU); err != nil {
+			return s, fmt.Errorf("read counters: %w", err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	return s, nil
+}
+
+// Handler receives events from Run.
+type Handler interface {
+	// Event is called for every transition, in ring-buffer order. The
+	// Event is reused after Event returns: copy what you keep.
+	Event(*Event) error
+	// Idle is called when the ring buffer has been drained: a good moment
+	// to flush buffered output.
+	Idle() error
+}
+
+// HandlerFuncs adapts functions to Handler; a nil function is skipped.
+type HandlerFuncs struct {
+	OnEvent func(*Event) error
+	OnIdle  func() error
+}
+
+// Event calls OnEvent.
+func (h HandlerFuncs) Event(e *Event) error {
+	if h.OnEvent == nil {
+		return nil
+	}
+	return h.OnEvent(e)
+}
+
+// Idle calls OnIdle.
+func (h HandlerFuncs) Idle() error {
+	if h.OnIdle == nil {
+		return nil
+	}
+	return h.OnIdle()
+}
+
+// Run delivers events to h until ctx is done or h returns an error. It
+// returns nil when ctx ends the run.
+func (t *Tracer) Run(ctx context.Context, h Handler) error {
+	var rec ringbuf.Record
+	var ev Event
+	lastSync := time.Now()
+	for {
+		t.reader.SetDeadline(time.Now().Add(t.flush))
+		for {
+			err := t.reader.ReadInto(&rec)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+				if errors.Is(err, ringbuf.ErrClosed) {
+					return nil
+				}
+				return fmt.Errorf("read ring buffer: %w", err)
+			}
+			if !t.dec.decode(rec.RawSample, &ev) {
+				return fmt.Errorf("ring buffer record of %d bytes, want %d: userspace and BPF object disagree", len(rec.RawSample), eventSize)
+			}
+			t.received.Add(1)
+			if err := h.Event(&ev); err != nil {
+				return err
+			}
+		}
+		if err := h.Idle(); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(lastSync) > 10*time.Second {
+			t.dec.syncClock()
+			lastSync = time.Now()
+		}
+	}
+}
+
+// Close detaches and unloads everything. Safe to call more than once.
+func (t *Tracer) Close() error {
+	closeLinks(t.links)
+	t.links = nil
+	if t.reader != nil {
+		t.reader.Close()
+		t.reader = nil
+	}
+	if t.coll != nil {
+		t.coll.Close()
+		t.coll = nil
+	}
+	return nil
+}
