@@ -1,0 +1,450 @@
+package tracer
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/testutil"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// The end-to-end tests load the real programs into the running kernel and
+// drive real sockets in a fresh network namespace. SSTRACE_TEST_HOOK forces
+// one hook (the VM matrix runs them once per hook); under CI=true a hook
+// that cannot be loaded fails the test.
+
+// collector gathers the events of one tracer run.
+type collector struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (c *collector) add(e *Event) error {
+	c.mu.Lock()
+	c.events = append(c.events, *e)
+	c.mu.Unlock()
+	return nil
+}
+
+// forPort returns, grouped per socket (by kernel address, in arrival
+// order), the events whose local or peer port is port.
+func (c *collector) forPort(port uint16) map[uint64][]Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[uint64][]Event{}
+	for _, e := range c.events {
+		if e.Local.Port() == port || e.Peer.Port() == port {
+			out[e.Sock] = append(out[e.Sock], e)
+		}
+	}
+	return out
+}
+
+type harness struct {
+	t   *testing.T
+	ns  *testutil.NS
+	tr  *Tracer
+	col *collector
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	testutil.RequireRoot(t)
+	ns := testutil.NewNS(t)
+	hook := HookAuto
+	if env := os.Getenv("SSTRACE_TEST_HOOK"); env != "" {
+		h, err := ParseHook(env)
+		if err != nil {
+			t.Fatalf("SSTRACE_TEST_HOOK: %v", err)
+		}
+		hook = h
+	}
+	tr, err := Open(Options{Hook: hook, NetNS: uint32(ns.Inode), FlushInterval: 10 * time.Millisecond})
+	if err != nil {
+		testutil.Unavailable(t, "open tracer with hook %s: %v", hook, err)
+	}
+	method, note := tr.CookieMethod()
+	t.Logf("hook %s, cookies via %s %s", tr.Hook(), method, note)
+	col := &collector{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx, HandlerFuncs{OnEvent: col.add}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		st, err := tr.Stats()
+		if err != nil {
+			t.Errorf("Stats: %v", err)
+		} else if st.Lost != 0 || st.Submitted != st.Received {
+			t.Errorf("stats %+v: want no loss and every submitted event received", st)
+		}
+		tr.Close()
+	})
+	return &harness{t: t, ns: ns, tr: tr, col: col}
+}
+
+// listen opens a TCP listener inside the namespace. Go listens with MPTCP
+// by default where the kernel has it; the tests want plain TCP sockets, whose
+// transitions they know exactly (an MPTCP listener's TCP socket is a
+// kernel-made subflow: see README on cookies).
+func (h *harness) listen(network, addr string) net.Listener {
+	h.t.Helper()
+	var ln net.Listener
+	err := h.ns.Do(func() (err error) {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		ln, err = lc.Listen(context.Background(), network, addr)
+		return err
+	})
+	if err != nil {
+		h.t.Fatalf("listen: %v", err)
+	}
+	return ln
+}
+
+// dial connects from inside the namespace.
+func (h *harness) dial(network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := h.ns.Do(func() (err error) {
+		c, err = net.DialTimeout(network, addr, 2*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// transitions renders a socket's events as "OLD>NEW" words.
+func transitions(evs []Event) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.OldState.String() + ">" + e.NewState.String()
+	}
+	return out
+}
+
+// waitSockets waits until the events for port form want (per socket,
+// order-insensitive across sockets), or fails with what was seen.
+func (h *harness) waitSockets(port uint16, want ...[]string) map[uint64][]Event {
+	h.t.Helper()
+	key := func(seqs [][]string) string {
+		s := make([]string, len(seqs))
+		for i, q := range seqs {
+			s[i] = strings.Join(q, " ")
+		}
+		slices.Sort(s)
+		return strings.Join(s, "\n")
+	}
+	wantKey := key(want)
+	var got map[uint64][]Event
+	var gotKey string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		got = h.col.forPort(port)
+		var seqs [][]string
+		for _, evs := range got {
+			seqs = append(seqs, transitions(evs))
+		}
+		gotKey = key(seqs)
+		if gotKey == wantKey {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.t.Fatalf("port %d: transitions per socket\n got:\n%s\nwant:\n%s", port, gotKey, wantKey)
+	return nil
+}
+
+var (
+	listenerSeq = []string{"CLOSE>LISTEN", "LISTEN>CLOSE"}
+	// The child is cloned from the listener, so its first old state is
+	// the listener's.
+	activeOpen  = []string{"CLOSE>SYN_SENT", "SYN_SENT>ESTABLISHED"}
+	passiveOpen = []string{"LISTEN>SYN_RECV", "SYN_RECV>ESTABLISHED"}
+	activeClose = []string{"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>CLOSE"}
+	passiveClos = []string{"ESTABLISHED>CLOSE_WAIT", "CLOSE_WAIT>LAST_ACK", "LAST_ACK>CLOSE"}
+)
+
+func seq(parts ...[]string) []string { return slices.Concat(parts...) }
+
+func port(a net.Addr) uint16 { return uint16(a.(*net.TCPAddr).Port) }
+
+// pair opens a listener, connects and accepts once.
+func (h *harness) pair(network, addr string) (ln net.Listener, client, server net.Conn) {
+	h.t.Helper()
+	ln = h.listen(network, addr)
+	client, err := h.dial(network, ln.Addr().String())
+	if err != nil {
+		h.t.Fatalf("dial: %v", err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		h.t.Fatalf("accept: %v", err)
+	}
+	return ln, client, server
+}
+
+// waitClosed waits until conn's peer has closed (read returns EOF or RST).
+func waitClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 64)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+func TestE2ETransitionSequences(t *testing.T) {
+	h := newHarness(t)
+	for _, fam := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(fam.network+"/active-close", func(t *testing.T) {
+			ln, client, server := h.pair(fam.network, fam.addr)
+			client.Close()
+			waitClosed(t, server)
+			server.Close()
+			ln.Close()
+			h.waitSockets(port(ln.Addr()), listenerSeq, seq(activeOpen, activeClose), seq(passiveOpen, passiveClos))
+		})
+		t.Run(fam.network+"/passive-close", func(t *testing.T) {
+			ln, client, server := h.pair(fam.network, fam.addr)
+			server.Close()
+			waitClosed(t, client)
+			client.Close()
+			ln.Close()
+			h.waitSockets(port(ln.Addr()), listenerSeq, seq(activeOpen, passiveClos), seq(passiveOpen, activeClose))
+		})
+		t.Run(fam.network+"/rst-on-close-with-unread-data", func(t *testing.T) {
+			ln, client, server := h.pair(fam.network, fam.addr)
+			if _, err := client.Write(make([]byte, 16)); err != nil {
+				t.Fatal(err)
+			}
+			waitReadable(t, server)
+			server.Close() // unread data: the kernel resets instead of a FIN
+			waitClosed(t, client)
+			client.Close()
+			ln.Close()
+			h.waitSockets(port(ln.Addr()), listenerSeq,
+				seq(activeOpen, []string{"ESTABLISHED>CLOSE"}),
+				seq(passiveOpen, []string{"ESTABLISHED>CLOSE"}))
+		})
+		t.Run(fam.network+"/refused-connect", func(t *testing.T) {
+			ln := h.listen(fam.network, fam.addr)
+			p := port(ln.Addr())
+			ln.Close() // the port is now closed: the SYN gets a RST
+			_, err := h.dial(fam.network, ln.Addr().String())
+			if err == nil || !isRefused(err) {
+				t.Fatalf("dial closed port: %v, want connection refused", err)
+			}
+			h.waitSockets(p, listenerSeq, []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"})
+		})
+	}
+}
+
+func isRefused(err error) bool { return strings.Contains(err.Error(), "refused") }
+
+// waitReadable waits until data is queued on c, without reading it.
+func waitReadable(t *testing.T, c net.Conn) {
+	t.Helper()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var perr error
+	raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		_, perr = unix.Poll(fds, 3000)
+	})
+	if perr != nil {
+		t.Fatal(perr)
+	}
+}
+
+// TestE2ECookieMatchesSockDiag compares the cookie of every event with the
+// cookie sock_diag reports for the same live socket. Nothing in the test
+// asks for a cookie before the events are in, so lazily made cookies would
+// show up as a mismatch.
+func TestE2ECookieMatchesSockDiag(t *testing.T) {
+	h := newHarness(t)
+	for _, fam := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(fam.network, func(t *testing.T) {
+			ln, client, server := h.pair(fam.network, fam.addr)
+			defer ln.Close()
+			defer client.Close()
+			defer server.Close()
+			p := port(ln.Addr())
+			got := h.waitSockets(p, []string{"CLOSE>LISTEN"}, activeOpen, passiveOpen)
+			// The listener and the accepted child share a local
+			// address: key sockets by both ends.
+			type ends struct{ local, peer netip.AddrPort }
+			byEnds := map[ends]uint64{}
+			for _, evs := range got {
+				last := evs[len(evs)-1]
+				for _, e := range evs {
+					if e.Cookie != last.Cookie {
+						t.Errorf("socket %x: cookies differ across its events: %d vs %d", e.Sock, e.Cookie, last.Cookie)
+					}
+				}
+				byEnds[ends{last.Local, last.Peer}] = last.Cookie
+			}
+			for _, c := range []struct {
+				name          string
+				local, remote net.Addr
+			}{
+				{"listener", ln.Addr(), &net.TCPAddr{IP: zeroIP(fam.network), Port: 0}},
+				{"client", client.LocalAddr(), client.RemoteAddr()},
+				{"server child", server.LocalAddr(), server.RemoteAddr()},
+			} {
+				diag := sockDiagCookie(t, h.ns, c.local, c.remote)
+				key := ends{unmap(c.local.(*net.TCPAddr).AddrPort()), unmap(c.remote.(*net.TCPAddr).AddrPort())}
+				ev, ok := byEnds[key]
+				if !ok {
+					t.Fatalf("%s %v: no event; have %v", c.name, key, byEnds)
+				}
+				if ev != diag || ev == 0 {
+					t.Errorf("%s %v: event cookie %d, sock_diag cookie %d", c.name, key, ev, diag)
+				}
+			}
+		})
+	}
+}
+
+func zeroIP(network string) net.IP {
+	if network == "tcp6" {
+		return net.IPv6zero
+	}
+	return net.IPv4zero
+}
+
+// sockDiagCookie dumps the namespace's TCP sockets through sock_diag and
+// returns the cookie of the one with this local and remote address.
+func sockDiagCookie(t *testing.T, ns *testutil.NS, local, remote net.Addr) uint64 {
+	t.Helper()
+	l := local.(*net.TCPAddr).AddrPort()
+	r := remote.(*net.TCPAddr).AddrPort()
+	family := uint8(unix.AF_INET)
+	if !l.Addr().Unmap().Is4() {
+		family = unix.AF_INET6
+	}
+	var msgs [][]byte
+	err := ns.Do(func() (err error) {
+		req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
+		// struct inet_diag_req_v2: family, protocol, ext, pad, states, id.
+		body := make([]byte, 56)
+		body[0], body[1] = family, unix.IPPROTO_TCP
+		binary.NativeEndian.PutUint32(body[4:], 0xffffffff)
+		req.AddRawData(body)
+		msgs, err = req.Execute(unix.NETLINK_INET_DIAG, 0)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("sock_diag dump: %v", err)
+	}
+	addr := func(b []byte) netip.Addr {
+		if family == unix.AF_INET {
+			return netip.AddrFrom4([4]byte(b[:4]))
+		}
+		return netip.AddrFrom16([16]byte(b[:16]))
+	}
+	for _, m := range msgs {
+		// struct inet_diag_msg: family, state, timer, retrans, then
+		// id: sport, dport (big endian), src[16], dst[16], if, cookie[2].
+		sport := binary.BigEndian.Uint16(m[4:])
+		dport := binary.BigEndian.Uint16(m[6:])
+		src, dst := addr(m[8:]), addr(m[24:])
+		if netip.AddrPortFrom(src, sport) == unmap(l) && netip.AddrPortFrom(dst, dport) == unmap(r) {
+			return uint64(binary.NativeEndian.Uint32(m[44:])) | uint64(binary.NativeEndian.Uint32(m[48:]))<<32
+		}
+	}
+	t.Fatalf("sock_diag has no socket %v -> %v", l, r)
+	return 0
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// TestE2EContext checks who is blamed: connect() runs in the test process,
+// the accepted child is created in softirq context (on loopback, inside
+// the test's own connect(): the trap the context flag exists for).
+func TestE2EContext(t *testing.T) {
+	h := newHarness(t)
+	ln, client, server := h.pair("tcp4", "127.0.0.1:0")
+	client.Close()
+	waitClosed(t, server)
+	server.Close()
+	ln.Close()
+	got := h.waitSockets(port(ln.Addr()), listenerSeq, seq(activeOpen, activeClose), seq(passiveOpen, passiveClos))
+	comm := filepath.Base(os.Args[0])
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	checked := 0
+	for _, evs := range got {
+		for _, e := range evs {
+			tr := e.OldState.String() + ">" + e.NewState.String()
+			switch {
+			case tr == "CLOSE>SYN_SENT", tr == "ESTABLISHED>FIN_WAIT1", tr == "CLOSE>LISTEN":
+				if e.Context != ContextProcess || e.PID != uint32(os.Getpid()) || e.Comm != comm {
+					t.Errorf("%s: context %s pid %d comm %q, want process %d %q", tr, e.Context, e.PID, e.Comm, os.Getpid(), comm)
+				}
+				if e.UID != uint32(os.Getuid()) || e.TID == 0 {
+					t.Errorf("%s: uid %d tid %d", tr, e.UID, e.TID)
+				}
+				checked++
+			case e.NewState == sock.SynRecv, tr == "ESTABLISHED>CLOSE_WAIT", tr == "FIN_WAIT1>FIN_WAIT2":
+				if e.Context != ContextSoftirq {
+					t.Errorf("%s: context %s, want softirq", tr, e.Context)
+				}
+				checked++
+			}
+		}
+	}
+	if checked != 6 {
+		t.Errorf("checked %d transitions, want 6", checked)
+	}
+}
+
+// TestE2ENetnsFilter checks that a tracer for one namespace sees nothing of
+// another, while it does see its own.
+func TestE2ENetnsFilter(t *testing.T) {
+	h := newHarness(t)
+	other := testutil.NewNS(t)
+	for i := 0; i < 3; i++ {
+		if err := other.Do(func() error {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(false)
+			ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			if err == nil {
+				ln.Close()
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A marker in our namespace, after the others: once its events are
+	// in, anything from the other namespace would be in too.
+	mine := h.listen("tcp4", "127.0.0.1:0")
+	mine.Close()
+	h.waitSockets(port(mine.Addr()), listenerSeq)
+	h.col.mu.Lock()
+	defer h.col.mu.Unlock()
+	for _, e := range h.col.events {
+		if e.NetNS != uint32(h.ns.Inode) {
+			t.Errorf("event from netns %d, tracer filters %d: %+v", e.NetNS, h.ns.Inode, e)
+		}
+	}
+}
