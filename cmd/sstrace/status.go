@@ -1,17 +1,68 @@
 package main
 
 import (
-	"errors"
+	"encoding/json"
+	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/sstrace/sstrace/pkg/tracer"
 )
 
 func newStatusCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "not built yet",
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("status: not built yet")
+		Short: "Show which kernel hooks work here, which would be chosen, and why the others do not",
+		Long: `Show the kernel, whether it has BTF, and for every hook (tp_btf, tracepoint,
+fentry, kprobe) whether it loads and attaches here, found by trying it for
+real, and how events would get their socket cookies. Needs root.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r := tracer.Probe()
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			} else {
+				printStatus(r)
+			}
+			if r.Chosen == "" {
+				msg := "no hook works on this kernel"
+				if r.Problem != "" {
+					msg = r.Problem
+				}
+				return exitError{code: 2, msg: msg}
+			}
+			return nil
 		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+func printStatus(r tracer.Report) {
+	fmt.Printf("kernel:  %s\n", r.Kernel)
+	fmt.Printf("btf:     %v\n", r.BTF)
+	if r.Problem != "" {
+		fmt.Printf("problem: %s\n", r.Problem)
+	}
+	chosen := string(r.Chosen)
+	if chosen == "" {
+		chosen = "none"
+	}
+	fmt.Printf("chosen:  %s\n", chosen)
+	fmt.Println("hooks (tried in this order):")
+	for _, h := range r.Hooks {
+		if h.Available {
+			note := ""
+			if h.CookiesNote != "" {
+				note = " (" + h.CookiesNote + ")"
+			}
+			fmt.Printf("  %-10s available; cookies via %s%s\n", h.Hook, h.Cookies, note)
+		} else {
+			fmt.Printf("  %-10s unavailable: %s\n", h.Hook, h.Reason)
+		}
 	}
 }

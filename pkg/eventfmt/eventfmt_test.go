@@ -1,0 +1,88 @@
+package eventfmt
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/tracer"
+	"golang.org/x/sys/unix"
+)
+
+func sample() tracer.Event {
+	return tracer.Event{
+		Time: time.Date(2026, 11, 25, 12, 0, 1, 5, time.UTC), Mono: 1000,
+		Cookie: 18446744073709551615, CookieSource: tracer.CookieHelper, Sock: 1,
+		NetNS: 4026531840, Family: unix.AF_INET6,
+		Local: netip.MustParseAddrPort("[::1]:8080"), Peer: netip.MustParseAddrPort("[2001:db8::2]:443"),
+		OldState: sock.SynSent, NewState: sock.Established,
+		PID: 7, TID: 8, UID: 0, CgroupID: 9, Comm: "we\"ird\\\x01é\xff",
+		Context: tracer.ContextProcess, Hook: tracer.HookTPBTF, CPU: 1,
+	}
+}
+
+func TestAppendJSONKeysAndValues(t *testing.T) {
+	e := sample()
+	line := AppendJSON(nil, &e)
+	if !bytes.HasSuffix(line, []byte("}\n")) || bytes.Count(line, []byte("\n")) != 1 {
+		t.Fatalf("not one line: %q", line)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.UseNumber()
+	if tok, _ := dec.Token(); tok != json.Delim('{') {
+		t.Fatalf("not an object: %q", line)
+	}
+	var keys []string
+	vals := map[string]any{}
+	for dec.More() {
+		k, _ := dec.Token()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("invalid JSON %q: %v", line, err)
+		}
+		keys = append(keys, k.(string))
+		vals[k.(string)] = v
+	}
+	want := "time cookie netns family saddr sport daddr dport oldstate newstate pid comm context tid uid cgroup hook cookie_source cpu"
+	if got := strings.Join(keys, " "); got != want {
+		t.Errorf("keys\n %s\nwant\n %s", got, want)
+	}
+	for k, v := range map[string]string{
+		"time": "2026-11-25T12:00:01.000000005Z", "cookie": "18446744073709551615", "family": "inet6",
+		"saddr": "::1", "sport": "8080", "daddr": "2001:db8::2", "dport": "443",
+		"oldstate": "SYN_SENT", "newstate": "ESTABLISHED", "pid": "7", "comm": "we\"ird\\\x01é\ufffd",
+		"context": "process", "hook": "tp_btf", "cookie_source": "helper",
+	} {
+		if got := fmt.Sprint(vals[k]); got != v {
+			t.Errorf("%s = %v, want %v", k, got, v)
+		}
+	}
+}
+
+func TestTextSoftirqHidesProcessAndTracksDuration(t *testing.T) {
+	tx := NewText()
+	e := sample()
+	e.Family = unix.AF_INET
+	e.Local = netip.MustParseAddrPort("127.0.0.1:80")
+	e.Peer = netip.MustParseAddrPort("127.0.0.1:5555")
+	first := string(tx.Append(nil, &e))
+	if !strings.Contains(first, " 7 ") || !strings.Contains(first, "127.0.0.1:80") || !strings.HasSuffix(first, " 0.000\n") {
+		t.Errorf("first line %q", first)
+	}
+	e.OldState, e.NewState = sock.Established, sock.CloseWait
+	e.Mono += 2500 * time.Microsecond
+	e.Context = tracer.ContextSoftirq
+	second := string(tx.Append(nil, &e))
+	fields := strings.Fields(second)
+	if fields[1] != "-" || fields[2] != "-" {
+		t.Errorf("softirq line shows a process: %q", second)
+	}
+	if fields[len(fields)-1] != "2.500" {
+		t.Errorf("ms in old state: %q, want 2.500", second)
+	}
+}

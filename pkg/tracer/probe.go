@@ -1,0 +1,66 @@
+package tracer
+
+import (
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// HookStatus says whether a hook works on this kernel, and if not, why.
+type HookStatus struct {
+	Hook      Hook   `json:"name"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+	// Cookies is how events would get their cookie with this hook.
+	Cookies     CookieMethod `json:"cookies,omitempty"`
+	CookiesNote string       `json:"cookies_note,omitempty"`
+}
+
+// Report is what Probe found out about this kernel.
+type Report struct {
+	Kernel string `json:"kernel"`
+	BTF    bool   `json:"btf"`
+	// Problem is set when tracing is impossible whatever the hook.
+	Problem string       `json:"problem,omitempty"`
+	Hooks   []HookStatus `json:"hooks"`
+	// Chosen is the hook HookAuto would pick; "" when none works.
+	Chosen Hook `json:"chosen"`
+}
+
+// Probe tries every hook for real (load, attach, detach), so the answer is
+// the kernel's, not a guess from its version.
+func Probe() Report {
+	var r Report
+	var uts unix.Utsname
+	if unix.Uname(&uts) == nil {
+		r.Kernel = unix.ByteSliceToString(uts.Release[:])
+	}
+	_, err := os.Stat("/sys/kernel/btf/vmlinux")
+	r.BTF = err == nil
+	if err := CheckKernel(); err != nil {
+		r.Problem = err.Error()
+	}
+	for _, h := range Hooks {
+		st := HookStatus{Hook: h}
+		if r.Problem != "" {
+			st.Reason = r.Problem
+			r.Hooks = append(r.Hooks, st)
+			continue
+		}
+		t, err := Open(Options{Hook: h, RingBufferSize: os.Getpagesize() * 4})
+		if err != nil {
+			// Open wraps the hook's own error; keep only that.
+			st.Reason = strings.TrimSuffix(strings.TrimPrefix(err.Error(), "no hook could be attached ("+string(h)+": "), ")")
+		} else {
+			st.Available = true
+			st.Cookies, st.CookiesNote = t.CookieMethod()
+			t.Close()
+			if r.Chosen == "" {
+				r.Chosen = h
+			}
+		}
+		r.Hooks = append(r.Hooks, st)
+	}
+	return r
+}
