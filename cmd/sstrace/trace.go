@@ -97,7 +97,11 @@ func runTrace(ctx context.Context, f traceFlags) error {
 		return err
 	}
 	defer t.Close()
-	if m, note := t.CookieMethod(); note != "" {
+	// One line once attached: from here on no transition is missed
+	// (scripts wait for it).
+	m, note := t.CookieMethod()
+	fmt.Fprintf(os.Stderr, "sstrace: tracing with hook %s, cookies via %s\n", t.Hook(), m)
+	if note != "" {
 		fmt.Fprintf(os.Stderr, "sstrace: cookies via %s only (%s): events of sockets nobody asked a cookie for carry cookie 0\n", m, note)
 	}
 
