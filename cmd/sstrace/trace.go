@@ -110,7 +110,8 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	var buf []byte
 	var render func(*tracer.Event)
 	if f.json {
-		render = func(e *tracer.Event) { buf = eventfmt.AppendJSON(buf[:0], e) }
+		var j eventfmt.JSON
+		render = func(e *tracer.Event) { buf = j.Append(buf[:0], e) }
 	} else {
 		text := eventfmt.NewText()
 		if !f.noHeader {

@@ -25,13 +25,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const jsonTime = "2006-01-02T15:04:05.000000000Z07:00"
+// JSON renders events as JSON lines. It caches the formatted minute of the
+// timestamp: formatting a full time is the largest part of an event's cost,
+// and consecutive events nearly always share the minute.
+type JSON struct {
+	minute int64  // Unix minute the prefix is for
+	prefix []byte // `{"time":"2006-01-02T15:04:`
+}
 
-// AppendJSON appends e as one JSON object and a newline.
-func AppendJSON(b []byte, e *tracer.Event) []byte {
-	b = append(b, `{"time":"`...)
-	b = e.Time.UTC().AppendFormat(b, jsonTime)
-	b = append(b, `","cookie":`...)
+// Append appends e as one JSON object and a newline.
+func (j *JSON) Append(b []byte, e *tracer.Event) []byte {
+	ns := e.Time.UnixNano()
+	minute := ns / int64(time.Minute)
+	if ns < 0 || j.prefix == nil || minute != j.minute {
+		j.minute = minute
+		j.prefix = append(j.prefix[:0], `{"time":"`...)
+		j.prefix = e.Time.UTC().AppendFormat(j.prefix, "2006-01-02T15:04:")
+	}
+	b = append(b, j.prefix...)
+	rest := ns - minute*int64(time.Minute) // nanoseconds within the minute
+	b = appendPadded(b, uint64(rest/int64(time.Second)), 2)
+	b = append(b, '.')
+	b = appendPadded(b, uint64(rest%int64(time.Second)), 9)
+	b = append(b, `Z","cookie":`...)
 	b = strconv.AppendUint(b, e.Cookie, 10)
 	b = append(b, `,"netns":`...)
 	b = strconv.AppendUint(b, uint64(e.NetNS), 10)
@@ -68,6 +84,18 @@ func AppendJSON(b []byte, e *tracer.Event) []byte {
 	b = append(b, `","cpu":`...)
 	b = strconv.AppendUint(b, uint64(e.CPU), 10)
 	return append(b, "}\n"...)
+}
+
+// appendPadded appends v in decimal, zero-padded to width digits.
+func appendPadded(b []byte, v uint64, width int) []byte {
+	var d [20]byte
+	i := len(d)
+	for v > 0 || i > len(d)-width {
+		i--
+		d[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(b, d[i:]...)
 }
 
 func familyName(f uint8) string {

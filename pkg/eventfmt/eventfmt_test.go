@@ -28,7 +28,8 @@ func sample() tracer.Event {
 
 func TestAppendJSONKeysAndValues(t *testing.T) {
 	e := sample()
-	line := AppendJSON(nil, &e)
+	var j JSON
+	line := j.Append(nil, &e)
 	if !bytes.HasSuffix(line, []byte("}\n")) || bytes.Count(line, []byte("\n")) != 1 {
 		t.Fatalf("not one line: %q", line)
 	}
@@ -64,6 +65,22 @@ func TestAppendJSONKeysAndValues(t *testing.T) {
 	}
 }
 
+// TestJSONTimeAcrossMinutes checks the cached minute prefix against a full
+// formatting, across minute, hour and year boundaries.
+func TestJSONTimeAcrossMinutes(t *testing.T) {
+	var j JSON
+	e := sample()
+	base := time.Date(2026, 12, 31, 23, 58, 59, 999999999, time.UTC)
+	for _, d := range []time.Duration{0, 1, time.Second, time.Minute, 61 * time.Second, 2 * time.Minute, time.Hour, -3 * time.Minute} {
+		e.Time = base.Add(d)
+		line := string(j.Append(nil, &e))
+		want := `{"time":"` + e.Time.UTC().Format("2006-01-02T15:04:05.000000000Z07:00") + `"`
+		if !strings.HasPrefix(line, want) {
+			t.Errorf("%v: %s, want prefix %s", e.Time, line[:40], want)
+		}
+	}
+}
+
 func TestTextSoftirqHidesProcessAndTracksDuration(t *testing.T) {
 	tx := NewText()
 	e := sample()
@@ -84,5 +101,16 @@ func TestTextSoftirqHidesProcessAndTracksDuration(t *testing.T) {
 	}
 	if fields[len(fields)-1] != "2.500" {
 		t.Errorf("ms in old state: %q, want 2.500", second)
+	}
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	e := sample()
+	e.Comm = "churn"
+	var buf []byte
+	var j JSON
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = j.Append(buf[:0], &e)
 	}
 }
