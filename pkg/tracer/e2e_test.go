@@ -448,3 +448,51 @@ func TestE2ENetnsFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestE2ELossesCounted fills a one-page ring buffer that nobody reads: every
+// transition must be either submitted or counted as lost, none silently
+// dropped.
+func TestE2ELossesCounted(t *testing.T) {
+	testutil.RequireRoot(t)
+	ns := testutil.NewNS(t)
+	hook := HookAuto
+	if env := os.Getenv("SSTRACE_TEST_HOOK"); env != "" {
+		hook = Hook(env)
+	}
+	tr, err := Open(Options{Hook: hook, NetNS: uint32(ns.Inode), RingBufferSize: os.Getpagesize()})
+	if err != nil {
+		testutil.Unavailable(t, "open tracer with hook %s: %v", hook, err)
+	}
+	defer tr.Close()
+	const listeners = 100 // 2 transitions each
+	for i := 0; i < listeners; i++ {
+		if err := ns.Do(func() error {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(false)
+			ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			if err == nil {
+				ln.Close()
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := tr.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Lost == 0 || st.Submitted+st.Lost != 2*listeners {
+		t.Fatalf("stats %+v: want losses, and submitted+lost = %d", st, 2*listeners)
+	}
+	// What was submitted is still delivered intact.
+	col := &collector{}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := tr.Run(ctx, HandlerFuncs{OnEvent: col.add}); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(col.events)) != st.Submitted {
+		t.Errorf("delivered %d events, %d were submitted", len(col.events), st.Submitted)
+	}
+}

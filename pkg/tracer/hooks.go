@@ -98,6 +98,9 @@ func (h Hook) attach(coll *ebpf.Collection) ([]link.Link, error) {
 		if err = add(link.Kprobe("tcp_set_state", coll.Programs[TracerProgHandleKprobeTcp], nil)); err == nil {
 			err = add(link.Kprobe("inet_sk_set_state", coll.Programs[TracerProgHandleKprobeInet], nil))
 		}
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("this kernel has no kprobes (neither the kprobe PMU nor tracefs kprobe_events; CONFIG_KPROBES off?): %w", err)
+		}
 	default:
 		err = fmt.Errorf("unknown hook %q", h)
 	}
