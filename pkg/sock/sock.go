@@ -193,6 +193,12 @@ type MemInfo struct {
 type TCPInfo struct {
 	Info unix.TCPInfo
 	Len  int
+	// The bitfields in bytes 6 and 7 of struct tcp_info, which
+	// unix.TCPInfo treats as padding.
+	SndWscale              uint8
+	RcvWscale              uint8
+	DeliveryRateAppLimited bool
+	FastopenClientFail     uint8
 	// Congestion is the congestion-control algorithm (INET_DIAG_CONG).
 	Congestion string
 	// BBR, DCTCP and Vegas hold the algorithm-specific attributes when the
