@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"context"
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"os"
@@ -14,8 +13,8 @@ import (
 	"time"
 
 	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/sockdiag"
 	"github.com/sstrace/sstrace/pkg/testutil"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -328,48 +327,16 @@ func zeroIP(network string) net.IP {
 	return net.IPv4zero
 }
 
-// sockDiagCookie dumps the namespace's TCP sockets through sock_diag and
-// returns the cookie of the one with this local and remote address.
+// sockDiagCookie asks sock_diag (inside the namespace) for the socket with
+// this local and remote address and returns its cookie.
 func sockDiagCookie(t *testing.T, ns *testutil.NS, local, remote net.Addr) uint64 {
 	t.Helper()
-	l := local.(*net.TCPAddr).AddrPort()
-	r := remote.(*net.TCPAddr).AddrPort()
-	family := uint8(unix.AF_INET)
-	if !l.Addr().Unmap().Is4() {
-		family = unix.AF_INET6
-	}
-	var msgs [][]byte
-	err := ns.Do(func() (err error) {
-		req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
-		// struct inet_diag_req_v2: family, protocol, ext, pad, states, id.
-		body := make([]byte, 56)
-		body[0], body[1] = family, unix.IPPROTO_TCP
-		binary.NativeEndian.PutUint32(body[4:], 0xffffffff)
-		req.AddRawData(body)
-		msgs, err = req.Execute(unix.NETLINK_INET_DIAG, 0)
-		return err
-	})
+	l, r := unmap(local.(*net.TCPAddr).AddrPort()), unmap(remote.(*net.TCPAddr).AddrPort())
+	s, err := sockdiag.Lookup(context.Background(), sockdiag.NamespaceByName(ns.Name), sock.ProtoTCP, l, r)
 	if err != nil {
-		t.Fatalf("sock_diag dump: %v", err)
+		t.Fatalf("sock_diag lookup %v -> %v: %v", l, r, err)
 	}
-	addr := func(b []byte) netip.Addr {
-		if family == unix.AF_INET {
-			return netip.AddrFrom4([4]byte(b[:4]))
-		}
-		return netip.AddrFrom16([16]byte(b[:16]))
-	}
-	for _, m := range msgs {
-		// struct inet_diag_msg: family, state, timer, retrans, then
-		// id: sport, dport (big endian), src[16], dst[16], if, cookie[2].
-		sport := binary.BigEndian.Uint16(m[4:])
-		dport := binary.BigEndian.Uint16(m[6:])
-		src, dst := addr(m[8:]), addr(m[24:])
-		if netip.AddrPortFrom(src, sport) == unmap(l) && netip.AddrPortFrom(dst, dport) == unmap(r) {
-			return uint64(binary.NativeEndian.Uint32(m[44:])) | uint64(binary.NativeEndian.Uint32(m[48:]))<<32
-		}
-	}
-	t.Fatalf("sock_diag has no socket %v -> %v", l, r)
-	return 0
+	return s.Cookie
 }
 
 func unmap(ap netip.AddrPort) netip.AddrPort {
