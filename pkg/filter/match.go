@@ -1,0 +1,252 @@
+package filter
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/sstrace/sstrace/pkg/sock"
+	"golang.org/x/sys/unix"
+)
+
+// Match reports whether ss would list s: its state is in States, its
+// family is not excluded by Family, and the expression holds.
+//
+// For inet rows ss evaluates the expression twice, in the kernel (the
+// bytecode of its sock_diag request) and in userspace (run_ssfilter), and
+// lists what passes both; Match does the same, because the two disagree:
+// `src 0.0.0.0/0` passes IPv6 sockets in userspace but not in the kernel,
+// `sport > *` is true in userspace and false in the kernel, and a host
+// name resolving to several addresses only asks the kernel for the first.
+// UNIX rows are filtered in userspace only, where ss compares `sport`/
+// `dport` with the socket's inode and its peer's, and an address condition
+// with the socket's name pointer (an unnamed socket has a NULL one, so
+// `src 0.0.0.0` matches it; a named one matches no address).
+//
+// What Match cannot know: the kernel's `autobound` tests whether the port
+// was bound explicitly (SOCK_BINDPORT_LOCK), which sock.Socket does not
+// carry; Match guesses it from the state (see bindPortLocked), so a client
+// that bound its own port before connecting is judged as ss would judge an
+// autobound one.
+func (q *Query) Match(s *sock.Socket) bool {
+	if !q.States.Has(s.State) && !(s.State == sock.NewSynRecv && q.States.Has(sock.SynRecv)) {
+		return false
+	}
+	if q.Family != 0 && s.Family != q.Family {
+		return false
+	}
+	if q.Expr == nil {
+		return true
+	}
+	v := newView(s)
+	if !q.matchUser(v) {
+		return false
+	}
+	if v.inet {
+		return q.matchKernel(s)
+	}
+	return true
+}
+
+// matchKernel is the kernel's verdict on an inet row: the bytecode run as
+// inet_diag_bc_run runs it.
+func (q *Query) matchKernel(s *sock.Socket) bool {
+	switch {
+	case q.prog != nil:
+		return runBytecode(q.prog, q.kernelEntry(s))
+	case q.progErr == noProgUnix:
+		// The kernel refuses the request (EINVAL) and ss lists no inet
+		// socket (in a mixed filter it even crashes on its fallback).
+		return false
+	}
+	return true // no bytecode: the kernel returns every socket
+}
+
+func (q *Query) kernelEntry(s *sock.Socket) *kentry {
+	e := &kentry{
+		family:  s.Family,
+		saddr:   familyBytes(s.Local.Addr(), s.Family),
+		daddr:   familyBytes(s.Peer.Addr(), s.Family),
+		sport:   s.Local.Port(),
+		dport:   s.Peer.Port(),
+		ifindex: s.Iface,
+	}
+	if s.Mark != nil {
+		e.mark = *s.Mark
+	}
+	if s.CgroupID != nil {
+		e.cgroupID = *s.CgroupID
+	}
+	e.autoBound = !bindPortLocked(s)
+	return e
+}
+
+// bindPortLocked guesses SOCK_BINDPORT_LOCK, which bind() with a non-zero
+// port sets and which sock.Socket does not carry: listeners and bound,
+// unconnected datagram sockets have it; connecting clients and accepted
+// children do not (checked on the kernel); TIME-WAIT and request sockets
+// (Inode 0) report no locks at all. A client that bound its port
+// explicitly before connecting is the case this gets wrong.
+func bindPortLocked(s *sock.Socket) bool {
+	if s.Inode == 0 {
+		return false
+	}
+	return s.State == sock.Listen || (s.Proto != sock.ProtoTCP && s.State == sock.Close)
+}
+
+// familyBytes lays out an address as sock_diag reports it for a socket of
+// that family: 4 bytes for AF_INET, 16 (v4-mapped if need be) for AF_INET6.
+func familyBytes(a netip.Addr, family uint8) (b [16]byte) {
+	if !a.IsValid() {
+		return b
+	}
+	if family == unix.AF_INET6 {
+		return a.As16()
+	}
+	if a.Is4In6() {
+		a = a.Unmap()
+	}
+	if a.Is4() {
+		v := a.As4()
+		copy(b[:], v[:])
+		return b
+	}
+	return a.As16()
+}
+
+// view is ss's struct sockstat as run_ssfilter sees it.
+type view struct {
+	inet         bool
+	family       uint8
+	local, peer  [16]byte
+	lport, rport int
+	iface        uint32
+	mark         uint32
+	cgroup       uint64
+	// UNIX rows: the name, and whether there is one (ss's name pointer).
+	name  string
+	named bool
+}
+
+func newView(s *sock.Socket) *view {
+	v := &view{family: s.Family, iface: s.Iface}
+	if s.Mark != nil {
+		v.mark = *s.Mark
+	}
+	if s.CgroupID != nil {
+		v.cgroup = *s.CgroupID
+	}
+	if s.Family == unix.AF_UNIX || s.Proto == sock.ProtoUNIX {
+		v.family = unix.AF_UNIX
+		// ss puts the inode in lport and the peer's inode in rport, both
+		// C ints taken from 32-bit kernel values.
+		v.lport = int(int32(uint32(s.Inode)))
+		if s.Unix != nil {
+			v.rport = int(int32(uint32(s.Unix.PeerInode)))
+			v.name = s.Unix.Path
+			v.named = s.Unix.Path != ""
+		}
+		return v
+	}
+	v.inet = true
+	v.local = familyBytes(s.Local.Addr(), s.Family)
+	v.peer = familyBytes(s.Peer.Addr(), s.Family)
+	v.lport = int(s.Local.Port())
+	v.rport = int(s.Peer.Port())
+	return v
+}
+
+func (q *Query) matchUser(v *view) bool { return evalUser(q.Expr, v) }
+
+// evalUser is ss's run_ssfilter.
+func evalUser(n Node, v *view) bool {
+	switch n := n.(type) {
+	case And:
+		return evalUser(n.L, v) && evalUser(n.R, v)
+	case Or:
+		return evalUser(n.L, v) || evalUser(n.R, v)
+	case Not:
+		return !evalUser(n.X, v)
+	case HostCond:
+		return hostUser(n, v)
+	case PortRange:
+		port := v.lport
+		if n.Side == Dst {
+			port = v.rport
+		}
+		if n.GE {
+			return port >= n.Port
+		}
+		return port <= n.Port
+	case AutoBound:
+		if v.family == unix.AF_UNIX {
+			return !v.named || isAutobindName(v.name)
+		}
+		return v.lport >= n.Lo && v.lport <= n.Hi
+	case DevCond:
+		return v.iface == n.Index
+	case MarkCond:
+		return v.mark&n.Mask == n.Mark
+	case CgroupCond:
+		return v.cgroup == n.ID
+	}
+	return false
+}
+
+// isAutobindName recognises the abstract names the kernel gives on
+// autobind: "@" and five lowercase hex digits.
+func isAutobindName(name string) bool {
+	if len(name) != 6 || name[0] != '@' {
+		return false
+	}
+	return strings.Trim(name[1:], "0123456789abcdef") == ""
+}
+
+func hostUser(h HostCond, v *view) bool {
+	if h.Family == unix.AF_UNIX {
+		if v.family != unix.AF_UNIX {
+			return false // ss would read an address as a name pointer
+		}
+		name := ""
+		if h.Side == Src {
+			name = v.name
+		}
+		// ss's netlink path never sets the peer's name, so `dst` patterns
+		// see an empty one.
+		return fnmatchFold(h.Pattern, name)
+	}
+	port, addr := v.lport, v.local
+	if h.Side == Dst {
+		port, addr = v.rport, v.peer
+	}
+	if h.Port != -1 && h.Port != port {
+		return false
+	}
+	if len(h.Addrs) == 0 {
+		return true
+	}
+	if v.family == unix.AF_UNIX && h.Side == Src && v.named {
+		// A name pointer's bytes never equal a prefix we could predict.
+		return false
+	}
+	for _, p := range h.Addrs {
+		if addrMatchUser(addr, v.family, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// addrMatchUser is ss's inet2_addr_match: a raw byte compare whatever the
+// families, plus the v4-mapped rule (an IPv4 condition also matches a
+// v4-mapped IPv6 address).
+func addrMatchUser(a [16]byte, family uint8, p Prefix) bool {
+	if bitsMatch(a, p.Addr, p.Bits) {
+		return true
+	}
+	if p.Family == unix.AF_INET && family == unix.AF_INET6 && isV4Mapped(a) {
+		var m [16]byte
+		copy(m[:], a[12:])
+		return bitsMatch(m, p.Addr, p.Bits)
+	}
+	return false
+}
