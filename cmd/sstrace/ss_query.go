@@ -1,0 +1,48 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/sstrace/sstrace/pkg/filter"
+)
+
+// parseQuery parses the command tail (state words and filter expression)
+// and the -F file the way ss does: the expression is the arguments' words
+// followed by the file's. Names in the filter resolve in the listed
+// namespace: interfaces and the local port range are the namespace's.
+func parseQuery(args []string, file string, sel *selection, env *netnsEnv) (*filter.Query, error) {
+	opts := filter.ParseOptions{
+		DefaultStates: sel.states,
+		Family:        uint8(sel.preferred),
+		LookupIface: func(name string) (uint32, error) {
+			for idx, n := range env.ifaces {
+				if n == name {
+					return idx, nil
+				}
+			}
+			return 0, fmt.Errorf("no interface %q in the namespace", name)
+		},
+		LocalPortRange: func() (int, int, error) {
+			r := env.ephemeral
+			if r.Min == 0 && r.Max == 0 {
+				return 0, 0, fmt.Errorf("local port range unknown")
+			}
+			return int(r.Min), int(r.Max), nil
+		},
+	}
+	if file == "" {
+		return filter.Parse(args, opts)
+	}
+	// ss reads standard input for any -F argument starting with "-".
+	if strings.HasPrefix(file, "-") {
+		return filter.ParseReader(args, os.Stdin, opts)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("open filter file: %w", err)
+	}
+	defer f.Close()
+	return filter.ParseReader(args, f, opts)
+}

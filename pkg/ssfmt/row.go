@@ -1,0 +1,372 @@
+package ssfmt
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/sock"
+)
+
+// Netid returns what ss prints in its Netid column for s.
+func Netid(s *sock.Socket) string {
+	if s.Proto == sock.ProtoUNIX {
+		if s.Unix != nil {
+			switch s.Unix.Type {
+			case unix.SOCK_STREAM:
+				return "u_str"
+			case unix.SOCK_SEQPACKET:
+				return "u_seq"
+			}
+		}
+		return "u_dgr"
+	}
+	return s.Proto.String()
+}
+
+func itoa(v int64) string  { return strconv.FormatInt(v, 10) }
+func utoa(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// inetRow prints the address columns and the extension field of a TCP,
+// UDP or RAW socket (ss's inet_show_sock).
+func (t *Table) inetRow(s *sock.Socket) {
+	v6only := s.V6Only != nil && *s.V6Only
+	t.addrPort(s, s.Local, s.Iface, v6only)
+	t.addrPort(s, s.Peer, 0, v6only)
+	t.users(s)
+	if s.Proto == sock.ProtoRAW && s.Cookie == 0 {
+		// A RAW row read from /proc/net/raw (kernels without
+		// CONFIG_INET_RAW_DIAG; sock_diag rows always carry a cookie).
+		// ss's procfs path prints nothing past the users.
+		return
+	}
+	o := &t.opts
+	if o.Timers || o.Extended {
+		t.out(TimerString(s.Timer))
+	}
+	if o.Extended {
+		t.inetDetails(s)
+	}
+	if o.Memory || (o.Info && s.Proto != sock.ProtoUDP) {
+		if !o.OneLine {
+			t.out("\n\t")
+		}
+		if o.Memory && s.Mem != nil {
+			t.out(SkmemString(s.Mem))
+		}
+		if o.Info && s.TCP != nil {
+			t.out(TCPInfoString(s.TCP, s.State, o.Timers || o.Extended, o.Numeric))
+		}
+	}
+}
+
+// addrPort prints one "address:" and "port" field pair.
+func (t *Table) addrPort(s *sock.Socket, ap netip.AddrPort, ifindex uint32, v6only bool) {
+	addr := t.hostString(s.Family, ap.Addr(), v6only)
+	if ifindex != 0 {
+		addr += "%" + t.ifaceName(ifindex)
+	}
+	t.out(addr + ":")
+	t.fieldNext()
+	t.out(t.serviceString(s, ap.Port()))
+	t.fieldNext()
+}
+
+// hostString formats an address as ss's inet_addr_print does: the IPv6
+// wildcard is "*" unless the socket is v6only, numeric IPv6 addresses are
+// bracketed, and with -r a name replaces the number when one is known.
+func (t *Table) hostString(family uint8, a netip.Addr, v6only bool) string {
+	if family == unix.AF_INET6 || (family == 0 && a.Is6() && !a.Is4In6()) {
+		if !v6only && (!a.IsValid() || a == netip.IPv6Unspecified()) {
+			return "*"
+		}
+		h := t.formatHost(a, 16)
+		if strings.Contains(h, ":") {
+			return "[" + h + "]"
+		}
+		return h
+	}
+	return t.formatHost(a, 4)
+}
+
+func (t *Table) formatHost(a netip.Addr, size int) string {
+	if t.opts.Resolve && t.opts.Names != nil && a.IsValid() {
+		// ss resolves a v4-mapped address as the IPv4 address it maps.
+		if name, ok := t.opts.Names.Host(a.Unmap()); ok {
+			return name
+		}
+	}
+	if size == 4 {
+		if !a.IsValid() {
+			return "0.0.0.0"
+		}
+		return a.Unmap().String()
+	}
+	if !a.IsValid() {
+		return "::"
+	}
+	return NtoP6(a.As16())
+}
+
+func (t *Table) ifaceName(index uint32) string {
+	if t.opts.Names != nil {
+		if n, ok := t.opts.Names.Iface(index); ok {
+			return n
+		}
+	}
+	return "if" + utoa(uint64(index))
+}
+
+// serviceString is ss's resolve_service.
+func (t *Table) serviceString(s *sock.Socket, port uint16) string {
+	if port == 0 {
+		return "*"
+	}
+	if t.opts.Numeric {
+		return utoa(uint64(port))
+	}
+	if s.Proto == sock.ProtoRAW {
+		if t.opts.Names != nil {
+			if n, ok := t.opts.Names.Protocol(uint8(port)); ok && port < 256 {
+				return n
+			}
+		}
+		return "ipproto-" + utoa(uint64(port))
+	}
+	if t.opts.Names != nil && !t.ephemeral(port) {
+		proto := "tcp"
+		if s.Proto == sock.ProtoUDP {
+			proto = "udp"
+		}
+		if n, ok := t.opts.Names.Service(port, proto); ok {
+			return n
+		}
+	}
+	return utoa(uint64(port))
+}
+
+func (t *Table) ephemeral(port uint16) bool {
+	r := t.opts.Ephemeral
+	if r.Min == 0 && r.Max == 0 {
+		r = PortRange{1024, 4999}
+	}
+	return port >= r.Min && port <= r.Max
+}
+
+// users prints ss -p's users:(...) list.
+func (t *Table) users(s *sock.Socket) {
+	if !t.opts.Processes || s.Inode == 0 || len(s.Procs) == 0 {
+		return
+	}
+	t.out(UsersString(s.Procs))
+}
+
+// UsersString formats processes as ss -p does: ` users:(("comm",pid=N,fd=N),...)`
+// with a leading space.
+func UsersString(procs []sock.Process) string {
+	var b strings.Builder
+	b.WriteString(" users:(")
+	for i, p := range procs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`("`)
+		b.WriteString(p.Comm)
+		b.WriteString(`",pid=`)
+		b.WriteString(itoa(int64(p.PID)))
+		b.WriteString(",fd=")
+		b.WriteString(itoa(int64(p.FD)))
+		b.WriteByte(')')
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+var timerNames = [...]string{"off", "on", "keepalive", "timewait", "persist", "unknown"}
+
+// TimerName is ss's name for a raw idiag_timer code.
+func TimerName(kind uint8) string {
+	if kind > 4 {
+		kind = 5
+	}
+	return timerNames[kind]
+}
+
+// TimerString formats a timer as ss -o does (` timer:(keepalive,1min58sec,0)`),
+// or returns "" when no timer runs.
+func TimerString(tm sock.Timer) string {
+	if tm.Kind == 0 {
+		return ""
+	}
+	ms := tm.Expires.Milliseconds()
+	if ms < 0 {
+		ms = 0 // the kernel clamps overdue timers to 0 as well
+	}
+	return " timer:(" + TimerName(tm.Kind) + "," + MsTimer(uint32(ms)) + "," + itoa(int64(tm.Retrans)) + ")"
+}
+
+// MsTimer is ss's print_ms_timer: minutes, seconds and milliseconds with
+// precision dropping as the value grows ("119min", "1min58sec", "42sec",
+// "8.192ms" for 8 s 192 ms, "200ms").
+func MsTimer(timeout uint32) string {
+	secs := int(timeout / 1000)
+	minutes := secs / 60
+	secs %= 60
+	msecs := int(timeout % 1000)
+	var b strings.Builder
+	if minutes != 0 {
+		msecs = 0
+		b.WriteString(itoa(int64(minutes)))
+		b.WriteString("min")
+		if minutes > 9 {
+			secs = 0
+		}
+	}
+	if secs != 0 {
+		if secs > 9 {
+			msecs = 0
+		}
+		b.WriteString(itoa(int64(secs)))
+		if msecs != 0 {
+			b.WriteString(".")
+		} else {
+			b.WriteString("sec")
+		}
+	}
+	if msecs != 0 {
+		m := itoa(int64(msecs))
+		b.WriteString(strings.Repeat("0", 3-len(m)))
+		b.WriteString(m)
+		b.WriteString("ms")
+	}
+	return b.String()
+}
+
+// inetDetails prints ss -e's fields of an inet socket.
+func (t *Table) inetDetails(s *sock.Socket) {
+	var b strings.Builder
+	if s.UID != 0 {
+		b.WriteString(" uid:" + utoa(uint64(s.UID)))
+	}
+	b.WriteString(" ino:" + utoa(uint64(uint32(s.Inode))))
+	b.WriteString(" sk:" + strconv.FormatUint(s.Cookie, 16))
+	if s.Mark != nil && *s.Mark != 0 {
+		b.WriteString(" fwmark:0x" + strconv.FormatUint(uint64(*s.Mark), 16))
+	}
+	if s.CgroupID != nil && *s.CgroupID != 0 {
+		b.WriteString(" cgroup:" + t.cgroupPath(*s.CgroupID))
+	}
+	if s.Family == unix.AF_INET6 && s.V6Only != nil {
+		if *s.V6Only {
+			b.WriteString(" v6only:1")
+		} else {
+			b.WriteString(" v6only:0")
+		}
+	}
+	if s.Shutdown != nil {
+		b.WriteString(" " + ShutdownString(*s.Shutdown))
+	}
+	t.out(b.String())
+}
+
+func (t *Table) cgroupPath(id uint64) string {
+	if t.opts.Names != nil {
+		if p, ok := t.opts.Names.Cgroup(id); ok {
+			return p
+		}
+	}
+	return "unreachable:" + strconv.FormatUint(id, 16)
+}
+
+// ShutdownString renders a shutdown mask as ss does: "<->" when both
+// directions are open, "-" replacing an arrow for each direction shut.
+func ShutdownString(mask uint8) string {
+	b := []byte("<->")
+	if mask&1 != 0 {
+		b[0] = '-'
+	}
+	if mask&2 != 0 {
+		b[2] = '-'
+	}
+	return string(b)
+}
+
+// SkmemString formats socket memory as ss -m does, with a leading space.
+func SkmemString(m *sock.MemInfo) string {
+	var b strings.Builder
+	b.WriteString(" skmem:(r")
+	b.WriteString(utoa(uint64(m.RmemAlloc)))
+	b.WriteString(",rb")
+	b.WriteString(utoa(uint64(m.RcvBuf)))
+	b.WriteString(",t")
+	b.WriteString(utoa(uint64(m.WmemAlloc)))
+	b.WriteString(",tb")
+	b.WriteString(utoa(uint64(m.SndBuf)))
+	b.WriteString(",f")
+	b.WriteString(utoa(uint64(m.FwdAlloc)))
+	b.WriteString(",w")
+	b.WriteString(utoa(uint64(m.WmemQueued)))
+	b.WriteString(",o")
+	b.WriteString(utoa(uint64(m.OptMem)))
+	b.WriteString(",bl")
+	b.WriteString(utoa(uint64(m.Backlog)))
+	b.WriteString(",d")
+	b.WriteString(utoa(uint64(m.Drops)))
+	b.WriteString(")")
+	return b.String()
+}
+
+// unixRow prints the address columns and extension field of a UNIX socket
+// (ss's unix_show_sock): the name (or "*") and the socket's inode, then "*"
+// and the peer's inode.
+func (t *Table) unixRow(s *sock.Socket) {
+	name, peer := "*", uint64(0)
+	if s.Unix != nil {
+		if s.Unix.Path != "" {
+			name = unixName(s.Unix.Path)
+		}
+		peer = s.Unix.PeerInode
+	}
+	t.out(name + " ")
+	t.fieldNext()
+	// ss keeps both inodes in C ints, so it prints them signed.
+	t.out(itoa(int64(int32(uint32(s.Inode)))))
+	t.fieldNext()
+	t.out("* ")
+	t.fieldNext()
+	t.out(itoa(int64(int32(uint32(peer)))))
+	t.fieldNext()
+	t.users(s)
+	o := &t.opts
+	if o.Memory && s.Mem != nil {
+		t.out(SkmemString(s.Mem))
+	}
+	if o.Extended {
+		var b strings.Builder
+		if s.Shutdown != nil {
+			b.WriteString(" " + ShutdownString(*s.Shutdown))
+		}
+		// The kernel attaches the pending-connection list to every
+		// listener (and only to listeners) when asked, even when empty.
+		if s.State == sock.Listen {
+			b.WriteString(" peers:")
+			if s.Unix != nil {
+				for _, p := range s.Unix.Pending {
+					b.WriteString(" " + utoa(uint64(uint32(p))))
+				}
+			}
+		}
+		t.out(b.String())
+	}
+}
+
+// unixName turns an abstract name's NUL bytes into '@' as ss does, in case
+// the row still carries the kernel's raw bytes.
+func unixName(p string) string {
+	if p[0] == 0 {
+		return strings.ReplaceAll(p, "\x00", "@")
+	}
+	return p
+}

@@ -1,0 +1,131 @@
+package ssfmt
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// SockStat is what `ss -s` reads from /proc/net/sockstat and
+// /proc/net/sockstat6 (of the namespace it runs in), plus Tcp CurrEstab
+// from /proc/net/snmp.
+type SockStat struct {
+	Sockets    int // sockets: used
+	TCPInUse   int // TCP: inuse (IPv4 hashed)
+	TCPOrphan  int // TCP: orphan
+	TCPTW      int // TCP: tw
+	TCPAlloc   int // TCP: alloc
+	TCPMem     int // TCP: mem
+	UDP4       int // UDP: inuse
+	RAW4       int // RAW: inuse
+	Frag4      int // FRAG: inuse
+	Frag4Mem   int // FRAG: memory
+	TCP6       int // TCP6: inuse
+	UDP6       int // UDP6: inuse
+	RAW6       int // RAW6: inuse
+	Frag6      int // FRAG6: inuse
+	Frag6Mem   int // FRAG6: memory
+	TCPCurrEst int // snmp Tcp: CurrEstab
+}
+
+// ParseSockstat reads the lines of a sockstat or sockstat6 file into s,
+// taking the counters ss takes (the value after the first word on each
+// line, and the extra TCP and FRAG values), and leaving the rest alone.
+func (s *SockStat) ParseSockstat(r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 3 {
+			continue
+		}
+		// Values sit at odd positions after the id: "TCP: inuse 1 orphan 0 ...".
+		val := func(i int) int {
+			if 2*i+2 >= len(f) {
+				return 0
+			}
+			v, _ := strconv.Atoi(f[2*i+2])
+			return v
+		}
+		switch f[0] {
+		case "sockets:":
+			s.Sockets = val(0)
+		case "UDP:":
+			s.UDP4 = val(0)
+		case "UDP6:":
+			s.UDP6 = val(0)
+		case "RAW:":
+			s.RAW4 = val(0)
+		case "RAW6:":
+			s.RAW6 = val(0)
+		case "TCP6:":
+			s.TCP6 = val(0)
+		case "FRAG:":
+			s.Frag4, s.Frag4Mem = val(0), val(1)
+		case "FRAG6:":
+			s.Frag6, s.Frag6Mem = val(0), val(1)
+		case "TCP:":
+			s.TCPInUse, s.TCPOrphan, s.TCPTW, s.TCPAlloc, s.TCPMem = val(0), val(1), val(2), val(3), val(4)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read sockstat: %w", err)
+	}
+	return nil
+}
+
+// ParseSNMP takes Tcp CurrEstab from the contents of /proc/net/snmp
+// (pairs of "Tcp: names..." and "Tcp: values..." lines).
+func (s *SockStat) ParseSNMP(r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	var header []string
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if header == nil {
+			header = f
+			continue
+		}
+		for i, name := range header {
+			if name == "CurrEstab" && i < len(f) {
+				v, err := strconv.Atoi(f[i])
+				if err != nil {
+					return fmt.Errorf("snmp Tcp CurrEstab %q: %w", f[i], err)
+				}
+				s.TCPCurrEst = v
+				return nil
+			}
+		}
+		return fmt.Errorf("snmp: no Tcp CurrEstab field")
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read snmp: %w", err)
+	}
+	return fmt.Errorf("snmp: no Tcp lines")
+}
+
+// Summary writes `ss -s` output for s.
+func Summary(w io.Writer, s SockStat) error {
+	col := func(v int) string { return fmt.Sprintf("%-9d", v) }
+	row := func(name string, total, v4, v6 int) string {
+		return name + "\t  " + col(total) + " " + col(v4) + " " + col(v6) + "\n"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Total: %d\n", s.Sockets)
+	fmt.Fprintf(&b, "TCP:   %d (estab %d, closed %d, orphaned %d, timewait %d)\n",
+		s.TCPAlloc+s.TCPTW, s.TCPCurrEst,
+		s.TCPAlloc-(s.TCPInUse+s.TCP6-s.TCPTW), s.TCPOrphan, s.TCPTW)
+	b.WriteString("\nTransport Total     IP        IPv6\n")
+	b.WriteString(row("RAW", s.RAW4+s.RAW6, s.RAW4, s.RAW6))
+	b.WriteString(row("UDP", s.UDP4+s.UDP6, s.UDP4, s.UDP6))
+	b.WriteString(row("TCP", s.TCPInUse+s.TCP6, s.TCPInUse, s.TCP6))
+	b.WriteString(row("INET", s.RAW4+s.UDP4+s.TCPInUse+s.RAW6+s.UDP6+s.TCP6,
+		s.RAW4+s.UDP4+s.TCPInUse, s.RAW6+s.UDP6+s.TCP6))
+	b.WriteString(row("FRAG", s.Frag4+s.Frag6, s.Frag4, s.Frag6))
+	b.WriteString("\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}

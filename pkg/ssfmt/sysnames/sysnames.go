@@ -1,0 +1,304 @@
+// Package sysnames resolves the names ss prints the way ss resolves them:
+// service names from /etc/services (getservbyport), protocol names from
+// /etc/protocols (getprotobynumber), host names from /etc/hosts
+// (gethostbyaddr's "files" source), and cgroup paths by walking the
+// cgroup v2 mount. It implements ssfmt.Names.
+//
+// Host names come from the hosts file only: sstrace never sends a DNS
+// query while printing (ss would, for addresses the file does not list).
+// Files are read once, on first use, and a missing file resolves nothing.
+package sysnames
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options locate the files. Empty paths take the defaults.
+type Options struct {
+	Services  string // default /etc/services
+	Protocols string // default /etc/protocols
+	Hosts     string // default /etc/hosts
+	// EtcOverlay is a directory whose files replace those of /etc, as
+	// `ip netns exec NAME` and `ss -N NAME` bind-mount /etc/netns/NAME/*
+	// over /etc. Empty means none.
+	EtcOverlay string
+	// CgroupRoot is the cgroup v2 mount to resolve cgroup ids under; empty
+	// means no cgroup path resolves (ss then prints "unreachable:ID").
+	CgroupRoot string
+	// Ifaces maps interface indexes to names, for the %iface suffix.
+	Ifaces map[uint32]string
+}
+
+// Resolver implements ssfmt.Names. It is safe for concurrent use.
+type Resolver struct {
+	opts Options
+
+	once      sync.Once
+	services  map[svcKey]string
+	protocols map[uint8]string
+	hosts     map[netip.Addr]string
+
+	cgOnce  sync.Once
+	cgroups map[uint64]string
+}
+
+type svcKey struct {
+	port  uint16
+	proto string
+}
+
+// New returns a Resolver for opts.
+func New(opts Options) *Resolver {
+	return &Resolver{opts: opts}
+}
+
+func (r *Resolver) path(p, def string) string {
+	if p != "" {
+		return p
+	}
+	if r.opts.EtcOverlay != "" {
+		alt := filepath.Join(r.opts.EtcOverlay, filepath.Base(def))
+		if _, err := os.Stat(alt); err == nil {
+			return alt
+		}
+	}
+	return def
+}
+
+func (r *Resolver) load() {
+	r.once.Do(func() {
+		r.services = ParseServices(readLines(r.path(r.opts.Services, "/etc/services")))
+		r.protocols = ParseProtocols(readLines(r.path(r.opts.Protocols, "/etc/protocols")))
+		r.hosts = ParseHosts(readLines(r.path(r.opts.Hosts, "/etc/hosts")))
+	})
+}
+
+func readLines(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	return lines
+}
+
+// fields splits a line of an /etc database, dropping its # comment.
+func fields(line string) []string {
+	if i := strings.IndexByte(line, '#'); i >= 0 {
+		line = line[:i]
+	}
+	return strings.Fields(line)
+}
+
+// ParseServices reads /etc/services lines ("name port/proto aliases...")
+// into a (port, proto) -> name map where the first entry wins, as
+// getservbyport returns the first match.
+func ParseServices(lines []string) map[svcKey]string {
+	m := make(map[svcKey]string)
+	for _, l := range lines {
+		f := fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		portStr, proto, ok := strings.Cut(f[1], "/")
+		if !ok {
+			continue
+		}
+		port, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil {
+			continue
+		}
+		k := svcKey{uint16(port), proto}
+		if _, dup := m[k]; !dup {
+			m[k] = f[0]
+		}
+	}
+	return m
+}
+
+// ParseProtocols reads /etc/protocols lines ("name number aliases...").
+func ParseProtocols(lines []string) map[uint8]string {
+	m := make(map[uint8]string)
+	for _, l := range lines {
+		f := fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		n, err := strconv.ParseUint(f[1], 10, 8)
+		if err != nil {
+			continue
+		}
+		if _, dup := m[uint8(n)]; !dup {
+			m[uint8(n)] = f[0]
+		}
+	}
+	return m
+}
+
+// ParseHosts reads /etc/hosts lines ("address canonical aliases...") into
+// an address -> canonical name map; the first line listing an address
+// wins, as it does for gethostbyaddr.
+func ParseHosts(lines []string) map[netip.Addr]string {
+	m := make(map[netip.Addr]string)
+	for _, l := range lines {
+		f := fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		a, err := netip.ParseAddr(f[0])
+		if err != nil {
+			continue
+		}
+		a = a.WithZone("")
+		if _, dup := m[a]; !dup {
+			m[a] = f[1]
+		}
+	}
+	return m
+}
+
+// Service implements ssfmt.Names.
+func (r *Resolver) Service(port uint16, proto string) (string, bool) {
+	r.load()
+	n, ok := r.services[svcKey{port, proto}]
+	return n, ok
+}
+
+// Protocol implements ssfmt.Names.
+func (r *Resolver) Protocol(num uint8) (string, bool) {
+	r.load()
+	n, ok := r.protocols[num]
+	return n, ok
+}
+
+// Host implements ssfmt.Names.
+func (r *Resolver) Host(a netip.Addr) (string, bool) {
+	r.load()
+	n, ok := r.hosts[a]
+	return n, ok
+}
+
+// Iface implements ssfmt.Names.
+func (r *Resolver) Iface(index uint32) (string, bool) {
+	n, ok := r.opts.Ifaces[index]
+	return n, ok
+}
+
+// Cgroup implements ssfmt.Names: the path of the cgroup with this id
+// relative to the cgroup v2 mount, "/" for the root.
+func (r *Resolver) Cgroup(id uint64) (string, bool) {
+	r.cgOnce.Do(func() {
+		if r.opts.CgroupRoot != "" {
+			r.cgroups = WalkCgroups(r.opts.CgroupRoot)
+		}
+	})
+	p, ok := r.cgroups[id]
+	return p, ok
+}
+
+// CgroupID returns the cgroup v2 id of a cgroup directory: its kernfs
+// file handle, which is what the kernel reports as a socket's cgroup id.
+func CgroupID(path string) (uint64, error) {
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, path, 0)
+	if err != nil {
+		return 0, err
+	}
+	b := h.Bytes()
+	if len(b) != 8 {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			return 0, err
+		}
+		return st.Ino, nil
+	}
+	return binary.NativeEndian.Uint64(b), nil
+}
+
+// WalkCgroups maps the id of every cgroup under root (a cgroup v2 mount)
+// to its path relative to root. Unreadable parts are skipped.
+func WalkCgroups(root string) map[uint64]string {
+	m := make(map[uint64]string)
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if d != nil && d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		id, err := CgroupID(p)
+		if err != nil {
+			return nil
+		}
+		rel := strings.TrimPrefix(p, strings.TrimSuffix(root, "/"))
+		if rel == "" {
+			rel = "/"
+		}
+		if _, dup := m[id]; !dup {
+			m[id] = rel
+		}
+		return nil
+	})
+	return m
+}
+
+// Cgroup2Mount returns the first cgroup v2 mount point listed in
+// mountinfo-style /proc/self/mounts, skipping those under any of the
+// hidden prefixes (ss -N remounts /sys, hiding what was mounted below it).
+func Cgroup2Mount(hidden ...string) string {
+	for _, l := range readLines("/proc/self/mounts") {
+		f := strings.Fields(l)
+		if len(f) < 3 || f[2] != "cgroup2" {
+			continue
+		}
+		mnt := unescapeMount(f[1])
+		skip := false
+		for _, h := range hidden {
+			if mnt == h || strings.HasPrefix(mnt, strings.TrimSuffix(h, "/")+"/") {
+				skip = true
+			}
+		}
+		if !skip {
+			return mnt
+		}
+	}
+	return ""
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) of
+// /proc/self/mounts.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

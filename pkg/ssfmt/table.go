@@ -1,0 +1,417 @@
+package ssfmt
+
+import (
+	"bufio"
+	"io"
+	"net/netip"
+	"strings"
+
+	"github.com/sstrace/sstrace/pkg/sock"
+)
+
+// Options are ss's display switches. The zero value prints what plain `ss`
+// prints for the columns the caller enables.
+type Options struct {
+	// ShowNetid enables the Netid column. ss shows it when more than one
+	// socket table (tcp, udp, raw, u_str, u_dgr, u_seq, ...) is queried.
+	ShowNetid bool
+	// ShowState enables the State column. ss hides it when exactly one
+	// state is queried.
+	ShowState bool
+
+	NoHeader  bool // -H
+	Numeric   bool // -n: no service names
+	Resolve   bool // -r: host names
+	Processes bool // -p: users:(...)
+	Timers    bool // -o (also implied by -e in ss)
+	Extended  bool // -e
+	Memory    bool // -m
+	Info      bool // -i
+	OneLine   bool // -O
+
+	// Width is the terminal width ss would read from TIOCGWINSZ; 0 means
+	// stdout is not a terminal, where ss sizes every column to its widest
+	// field and adds no padding.
+	Width int
+
+	// Ephemeral is the local port range (net.ipv4.ip_local_port_range of
+	// the socket's namespace). ss never looks up service names for ports
+	// inside it. The zero value stands for ss's fallback, 1024-4999, used
+	// when the sysctl cannot be read.
+	Ephemeral PortRange
+
+	// Names resolves names; nil resolves nothing (everything numeric,
+	// interfaces as "ifN", cgroups as "unreachable:ID").
+	Names Names
+}
+
+// PortRange is an inclusive port range.
+type PortRange struct{ Min, Max uint16 }
+
+// Names is how ss turns numbers into names while printing. Every method
+// reports false when it has no name, and the renderer then falls back to
+// what ss prints in that case.
+type Names interface {
+	// Service is getservbyport(port, proto) with proto "tcp" or "udp".
+	Service(port uint16, proto string) (string, bool)
+	// Protocol is getprotobynumber, used for the "port" of raw sockets.
+	Protocol(num uint8) (string, bool)
+	// Host is gethostbyaddr, used with -r.
+	Host(addr netip.Addr) (string, bool)
+	// Iface maps an interface index to its name in the socket's namespace.
+	Iface(index uint32) (string, bool)
+	// Cgroup maps a cgroup v2 id to its path ("/" for the root).
+	Cgroup(id uint64) (string, bool)
+}
+
+// Column identifiers, in ss's order. colExt holds everything after the
+// peer port (users, timers, details, memory, tcp_info): ss titles it
+// "Process" and the truly last column is an always-empty one.
+const (
+	colNetid = iota
+	colState
+	colRecvQ
+	colSendQ
+	colAddr
+	colServ
+	colRAddr
+	colRServ
+	colExt
+	colProc
+	colMax
+)
+
+type align uint8
+
+const (
+	alignLeft align = iota
+	alignCenter
+	alignRight
+)
+
+type column struct {
+	align    align
+	header   string
+	ldelim   string
+	disabled bool
+	width    int
+	maxLen   int
+}
+
+// Buffer accounting of ss: fields are stored as tokens (2-byte length,
+// data padded to even length) in 1 MiB chunks whose first 16 bytes are a
+// header, and the buffer is rendered, and freed, whenever a row ends with 5
+// or more chunks allocated. The batch boundaries decide which rows share
+// column widths, so they are simulated byte for byte.
+const (
+	chunkSize      = 1 << 20
+	chunkHeader    = 16
+	chunkData      = chunkSize - chunkHeader
+	chunksMax      = 5
+	tokenLenHeader = 2
+	tokenMaxLen    = 1<<16 - 1
+)
+
+// Table renders rows the way ss does. Create it with NewTable, Add rows,
+// then Close it to print what is still buffered.
+type Table struct {
+	w    *bufio.Writer
+	opts Options
+	cols [colMax]column
+	cur  int
+
+	toks   []string // flushed tokens of the current batch
+	curTok []byte   // the token being written
+
+	// chunk simulation
+	haveHead   bool
+	chunks     int
+	used       int // bytes used in the tail chunk's data area
+	curAtStart bool
+
+	scratch []byte
+	err     error
+}
+
+// NewTable starts a table on w and buffers the header (unless NoHeader).
+func NewTable(w io.Writer, opts Options) *Table {
+	t := &Table{w: bufio.NewWriterSize(w, 64<<10), opts: opts}
+	t.cols = [colMax]column{
+		{alignLeft, "Netid", "", false, 0, 0},
+		{alignLeft, "State", " ", false, 0, 0},
+		{alignLeft, "Recv-Q", " ", false, 0, 0},
+		{alignLeft, "Send-Q", " ", false, 0, 0},
+		{alignRight, "Local Address:", " ", false, 0, 0},
+		{alignLeft, "Port", "", false, 0, 0},
+		{alignRight, "Peer Address:", " ", false, 0, 0},
+		{alignLeft, "Port", "", false, 0, 0},
+		{alignLeft, "Process", "", false, 0, 0},
+		{alignLeft, "", "", false, 0, 0},
+	}
+	t.cols[colNetid].disabled = !opts.ShowNetid
+	t.cols[colState].disabled = !opts.ShowState
+	if !opts.NoHeader {
+		for t.cur != colMax-1 {
+			if !t.cols[t.cur].disabled {
+				t.out(t.cols[t.cur].header)
+			}
+			t.fieldNext()
+		}
+	}
+	return t
+}
+
+// Close renders whatever is buffered and flushes the writer.
+func (t *Table) Close() error {
+	t.render()
+	if err := t.w.Flush(); err != nil && t.err == nil {
+		t.err = err
+	}
+	return t.err
+}
+
+// out appends s to the current field, as ss's out() does.
+func (t *Table) out(s string) {
+	if t.cols[t.cur].disabled {
+		return
+	}
+	if !t.haveHead {
+		t.newChunk(0)
+		t.haveHead = true
+	}
+	for {
+		avail := chunkData - t.used
+		if len(s) < avail || t.curAtStart {
+			n := min(len(s), avail, tokenMaxLen-len(t.curTok))
+			t.used += n
+			t.curTok = append(t.curTok, s[:n]...)
+			return
+		}
+		// The token moves, whole, to a fresh chunk and is written again.
+		t.newChunk(len(t.curTok))
+	}
+}
+
+func (t *Table) newChunk(carry int) {
+	t.chunks++
+	t.used = tokenLenHeader + carry
+	t.curAtStart = true
+}
+
+// flush ends the current field (ss's field_flush).
+func (t *Table) flush() {
+	c := &t.cols[t.cur]
+	if c.disabled {
+		return
+	}
+	if !t.haveHead {
+		t.newChunk(0)
+		t.haveHead = true
+	}
+	n := len(t.curTok)
+	pad := n % 2
+	if n > c.maxLen {
+		c.maxLen = n
+	}
+	t.toks = append(t.toks, string(t.curTok))
+	t.curTok = t.curTok[:0]
+	if d := chunkData - t.used - pad; d >= 0 && d < tokenLenHeader {
+		t.newChunk(0)
+		return
+	}
+	t.used += pad + tokenLenHeader
+	t.curAtStart = false
+}
+
+// fieldNext moves to the next field; at the end of a row it renders the
+// batch when ss would.
+func (t *Table) fieldNext() {
+	if t.cur == colMax-1 && t.chunks >= chunksMax {
+		t.render()
+		return
+	}
+	t.flush()
+	if t.cur == colMax-1 {
+		t.cur = 0
+	} else {
+		t.cur++
+	}
+}
+
+func (t *Table) fieldSet(id int) {
+	for t.cur != id {
+		t.fieldNext()
+	}
+}
+
+// calcWidths is ss's render_calc_width.
+func (t *Table) calcWidths() {
+	screen := t.opts.Width
+	compact := screen <= 0
+	if compact {
+		screen = int(^uint(0) >> 1)
+	}
+	first := true
+	for i := range t.cols {
+		c := &t.cols[i]
+		if c.disabled {
+			continue
+		}
+		if !first && c.maxLen != 0 {
+			c.width = c.maxLen + len(c.ldelim)
+		} else {
+			c.width = c.maxLen
+		}
+		c.width = min(c.width, screen)
+		if c.width != 0 {
+			first = false
+		}
+	}
+	if compact {
+		return
+	}
+	eol := -1
+	length, lineCols := 0, 0
+	for i := 0; i < colMax; i++ {
+		if t.cols[i].width == 0 {
+			continue
+		}
+		lineCols++
+		length += t.cols[i].width
+		last := true
+		for j := i + 1; j < colMax; j++ {
+			if t.cols[j].width != 0 {
+				last = false
+				break
+			}
+		}
+		if !last && length < screen {
+			continue
+		}
+		if length != screen {
+			if length > screen {
+				length -= t.cols[i].width
+				i--
+				lineCols--
+			}
+			pad := screen - length
+			spacing, rem := 0, 0
+			if lineCols > 0 {
+				spacing, rem = pad/lineCols, pad%lineCols
+			}
+			for j := i; j > eol; j-- {
+				if t.cols[j].width == 0 {
+					continue
+				}
+				t.cols[j].width += spacing
+				if rem > 0 {
+					t.cols[j].width++
+					rem--
+				}
+			}
+		}
+		eol = i
+		length, lineCols = 0, 0
+	}
+}
+
+// render prints the buffered batch (ss's render) and frees it.
+func (t *Table) render() {
+	if !t.haveHead {
+		return
+	}
+	toks := append(t.toks, string(t.curTok))
+	t.calcWidths()
+	f := 0
+	for f < colMax-1 && t.cols[f].width == 0 {
+		f++
+	}
+	lineStarted := false
+	for _, tok := range toks {
+		c := &t.cols[f]
+		printed := 0
+		if lineStarted {
+			t.w.WriteString(c.ldelim)
+			printed = len(c.ldelim)
+		}
+		lineStarted = true
+		if c.width != 0 && c.align != alignLeft {
+			s := c.width - len(tok) - printed
+			if c.align == alignCenter {
+				s = (s + 1) / 2
+			}
+			if s > 0 {
+				t.spaces(s)
+				printed += s
+			}
+		}
+		t.w.WriteString(tok)
+		printed += len(tok)
+		if c.width != 0 && c.align != alignRight {
+			s := c.width - printed
+			if c.align == alignCenter {
+				s /= 2
+			}
+			if s > 0 {
+				t.spaces(s)
+			}
+		}
+		for {
+			if f == colMax-1 {
+				t.w.WriteByte('\n')
+				f = 0
+				lineStarted = false
+			} else {
+				f++
+			}
+			if !t.cols[f].disabled {
+				break
+			}
+		}
+	}
+	if lineStarted {
+		t.w.WriteByte('\n')
+	}
+	t.toks = t.toks[:0]
+	t.curTok = t.curTok[:0]
+	t.haveHead = false
+	t.chunks = 0
+	t.used = 0
+	t.cur = 0
+}
+
+func (t *Table) spaces(n int) {
+	const blank = "                                                                "
+	for n > 0 {
+		k := min(n, len(blank))
+		t.w.WriteString(blank[:k])
+		n -= k
+	}
+}
+
+// Add renders one socket row.
+func (t *Table) Add(s *sock.Socket) {
+	t.fieldSet(colNetid)
+	t.out(Netid(s))
+	t.fieldSet(colState)
+	t.out(s.State.SSLabel())
+	t.fieldSet(colRecvQ)
+	t.out(leftPad6(int32(s.RecvQ)))
+	t.fieldSet(colSendQ)
+	t.out(leftPad6(int32(s.SendQ)))
+	t.fieldSet(colAddr)
+	if s.Proto == sock.ProtoUNIX {
+		t.unixRow(s)
+	} else {
+		t.inetRow(s)
+	}
+}
+
+// leftPad6 is printf("%-6d").
+func leftPad6(v int32) string {
+	s := itoa(int64(v))
+	if len(s) < 6 {
+		s += strings.Repeat(" ", 6-len(s))
+	}
+	return s
+}

@@ -1,0 +1,274 @@
+package ssfmt
+
+import (
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/sock"
+)
+
+// tcp_info option bits (include/uapi/linux/tcp.h, TCPI_OPT_*).
+const (
+	optTimestamps = 1
+	optSACK       = 2
+	optWscale     = 4
+	optECN        = 8
+	optECNSeen    = 16
+	optSynData    = 32
+)
+
+// Offsets of the two bit-field bytes of struct tcp_info
+// (tcpi_snd_wscale:4/tcpi_rcv_wscale:4 and
+// tcpi_delivery_rate_app_limited:1/tcpi_fastopen_client_fail:2), which
+// pkg/sock keeps as named fields: the JSON form needs them to tell whether
+// the kernel sent those bytes.
+const (
+	offWscale     = 6
+	offAppLimited = 7
+)
+
+// visibleInfo returns a copy of ti.Info with every byte past ti.Len
+// cleared: an older kernel sends a shorter struct and ss treats the
+// missing fields as zero. A Len of 0 (a row built by hand, never a kernel
+// reply) means the whole struct.
+func visibleInfo(ti *sock.TCPInfo) unix.TCPInfo {
+	info := ti.Info
+	if ti.Len > 0 && ti.Len < unix.SizeofTCPInfo {
+		raw := (*[unix.SizeofTCPInfo]byte)(unsafe.Pointer(&info))
+		clear(raw[ti.Len:])
+	}
+	return info
+}
+
+// SprintBW formats a rate in bits per second as ss does: with -n the exact
+// number, otherwise three significant digits and a k/M/G/T suffix.
+func SprintBW(bw float64, numeric bool) string {
+	switch {
+	case numeric:
+		return strconv.FormatFloat(bw, 'f', 0, 64)
+	case bw >= 1e12:
+		return CFormatG(bw/1e12, 3) + "T"
+	case bw >= 1e9:
+		return CFormatG(bw/1e9, 3) + "G"
+	case bw >= 1e6:
+		return CFormatG(bw/1e6, 3) + "M"
+	case bw >= 1e3:
+		return CFormatG(bw/1e3, 3) + "k"
+	}
+	return cG(bw)
+}
+
+// TCPInfoString formats the tcp_info line of ss -i (without the leading
+// newline and tab), field for field in ss's order and units. state is the
+// socket's state (ss hides sacked for listeners); withOpts adds the option
+// words (ts, sack, ...) that ss prints only together with -o or -e.
+func TCPInfoString(ti *sock.TCPInfo, state sock.State, withOpts, numeric bool) string {
+	info := visibleInfo(ti)
+	sndW, rcvW, appLimited := ti.SndWscale, ti.RcvWscale, ti.DeliveryRateAppLimited
+	var b strings.Builder
+	w := func(parts ...string) {
+		for _, p := range parts {
+			b.WriteString(p)
+		}
+	}
+	u := func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
+	d := func(v uint32) string { return strconv.FormatInt(int64(int32(v)), 10) }
+	ull := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	ms := func(v uint32) string { return cG(float64(v) / 1000) }
+
+	if withOpts {
+		if info.Options&optTimestamps != 0 {
+			w(" ts")
+		}
+		if info.Options&optSACK != 0 {
+			w(" sack")
+		}
+		if info.Options&optECN != 0 {
+			w(" ecn")
+		}
+		if info.Options&optECNSeen != 0 {
+			w(" ecnseen")
+		}
+		if info.Options&optSynData != 0 {
+			w(" fastopen")
+		}
+	}
+	if ti.Congestion != "" {
+		cong := ti.Congestion
+		if len(cong) > 15 { // ss copies it into a char[16]
+			cong = cong[:15]
+		}
+		w(" ", cong)
+	}
+	if info.Options&optWscale != 0 {
+		w(" wscale:", strconv.Itoa(int(sndW)), ",", strconv.Itoa(int(rcvW)))
+	}
+	if info.Rto != 0 && info.Rto != 3000000 {
+		w(" rto:", ms(info.Rto))
+	}
+	if info.Backoff != 0 {
+		w(" backoff:", u(uint32(info.Backoff)))
+	}
+	if info.Rtt != 0 {
+		w(" rtt:", ms(info.Rtt), "/", ms(info.Rttvar))
+	}
+	if info.Ato != 0 {
+		w(" ato:", ms(info.Ato))
+	}
+	if info.Snd_mss != 0 {
+		w(" mss:", d(info.Snd_mss))
+	}
+	if info.Pmtu != 0 {
+		w(" pmtu:", u(info.Pmtu))
+	}
+	if info.Rcv_mss != 0 {
+		w(" rcvmss:", d(info.Rcv_mss))
+	}
+	if info.Advmss != 0 {
+		w(" advmss:", d(info.Advmss))
+	}
+	if info.Snd_cwnd != 0 {
+		w(" cwnd:", u(info.Snd_cwnd))
+	}
+	if info.Snd_ssthresh < 0xFFFF && info.Snd_ssthresh != 0 {
+		w(" ssthresh:", d(info.Snd_ssthresh))
+	}
+	if info.Bytes_sent != 0 {
+		w(" bytes_sent:", ull(info.Bytes_sent))
+	}
+	if info.Bytes_retrans != 0 {
+		w(" bytes_retrans:", ull(info.Bytes_retrans))
+	}
+	if info.Bytes_acked != 0 {
+		w(" bytes_acked:", ull(info.Bytes_acked))
+	}
+	if info.Bytes_received != 0 {
+		w(" bytes_received:", ull(info.Bytes_received))
+	}
+	if info.Segs_out != 0 {
+		w(" segs_out:", u(info.Segs_out))
+	}
+	if info.Segs_in != 0 {
+		w(" segs_in:", u(info.Segs_in))
+	}
+	if info.Data_segs_out != 0 {
+		w(" data_segs_out:", u(info.Data_segs_out))
+	}
+	if info.Data_segs_in != 0 {
+		w(" data_segs_in:", u(info.Data_segs_in))
+	}
+	if dc := ti.DCTCP; dc != nil {
+		if dc.Enabled != 0 {
+			w(" dctcp:(ce_state:", u(uint32(dc.Ce_state)), ",alpha:", u(dc.Alpha),
+				",ab_ecn:", u(dc.Ab_ecn), ",ab_tot:", u(dc.Ab_tot), ")")
+		} else {
+			w(" dctcp:fallback_mode")
+		}
+	}
+	if bbr := ti.BBR; bbr != nil {
+		bw := uint64(bbr.Bw_hi)<<32 | uint64(bbr.Bw_lo)
+		w(" bbr:(bw:", SprintBW(float64(bw)*8.0, numeric), "bps,mrtt:", cG(float64(bbr.Min_rtt)/1000.0))
+		if bbr.Pacing_gain != 0 {
+			w(",pacing_gain:", cG(float64(bbr.Pacing_gain)/256.0))
+		}
+		if bbr.Cwnd_gain != 0 {
+			w(",cwnd_gain:", cG(float64(bbr.Cwnd_gain)/256.0))
+		}
+		w(")")
+	}
+	rtt := float64(info.Rtt)
+	if v := ti.Vegas; v != nil && v.Enabled != 0 && v.Rtt != 0 && v.Rtt != 0x7fffffff {
+		rtt = float64(v.Rtt)
+	}
+	if rtt > 0 && info.Snd_mss != 0 && info.Snd_cwnd != 0 {
+		send := float64(info.Snd_cwnd) * float64(info.Snd_mss) * 8000000. / rtt
+		w(" send ", SprintBW(send, numeric), "bps")
+	}
+	if info.Last_data_sent != 0 {
+		w(" lastsnd:", u(info.Last_data_sent))
+	}
+	if info.Last_data_recv != 0 {
+		w(" lastrcv:", u(info.Last_data_recv))
+	}
+	if info.Last_ack_recv != 0 {
+		w(" lastack:", u(info.Last_ack_recv))
+	}
+	if info.Pacing_rate != 0 && info.Pacing_rate != ^uint64(0) {
+		w(" pacing_rate ", SprintBW(float64(info.Pacing_rate)*8., numeric), "bps")
+		if info.Max_pacing_rate != 0 && info.Max_pacing_rate != ^uint64(0) {
+			w("/", SprintBW(float64(info.Max_pacing_rate)*8., numeric), "bps")
+		}
+	}
+	if info.Delivery_rate != 0 {
+		w(" delivery_rate ", SprintBW(float64(info.Delivery_rate)*8., numeric), "bps")
+	}
+	if info.Delivered != 0 {
+		w(" delivered:", u(info.Delivered))
+	}
+	if info.Delivered_ce != 0 {
+		w(" delivered_ce:", u(info.Delivered_ce))
+	}
+	if appLimited {
+		w(" app_limited")
+	}
+	if info.Busy_time != 0 {
+		w(" busy:", ull(info.Busy_time/1000), "ms")
+		if info.Rwnd_limited != 0 {
+			w(" rwnd_limited:", ull(info.Rwnd_limited/1000), "ms(",
+				strconv.FormatFloat(100.0*float64(info.Rwnd_limited)/float64(info.Busy_time), 'f', 1, 64), "%)")
+		}
+		if info.Sndbuf_limited != 0 {
+			w(" sndbuf_limited:", ull(info.Sndbuf_limited/1000), "ms(",
+				strconv.FormatFloat(100.0*float64(info.Sndbuf_limited)/float64(info.Busy_time), 'f', 1, 64), "%)")
+		}
+	}
+	if info.Unacked != 0 {
+		w(" unacked:", u(info.Unacked))
+	}
+	if info.Retrans != 0 || info.Total_retrans != 0 {
+		w(" retrans:", u(info.Retrans), "/", u(info.Total_retrans))
+	}
+	if info.Lost != 0 {
+		w(" lost:", u(info.Lost))
+	}
+	if info.Sacked != 0 && state != sock.Listen {
+		w(" sacked:", u(info.Sacked))
+	}
+	if info.Dsack_dups != 0 {
+		w(" dsack_dups:", u(info.Dsack_dups))
+	}
+	if info.Fackets != 0 {
+		w(" fackets:", u(info.Fackets))
+	}
+	if info.Reordering != 3 {
+		w(" reordering:", d(info.Reordering))
+	}
+	if info.Reord_seen != 0 {
+		w(" reord_seen:", d(info.Reord_seen))
+	}
+	if info.Rcv_rtt != 0 {
+		w(" rcv_rtt:", ms(info.Rcv_rtt))
+	}
+	if info.Rcv_space != 0 {
+		w(" rcv_space:", d(info.Rcv_space))
+	}
+	if info.Rcv_ssthresh != 0 {
+		w(" rcv_ssthresh:", u(info.Rcv_ssthresh))
+	}
+	if info.Notsent_bytes != 0 {
+		w(" notsent:", u(info.Notsent_bytes))
+	}
+	if info.Min_rtt != 0 && info.Min_rtt != ^uint32(0) {
+		w(" minrtt:", ms(info.Min_rtt))
+	}
+	if info.Rcv_ooopack != 0 {
+		w(" rcv_ooopack:", u(info.Rcv_ooopack))
+	}
+	if info.Snd_wnd != 0 {
+		w(" snd_wnd:", u(info.Snd_wnd))
+	}
+	return b.String()
+}
