@@ -211,8 +211,12 @@ func TestScanMatchesSSHostWide(t *testing.T) {
 func TestPathsAgree(t *testing.T) {
 	testutil.RequireRoot(t)
 	ns := testutil.NewNS(t)
-	startHolder(t, "/run/netns/"+ns.Name)
-	startHolder(t, "")
+	// Every socket a holder reports is held by it, except "hidden" (held
+	// only by a thread with a private fd table, invisible to ss too).
+	visible := 0
+	for _, rep := range []holderReport{startHolder(t, "/run/netns/"+ns.Name), startHolder(t, "")} {
+		visible += len(rep.Inodes) - 1
+	}
 	a, b := scanBoth(t), scanBoth(t)
 
 	inodes := map[uint64]bool{}
@@ -233,9 +237,8 @@ func TestPathsAgree(t *testing.T) {
 			t.Errorf("ino %d: bpf %v, proc %v", ino, bpf1, proc1)
 		}
 	}
-	// Two holders hold 8 sockets each, plus the test binary's own.
-	if compared < 16 {
-		t.Errorf("only %d stable sockets compared, want at least the holders' 16", compared)
+	if compared < visible {
+		t.Errorf("only %d stable sockets compared, want at least the holders' %d", compared, visible)
 	}
 	t.Logf("compared %d sockets of %d seen", compared, len(inodes))
 }
