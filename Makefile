@@ -7,7 +7,8 @@ export GOFLAGS ?= -buildvcs=false
 all: build
 
 build:
-	$(GO) build -o bin/sstrace ./cmd/sstrace
+	# Static: no libc at run time, the same binary the VM matrix boots.
+	CGO_ENABLED=0 $(GO) build -o bin/sstrace ./cmd/sstrace
 
 # Rebuild the committed BPF objects (needs clang and libbpf-dev headers).
 deps-generate:

@@ -28,7 +28,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
 
-go build -o bin/sstrace ./cmd/sstrace
+CGO_ENABLED=0 go build -o bin/sstrace ./cmd/sstrace
 go build -o bin/churn ./cmd/churn
 
 cleanup() { ip netns del "$NS" 2>/dev/null || true; }

@@ -6,11 +6,13 @@
  * Hooks, in the order userspace tries them (only one is ever attached):
  *   tp_btf/inet_sock_set_state      BTF-typed tracepoint (5.5+)
  *   tracepoint/sock/inet_sock_set_state   classic tracepoint (4.16+)
- *   fentry/tcp_set_state + fentry/inet_sk_set_state
- *   kprobe/tcp_set_state + kprobe/inet_sk_set_state
- * The tracepoint fires in both tcp_set_state() and inet_sk_set_state() (the
- * latter makes a new child socket SYN_RECV); the function hooks therefore
- * attach to both, so every hook yields the same transitions.
+ *   fentry on tcp_set_state, inet_sk_set_state, inet_csk_listen_start
+ *   kprobe on the same three functions
+ * The tracepoint fires in tcp_set_state(), in inet_sk_set_state() (which
+ * makes a new child socket SYN_RECV) and in the inline
+ * inet_sk_state_store(), which TCP calls directly only in
+ * inet_csk_listen_start() (CLOSE -> LISTEN). The function hooks attach to
+ * those three, so every hook yields the same transitions.
  *
  * Cookies: the tracing programs call bpf_get_socket_cookie() where the
  * kernel offers it to them (5.12+), which makes the cookie if needed, exactly
@@ -18,8 +20,8 @@
  * something made it; then two cgroup programs on the cgroup v2 root make it
  * early: sock_create for every socket a task creates, sockops for accepted
  * children (before their SYN_RECV -> ESTABLISHED transition). A child's first
- * event (CLOSE -> SYN_RECV) still precedes that, so it is held back in a map
- * and sent just before the child's next event, with that event's cookie.
+ * event precedes both its cookie and, on older kernels, its addresses: see
+ * record() for how it is held back.
  */
 #include "tracer.h"
 #include <bpf/bpf_helpers.h>
@@ -32,7 +34,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 target_netns = 0;     /* 0: every namespace */
 const volatile __u32 wakeup_bytes = 0;     /* wake the reader once this much is pending */
 const volatile bool cookie_helper = false; /* bpf_get_socket_cookie works in tracing programs */
-const volatile bool defer_cookies = false; /* cgroup programs make cookies: hold back cookie-less firsts */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -46,8 +47,8 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* Events held back until their socket's cookie exists (see top). LRU: a
- * child that never gets a second event cannot leak an entry forever. */
+/* A new child's first event, held back until its next one (see record).
+ * LRU: an entry whose socket never had another event cannot stay forever. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -129,25 +130,28 @@ static __always_inline int record(struct sock *sk, int oldstate, int newstate,
 		e.cookie_src = e.cookie ? COOKIE_FIELD : COOKIE_NONE;
 	}
 
-	if (defer_cookies) {
-		__u64 key = e.skaddr;
-		struct event *held = bpf_map_lookup_elem(&deferred, &key);
-		if (held) {
-			/* Send the held-back event first, with this event's
-			 * cookie if it has one now. */
-			if (e.cookie) {
-				held->cookie = e.cookie;
-				held->cookie_src = COOKIE_DEFERRED;
-			}
-			submit(held);
-			bpf_map_delete_elem(&deferred, &key);
-		} else if (!e.cookie && newstate == TCP_SYN_RECV) {
-			/* A new child: sockops makes its cookie before
-			 * the next transition. */
-			if (bpf_map_update_elem(&deferred, &key, &e, BPF_ANY) == 0)
-				return 0;
-			count(COUNTER_DEFER_FULL);
-		}
+	/* A new child's first event (LISTEN -> SYN_RECV, from
+	 * inet_csk_clone_lock) fires while the child is still a copy of its
+	 * listener: before 6.x kernels its peer address and port are the
+	 * listener's (0.0.0.0:0) and its cookie field holds the listener's
+	 * cookie, replaced only afterwards. So the event is held back and sent
+	 * just before the child's next event (SYN_RECV -> ESTABLISHED, in the
+	 * same softirq), with that event's addresses and cookie. */
+	__u64 key = e.skaddr;
+	struct event *held = bpf_map_lookup_elem(&deferred, &key);
+	if (held) {
+		held->cookie = e.cookie;
+		held->cookie_src = e.cookie ? COOKIE_DEFERRED : COOKIE_NONE;
+		__builtin_memcpy(held->saddr, e.saddr, sizeof(e.saddr));
+		__builtin_memcpy(held->daddr, e.daddr, sizeof(e.daddr));
+		held->sport = e.sport;
+		held->dport = e.dport;
+		submit(held);
+		bpf_map_delete_elem(&deferred, &key);
+	} else if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN) {
+		if (bpf_map_update_elem(&deferred, &key, &e, BPF_ANY) == 0)
+			return 0;
+		count(COUNTER_DEFER_FULL);
 	}
 	submit(&e);
 	return 0;
@@ -179,6 +183,14 @@ int BPF_PROG(handle_fentry_inet, struct sock *sk, int state)
 	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_FENTRY, true);
 }
 
+/* listen(): the tracepoint fires at its start, before the port is checked;
+ * a failure then goes back to CLOSE through inet_sk_set_state. */
+SEC("fentry/inet_csk_listen_start")
+int BPF_PROG(handle_fentry_listen, struct sock *sk)
+{
+	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), TCP_LISTEN, HOOK_FENTRY, true);
+}
+
 SEC("kprobe/tcp_set_state")
 int BPF_KPROBE(handle_kprobe_tcp, struct sock *sk, int state)
 {
@@ -189,6 +201,12 @@ SEC("kprobe/inet_sk_set_state")
 int BPF_KPROBE(handle_kprobe_inet, struct sock *sk, int state)
 {
 	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_KPROBE, false);
+}
+
+SEC("kprobe/inet_csk_listen_start")
+int BPF_KPROBE(handle_kprobe_listen, struct sock *sk)
+{
+	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), TCP_LISTEN, HOOK_KPROBE, false);
 }
 
 /* Cookie makers, attached to the cgroup v2 root only where the hook in use

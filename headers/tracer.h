@@ -149,7 +149,7 @@ struct event {
 enum counter {
 	COUNTER_EVENTS = 0,  /* records submitted */
 	COUNTER_LOST = 1,    /* bpf_ringbuf_reserve failed: the event is lost */
-	COUNTER_DEFER_FULL = 2, /* deferred-cookie map full: sent without cookie */
+	COUNTER_DEFER_FULL = 2, /* deferral map full: a child's first event sent as it was */
 	COUNTER_MAX = 3,
 };
 

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -122,6 +123,15 @@ func (h *harness) dial(network, addr string) (net.Conn, error) {
 		return err
 	})
 	return c, err
+}
+
+// describe renders events with their cookies, for failure messages.
+func describe(evs []Event) string {
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, "\n\t%s>%s %v->%v cookie=%d (%s) ctx=%s", e.OldState, e.NewState, e.Local, e.Peer, e.Cookie, e.CookieSource, e.Context)
+	}
+	return b.String()
 }
 
 // transitions renders a socket's events as "OLD>NEW" words.
@@ -293,8 +303,14 @@ func TestE2ECookieMatchesSockDiag(t *testing.T) {
 				last := evs[len(evs)-1]
 				for _, e := range evs {
 					if e.Cookie != last.Cookie {
-						t.Errorf("socket %x: cookies differ across its events: %d vs %d", e.Sock, e.Cookie, last.Cookie)
+						t.Errorf("socket %x: cookies differ across its events: %s", e.Sock, describe(evs))
+						break
 					}
+				}
+				// A child's first event must name its peer, not the
+				// listener's wildcard it was cloned from.
+				if first := evs[0]; first.NewState == sock.SynRecv && (first.Peer != last.Peer || first.Local != last.Local) {
+					t.Errorf("child's first event has the wrong ends: %s", describe(evs))
 				}
 				byEnds[ends{last.Local, last.Peer}] = last.Cookie
 			}
@@ -371,7 +387,11 @@ func TestE2EContext(t *testing.T) {
 					t.Errorf("%s: uid %d tid %d", tr, e.UID, e.TID)
 				}
 				checked++
-			case e.NewState == sock.SynRecv, tr == "ESTABLISHED>CLOSE_WAIT", tr == "FIN_WAIT1>FIN_WAIT2":
+			// Not FIN_WAIT1>FIN_WAIT2: the ACK of our FIN may arrive
+			// while close() still holds the socket, and is then
+			// processed from the backlog by the owner, in process
+			// context (seen on 6.12 with fentry).
+			case e.NewState == sock.SynRecv, tr == "ESTABLISHED>CLOSE_WAIT":
 				if e.Context != ContextSoftirq {
 					t.Errorf("%s: context %s, want softirq", tr, e.Context)
 				}
@@ -379,8 +399,8 @@ func TestE2EContext(t *testing.T) {
 			}
 		}
 	}
-	if checked != 6 {
-		t.Errorf("checked %d transitions, want 6", checked)
+	if checked != 5 {
+		t.Errorf("checked %d transitions, want 5", checked)
 	}
 }
 

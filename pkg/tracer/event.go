@@ -49,8 +49,8 @@ const (
 	// CookieField: read from the socket, made earlier (by sock_diag, a
 	// cgroup cookie maker, SO_COOKIE, ...).
 	CookieField CookieSource = 2
-	// CookieDeferred: the event was held in the kernel until the socket's
-	// next event, and carries that event's cookie.
+	// CookieDeferred: a new child's first event, held in the kernel until
+	// the child's next event, whose cookie (and addresses) it carries.
 	CookieDeferred CookieSource = 3
 )
 

@@ -24,9 +24,11 @@ const (
 	// HookTracepoint is the classic sock:inet_sock_set_state tracepoint
 	// (needs tracefs, which the tracer mounts if missing).
 	HookTracepoint Hook = "tracepoint"
-	// HookFentry is fentry on tcp_set_state and inet_sk_set_state.
+	// HookFentry is fentry on tcp_set_state, inet_sk_set_state and
+	// inet_csk_listen_start: the three places TCP changes state through
+	// (the last inlines the tracepoint's CLOSE -> LISTEN).
 	HookFentry Hook = "fentry"
-	// HookKprobe is kprobes on tcp_set_state and inet_sk_set_state.
+	// HookKprobe is kprobes on the same three functions.
 	HookKprobe Hook = "kprobe"
 )
 
@@ -65,9 +67,9 @@ func (h Hook) programs() (names []string, tracing bool) {
 	case HookTracepoint:
 		return []string{TracerProgHandleTracepoint}, false
 	case HookFentry:
-		return []string{TracerProgHandleFentryTcp, TracerProgHandleFentryInet}, true
+		return []string{TracerProgHandleFentryTcp, TracerProgHandleFentryInet, TracerProgHandleFentryListen}, true
 	case HookKprobe:
-		return []string{TracerProgHandleKprobeTcp, TracerProgHandleKprobeInet}, false
+		return []string{TracerProgHandleKprobeTcp, TracerProgHandleKprobeInet, TracerProgHandleKprobeListen}, false
 	}
 	return nil, false
 }
@@ -91,12 +93,20 @@ func (h Hook) attach(coll *ebpf.Collection) ([]link.Link, error) {
 			err = add(link.Tracepoint("sock", "inet_sock_set_state", coll.Programs[TracerProgHandleTracepoint], nil))
 		}
 	case HookFentry:
-		if err = add(link.AttachTracing(link.TracingOptions{Program: coll.Programs[TracerProgHandleFentryTcp]})); err == nil {
-			err = add(link.AttachTracing(link.TracingOptions{Program: coll.Programs[TracerProgHandleFentryInet]}))
+		for _, p := range []string{TracerProgHandleFentryTcp, TracerProgHandleFentryInet, TracerProgHandleFentryListen} {
+			if err = add(link.AttachTracing(link.TracingOptions{Program: coll.Programs[p]})); err != nil {
+				break
+			}
 		}
 	case HookKprobe:
-		if err = add(link.Kprobe("tcp_set_state", coll.Programs[TracerProgHandleKprobeTcp], nil)); err == nil {
-			err = add(link.Kprobe("inet_sk_set_state", coll.Programs[TracerProgHandleKprobeInet], nil))
+		for fn, p := range map[string]string{
+			"tcp_set_state":         TracerProgHandleKprobeTcp,
+			"inet_sk_set_state":     TracerProgHandleKprobeInet,
+			"inet_csk_listen_start": TracerProgHandleKprobeListen,
+		} {
+			if err = add(link.Kprobe(fn, coll.Programs[p], nil)); err != nil {
+				break
+			}
 		}
 		if errors.Is(err, os.ErrNotExist) {
 			err = fmt.Errorf("this kernel has no kprobes (neither the kprobe PMU nor tracefs kprobe_events; CONFIG_KPROBES off?): %w", err)

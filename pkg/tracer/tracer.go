@@ -27,7 +27,6 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,8 +66,7 @@ const (
 	CookieMethodHelper CookieMethod = "helper"
 	// CookieMethodMakers: the hook reads sk_cookie, made at socket
 	// creation and at connection establishment by cgroup programs on the
-	// cgroup v2 root; an accepted child's first event is deferred until
-	// its cookie exists.
+	// cgroup v2 root.
 	CookieMethodMakers CookieMethod = "cgroup-makers"
 	// CookieMethodField: the hook reads sk_cookie only; sockets whose
 	// cookie nobody made yet report 0.
@@ -145,8 +143,10 @@ func checkRingSize(n int) error {
 func CheckKernel() error {
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Raising it
 	// needs CAP_SYS_RESOURCE; where that fails the loads below report
-	// their own error, so this one is not fatal.
-	_ = rlimit.RemoveMemlock()
+	// their own error, so this one is not fatal. (Not cilium/ebpf/rlimit:
+	// its package init creates a BPF map in every sstrace process, ss
+	// queries included.)
+	_ = unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY})
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return errors.New("kernel BTF is missing (/sys/kernel/btf/vmlinux): sstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.4 or newer)")
 	}
@@ -210,7 +210,6 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		TracerVarTargetNetns:  opts.NetNS,
 		TracerVarWakeupBytes:  uint32(opts.WakeupBytes),
 		TracerVarCookieHelper: helper,
-		TracerVarDeferCookies: makers,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -241,8 +240,7 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		// Makers first, so that no socket slips between the hook and them.
 		ls, err := attachMakers(coll, cgroupRoot)
 		if err != nil {
-			// Without makers the deferral would hold child events
-			// for a cookie that never comes: reload without it.
+			// Reload without the maker programs.
 			coll.Close()
 			t2, err2 := load(h, opts, false, false)
 			if err2 == nil {
@@ -303,8 +301,9 @@ type Stats struct {
 	Lost uint64
 	// Received is the number of events delivered to the handler.
 	Received uint64
-	// DeferFull counts child events sent without a cookie because the
-	// deferral map was full.
+	// DeferFull counts new children's first events sent as they were
+	// (listener's addresses and cookie) because the map that holds them
+	// back was full.
 	DeferFull uint64
 }
 

@@ -46,15 +46,16 @@ const (
 	TracerMapDeferred                 = "deferred"
 	TracerMapEvents                   = "events"
 	TracerProgHandleFentryInet        = "handle_fentry_inet"
+	TracerProgHandleFentryListen      = "handle_fentry_listen"
 	TracerProgHandleFentryTcp         = "handle_fentry_tcp"
 	TracerProgHandleKprobeInet        = "handle_kprobe_inet"
+	TracerProgHandleKprobeListen      = "handle_kprobe_listen"
 	TracerProgHandleKprobeTcp         = "handle_kprobe_tcp"
 	TracerProgHandleTpBtf             = "handle_tp_btf"
 	TracerProgHandleTracepoint        = "handle_tracepoint"
 	TracerProgMakeCookieOnCreate      = "make_cookie_on_create"
 	TracerProgMakeCookieOnEstablished = "make_cookie_on_established"
 	TracerVarCookieHelper             = "cookie_helper"
-	TracerVarDeferCookies             = "defer_cookies"
 	TracerVarTargetNetns              = "target_netns"
 	TracerVarWakeupBytes              = "wakeup_bytes"
 )
@@ -102,8 +103,10 @@ type TracerSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TracerProgramSpecs struct {
 	HandleFentryInet        *ebpf.ProgramSpec `ebpf:"handle_fentry_inet"`
+	HandleFentryListen      *ebpf.ProgramSpec `ebpf:"handle_fentry_listen"`
 	HandleFentryTcp         *ebpf.ProgramSpec `ebpf:"handle_fentry_tcp"`
 	HandleKprobeInet        *ebpf.ProgramSpec `ebpf:"handle_kprobe_inet"`
+	HandleKprobeListen      *ebpf.ProgramSpec `ebpf:"handle_kprobe_listen"`
 	HandleKprobeTcp         *ebpf.ProgramSpec `ebpf:"handle_kprobe_tcp"`
 	HandleTpBtf             *ebpf.ProgramSpec `ebpf:"handle_tp_btf"`
 	HandleTracepoint        *ebpf.ProgramSpec `ebpf:"handle_tracepoint"`
@@ -125,7 +128,6 @@ type TracerMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TracerVariableSpecs struct {
 	CookieHelper *ebpf.VariableSpec `ebpf:"cookie_helper"`
-	DeferCookies *ebpf.VariableSpec `ebpf:"defer_cookies"`
 	TargetNetns  *ebpf.VariableSpec `ebpf:"target_netns"`
 	WakeupBytes  *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -168,7 +170,6 @@ func (m *TracerMaps) Close() error {
 // It can be passed to LoadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracerVariables struct {
 	CookieHelper *ebpf.Variable `ebpf:"cookie_helper"`
-	DeferCookies *ebpf.Variable `ebpf:"defer_cookies"`
 	TargetNetns  *ebpf.Variable `ebpf:"target_netns"`
 	WakeupBytes  *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
@@ -178,8 +179,10 @@ type TracerVariables struct {
 // It can be passed to LoadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracerPrograms struct {
 	HandleFentryInet        *ebpf.Program `ebpf:"handle_fentry_inet"`
+	HandleFentryListen      *ebpf.Program `ebpf:"handle_fentry_listen"`
 	HandleFentryTcp         *ebpf.Program `ebpf:"handle_fentry_tcp"`
 	HandleKprobeInet        *ebpf.Program `ebpf:"handle_kprobe_inet"`
+	HandleKprobeListen      *ebpf.Program `ebpf:"handle_kprobe_listen"`
 	HandleKprobeTcp         *ebpf.Program `ebpf:"handle_kprobe_tcp"`
 	HandleTpBtf             *ebpf.Program `ebpf:"handle_tp_btf"`
 	HandleTracepoint        *ebpf.Program `ebpf:"handle_tracepoint"`
@@ -190,8 +193,10 @@ type TracerPrograms struct {
 func (p *TracerPrograms) Close() error {
 	return _TracerClose(
 		p.HandleFentryInet,
+		p.HandleFentryListen,
 		p.HandleFentryTcp,
 		p.HandleKprobeInet,
+		p.HandleKprobeListen,
 		p.HandleKprobeTcp,
 		p.HandleTpBtf,
 		p.HandleTracepoint,
