@@ -23,6 +23,7 @@ need=()
 command -v tcpstates >/dev/null || need+=(libbpf-tools)
 command -v bpftrace >/dev/null || need+=(bpftrace)
 command -v ip >/dev/null || need+=(iproute2)
+command -v bpftool >/dev/null || need+=(bpftool)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -31,7 +32,11 @@ mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracin
 CGO_ENABLED=0 go build -o bin/sstrace ./cmd/sstrace
 go build -o bin/churn ./cmd/churn
 
-cleanup() { ip netns del "$NS" 2>/dev/null || true; }
+cleanup() {
+  # A tracer left behind by a failed round would skew every later run.
+  kill $(jobs -p) 2>/dev/null || true
+  ip netns del "$NS" 2>/dev/null || true
+}
 trap cleanup EXIT
 ip netns add "$NS"
 ip -n "$NS" link set lo up
@@ -47,6 +52,16 @@ churn() { ip netns exec "$NS" bin/churn -listen 127.0.0.1:$PORT -conns "$CONNS" 
 wait_ready() {
   for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "tracer did not become ready: $(cat "$1")" >&2; return 1
+}
+
+# wait_prog NAME: wait until a BPF program of that name is loaded (tcpstates
+# prints nothing until its stdout buffer fills, so its output cannot tell).
+wait_prog() {
+  for _ in $(seq 300); do
+    case "$(bpftool prog show 2>/dev/null)" in *"name $1 "*) return 0 ;; esac
+    sleep 0.1
+  done
+  echo "no BPF program $1 appeared" >&2; return 1
 }
 
 run_variant() { # name -> prints "seconds received lost"
@@ -67,12 +82,12 @@ run_variant() { # name -> prints "seconds received lost"
     tcpstates)
       tcpstates >"$OUT/tcpstates.out" 2>&1 &
       pid=$!
-      wait_ready "$OUT/tcpstates.out" SKADDR
+      wait_prog handle_set_state; sleep 0.2 # loaded, then attached
       secs=$(churn)
       sleep 0.5; kill -INT $pid; wait $pid || true
       # tcpstates sees every namespace: count the churn's lines (LPORT or RPORT).
       recv=$(awk -v p=$PORT '$5 == p || $7 == p' "$OUT/tcpstates.out" | wc -l)
-      lost=$(grep -io 'lost [0-9]* events' "$OUT/tcpstates.out" | awk '{t+=$2} END {print t+0}') ;;
+      lost=$({ grep -io 'lost [0-9]* events' "$OUT/tcpstates.out" || true; } | awk '{t+=$2} END {print t+0}') ;;
     bpftrace)
       bpftrace -e 'BEGIN { printf("READY\n"); }
         tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
@@ -84,13 +99,13 @@ run_variant() { # name -> prints "seconds received lost"
       secs=$(churn)
       sleep 0.5; kill -INT $pid; wait $pid || true
       recv=$(grep -c "\"sport\":$PORT,\|\"dport\":$PORT," "$OUT/bpftrace.out" || true)
-      lost=$(sed -n 's/.*Lost \([0-9]*\) events.*/\1/p' "$OUT/bpftrace.out" "$OUT/bpftrace.err" | head -1)
+      lost=$(cat "$OUT/bpftrace.out" "$OUT/bpftrace.err" | sed -n 's/.*Lost \([0-9]*\) events.*/\1/p' | awk '{t+=$1} END {print t+0}')
       lost=${lost:-0} ;;
   esac
   echo "$secs $recv $lost"
 }
 
-VARIANTS=(none sstrace tcpstates bpftrace)
+read -r -a VARIANTS <<<"${VARIANTS:-none sstrace tcpstates bpftrace}"
 declare -A times recvs losts
 for r in $(seq "$ROUNDS"); do
   for v in "${VARIANTS[@]}"; do

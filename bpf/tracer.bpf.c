@@ -81,38 +81,72 @@ static __always_inline void submit(const struct event *e)
 	count(COUNTER_EVENTS);
 }
 
+/* sock_fields reads what an event needs from the socket. Tracing programs
+ * (tp_btf, fentry) get a BTF-typed pointer and read it with plain loads,
+ * which the verifier checks and which cost no helper call; kprobe and
+ * classic tracepoint programs must go through bpf_probe_read_kernel
+ * (BPF_CORE_READ). `direct` is a constant in every caller, so each program
+ * keeps only its own half. */
+static __always_inline bool sock_fields(struct event *e, struct sock *sk, bool direct)
+{
+	if (direct) {
+		if (sk->sk_protocol != IPPROTO_TCP)
+			return false;
+		e->family = sk->__sk_common.skc_family;
+		if (e->family != AF_INET && e->family != AF_INET6)
+			return false;
+		e->netns = sk->__sk_common.skc_net.net->ns.inum;
+		if (target_netns && e->netns != target_netns)
+			return false;
+		e->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
+		if (e->family == AF_INET) {
+			*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+			*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
+		} else {
+			__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+			__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+		}
+		e->context = sk->sk_lock.owned ? CTX_PROCESS : CTX_SOFTIRQ;
+	} else {
+		if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+			return false;
+		e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		if (e->family != AF_INET && e->family != AF_INET6)
+			return false;
+		e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+		if (target_netns && e->netns != target_netns)
+			return false;
+		e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		if (e->family == AF_INET) {
+			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_rcv_saddr);
+			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_daddr);
+		} else {
+			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		}
+		e->context = BPF_CORE_READ(sk, sk_lock.owned) ? CTX_PROCESS : CTX_SOFTIRQ;
+	}
+	/* inet_sock lies past struct sock, where the verifier allows no plain
+	 * load through a struct sock pointer: always a probe read. */
+	e->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	return true;
+}
+
 /* One event on the stack: 112 bytes, well within the 512-byte limit. */
 static __always_inline int record(struct sock *sk, int oldstate, int newstate,
 				  __u8 hook, bool tracing)
 {
 	struct event e = {};
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!sock_fields(&e, sk, tracing))
 		return 0;
-	e.family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (e.family != AF_INET && e.family != AF_INET6)
-		return 0;
-	e.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	if (target_netns && e.netns != target_netns)
-		return 0;
-
 	e.ts_ns = bpf_ktime_get_ns();
 	e.skaddr = (__u64)sk;
 	e.oldstate = oldstate;
 	e.newstate = newstate;
 	e.hook = hook;
 	e.cpu = bpf_get_smp_processor_id();
-	e.sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	e.dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (e.family == AF_INET) {
-		BPF_CORE_READ_INTO(&e.saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_daddr);
-	} else {
-		BPF_CORE_READ_INTO(&e.saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	}
 
-	e.context = BPF_CORE_READ(sk, sk_lock.owned) ? CTX_PROCESS : CTX_SOFTIRQ;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	e.pid = pid_tgid >> 32;
 	e.tid = (__u32)pid_tgid;
@@ -126,7 +160,8 @@ static __always_inline int record(struct sock *sk, int oldstate, int newstate,
 		e.cookie = bpf_get_socket_cookie(sk);
 		e.cookie_src = COOKIE_HELPER;
 	} else {
-		e.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		e.cookie = tracing ? sk->__sk_common.skc_cookie.counter
+				   : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 		e.cookie_src = e.cookie ? COOKIE_FIELD : COOKIE_NONE;
 	}
 
@@ -138,7 +173,9 @@ static __always_inline int record(struct sock *sk, int oldstate, int newstate,
 	 * just before the child's next event (SYN_RECV -> ESTABLISHED, in the
 	 * same softirq), with that event's addresses and cookie. */
 	__u64 key = e.skaddr;
-	struct event *held = bpf_map_lookup_elem(&deferred, &key);
+	/* Only a child still in SYN_RECV can have an event held back: skip
+	 * the map for every other transition (nine in ten). */
+	struct event *held = oldstate == TCP_SYN_RECV ? bpf_map_lookup_elem(&deferred, &key) : NULL;
 	if (held) {
 		held->cookie = e.cookie;
 		held->cookie_src = e.cookie ? COOKIE_DEFERRED : COOKIE_NONE;

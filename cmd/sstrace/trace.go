@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ type traceFlags struct {
 	netns    string
 	duration time.Duration
 	noHeader bool
+	cpuProf  string
 }
 
 func newTraceCmd() *cobra.Command {
@@ -50,6 +52,8 @@ that happened to run is not the socket's owner.
 	fl.StringVar(&f.netns, "netns", "", "keep one network namespace: its inode number or a path (/run/netns/NAME, /proc/PID/ns/net)")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until interrupted")
 	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line (human form)")
+	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a Go CPU profile of the tracer to this file (for benchmarking)")
+	_ = fl.MarkHidden("cpuprofile")
 	return cmd
 }
 
@@ -91,6 +95,16 @@ func runTrace(ctx context.Context, f traceFlags) error {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
+	}
+	if f.cpuProf != "" {
+		pf, err := os.Create(f.cpuProf)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: netns})
 	if err != nil {
