@@ -63,17 +63,11 @@ static __always_inline void count(__u32 slot)
 		*v += 1;
 }
 
-/* submit copies e into the ring buffer. Wakeups are batched: the reader is
+/* commit publishes a reserved record. Wakeups are batched: the reader is
  * woken only when wakeup_bytes are pending; otherwise it drains on its own
  * short deadline. That keeps the cost of full-speed churn low. */
-static __always_inline void submit(const struct event *e)
+static __always_inline void commit(struct event *r)
 {
-	struct event *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		count(COUNTER_LOST);
-		return;
-	}
-	__builtin_memcpy(r, e, sizeof(*r));
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
@@ -81,23 +75,29 @@ static __always_inline void submit(const struct event *e)
 	count(COUNTER_EVENTS);
 }
 
-/* sock_fields reads what an event needs from the socket. Tracing programs
- * (tp_btf, fentry) get a BTF-typed pointer and read it with plain loads,
- * which the verifier checks and which cost no helper call; kprobe and
- * classic tracepoint programs must go through bpf_probe_read_kernel
- * (BPF_CORE_READ). `direct` is a constant in every caller, so each program
- * keeps only its own half. */
-static __always_inline bool sock_fields(struct event *e, struct sock *sk, bool direct)
+/* sock_filter keeps TCP sockets of the traced namespace and reads what the
+ * filter needs. Tracing programs (tp_btf, fentry) get a BTF-typed pointer
+ * and read it with plain loads, which the verifier checks and which cost no
+ * helper call; kprobe and classic tracepoint programs must go through
+ * bpf_probe_read_kernel (BPF_CORE_READ). `direct` is a constant in every
+ * caller, so each program keeps only its own half. */
+static __always_inline bool sock_filter(struct sock *sk, bool direct, __u16 *family, __u32 *netns)
+{
+	__u16 proto = direct ? sk->sk_protocol : BPF_CORE_READ(sk, sk_protocol);
+	if (proto != IPPROTO_TCP)
+		return false;
+	*family = direct ? sk->__sk_common.skc_family : BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (*family != AF_INET && *family != AF_INET6)
+		return false;
+	*netns = direct ? sk->__sk_common.skc_net.net->ns.inum
+			: BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return !target_netns || *netns == target_netns;
+}
+
+/* sock_ends fills the addresses, ports and cookie of e from the socket. */
+static __always_inline void sock_ends(struct event *e, struct sock *sk, bool direct)
 {
 	if (direct) {
-		if (sk->sk_protocol != IPPROTO_TCP)
-			return false;
-		e->family = sk->__sk_common.skc_family;
-		if (e->family != AF_INET && e->family != AF_INET6)
-			return false;
-		e->netns = sk->__sk_common.skc_net.net->ns.inum;
-		if (target_netns && e->netns != target_netns)
-			return false;
 		e->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
 		if (e->family == AF_INET) {
 			*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
@@ -106,64 +106,41 @@ static __always_inline bool sock_fields(struct event *e, struct sock *sk, bool d
 			__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
 			__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 		}
-		e->context = sk->sk_lock.owned ? CTX_PROCESS : CTX_SOFTIRQ;
 	} else {
-		if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-			return false;
-		e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-		if (e->family != AF_INET && e->family != AF_INET6)
-			return false;
-		e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-		if (target_netns && e->netns != target_netns)
-			return false;
 		e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 		if (e->family == AF_INET) {
-			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_rcv_saddr);
-			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_daddr);
+			BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+			BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
 		} else {
 			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
 			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
 		}
-		e->context = BPF_CORE_READ(sk, sk_lock.owned) ? CTX_PROCESS : CTX_SOFTIRQ;
 	}
 	/* inet_sock lies past struct sock, where the verifier allows no plain
 	 * load through a struct sock pointer: always a probe read. */
 	e->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	return true;
-}
-
-/* One event on the stack: 112 bytes, well within the 512-byte limit. */
-static __always_inline int record(struct sock *sk, int oldstate, int newstate,
-				  __u8 hook, bool tracing)
-{
-	struct event e = {};
-
-	if (!sock_fields(&e, sk, tracing))
-		return 0;
-	e.ts_ns = bpf_ktime_get_ns();
-	e.skaddr = (__u64)sk;
-	e.oldstate = oldstate;
-	e.newstate = newstate;
-	e.hook = hook;
-	e.cpu = bpf_get_smp_processor_id();
-
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	e.pid = pid_tgid >> 32;
-	e.tid = (__u32)pid_tgid;
-	e.uid = (__u32)bpf_get_current_uid_gid();
-	e.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(&e.comm, sizeof(e.comm));
 
 	/* cookie_helper is a load-time constant: on kernels without the
 	 * helper for tracing programs the verifier never sees the call. */
-	if (tracing && cookie_helper) {
-		e.cookie = bpf_get_socket_cookie(sk);
-		e.cookie_src = COOKIE_HELPER;
+	if (direct && cookie_helper) {
+		e->cookie = bpf_get_socket_cookie(sk);
+		e->cookie_src = COOKIE_HELPER;
 	} else {
-		e.cookie = tracing ? sk->__sk_common.skc_cookie.counter
+		e->cookie = direct ? sk->__sk_common.skc_cookie.counter
 				   : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-		e.cookie_src = e.cookie ? COOKIE_FIELD : COOKIE_NONE;
+		e->cookie_src = e->cookie ? COOKIE_FIELD : COOKIE_NONE;
 	}
+}
+
+/* record writes the event straight into the ring buffer (no copy through
+ * the stack). tracing says the program has a BTF-typed socket pointer. */
+static __always_inline int record(struct sock *sk, int oldstate, int newstate,
+				  __u8 hook, bool tracing)
+{
+	__u16 family;
+	__u32 netns;
+	if (!sock_filter(sk, tracing, &family, &netns))
+		return 0;
 
 	/* A new child's first event (LISTEN -> SYN_RECV, from
 	 * inet_csk_clone_lock) fires while the child is still a copy of its
@@ -171,26 +148,61 @@ static __always_inline int record(struct sock *sk, int oldstate, int newstate,
 	 * listener's (0.0.0.0:0) and its cookie field holds the listener's
 	 * cookie, replaced only afterwards. So the event is held back and sent
 	 * just before the child's next event (SYN_RECV -> ESTABLISHED, in the
-	 * same softirq), with that event's addresses and cookie. */
-	__u64 key = e.skaddr;
-	/* Only a child still in SYN_RECV can have an event held back: skip
-	 * the map for every other transition (nine in ten). */
-	struct event *held = oldstate == TCP_SYN_RECV ? bpf_map_lookup_elem(&deferred, &key) : NULL;
-	if (held) {
-		held->cookie = e.cookie;
-		held->cookie_src = e.cookie ? COOKIE_DEFERRED : COOKIE_NONE;
-		__builtin_memcpy(held->saddr, e.saddr, sizeof(e.saddr));
-		__builtin_memcpy(held->daddr, e.daddr, sizeof(e.daddr));
-		held->sport = e.sport;
-		held->dport = e.dport;
-		submit(held);
-		bpf_map_delete_elem(&deferred, &key);
-	} else if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN) {
-		if (bpf_map_update_elem(&deferred, &key, &e, BPF_ANY) == 0)
+	 * same softirq), with the ends and cookie the child has by then. Only
+	 * a child still in SYN_RECV can have a held event: the map is not
+	 * touched for the other transitions (nine in ten). */
+	__u64 key = (__u64)sk;
+	if (oldstate == TCP_SYN_RECV) {
+		struct event *held = bpf_map_lookup_elem(&deferred, &key);
+		if (held) {
+			sock_ends(held, sk, tracing);
+			if (held->cookie_src != COOKIE_NONE)
+				held->cookie_src = COOKIE_DEFERRED;
+			struct event *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+			if (r) {
+				__builtin_memcpy(r, held, sizeof(*r));
+				commit(r);
+			} else {
+				count(COUNTER_LOST);
+			}
+			bpf_map_delete_elem(&deferred, &key);
+		}
+	}
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_LOST);
+		return 0;
+	}
+	e->family = family;
+	e->netns = netns;
+	sock_ends(e, sk, tracing);
+	e->context = (tracing ? sk->sk_lock.owned : BPF_CORE_READ(sk, sk_lock.owned)) ? CTX_PROCESS : CTX_SOFTIRQ;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skaddr = key;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->hook = hook;
+	e->cpu = bpf_get_smp_processor_id();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+
+	if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN) {
+		/* Through the stack: before 5.19 the verifier takes no
+		 * ring-buffer memory as a map value. */
+		struct event copy;
+		__builtin_memcpy(&copy, e, sizeof(copy));
+		if (bpf_map_update_elem(&deferred, &key, &copy, BPF_ANY) == 0) {
+			bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 			return 0;
+		}
 		count(COUNTER_DEFER_FULL);
 	}
-	submit(&e);
+	commit(e);
 	return 0;
 }
 
