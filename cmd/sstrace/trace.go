@@ -121,17 +121,19 @@ func runTrace(ctx context.Context, f traceFlags) error {
 
 	out := bufio.NewWriterSize(os.Stdout, 256<<10)
 	defer out.Flush()
+	// Each line is appended straight into bufio's free space
+	// (AvailableBuffer), so the Write that follows copies nothing.
 	var buf []byte
 	var render func(*tracer.Event)
 	if f.json {
 		var j eventfmt.JSON
-		render = func(e *tracer.Event) { buf = j.Append(buf[:0], e) }
+		render = func(e *tracer.Event) { buf = j.Append(out.AvailableBuffer(), e) }
 	} else {
 		text := eventfmt.NewText()
 		if !f.noHeader {
 			out.WriteString(eventfmt.TextHeader)
 		}
-		render = func(e *tracer.Event) { buf = text.Append(buf[:0], e) }
+		render = func(e *tracer.Event) { buf = text.Append(out.AvailableBuffer(), e) }
 	}
 
 	// Losses are reported live, from a ticker, not only at exit.
