@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"golang.org/x/sys/unix"
 )
 
@@ -146,7 +146,7 @@ func LookupCgroupID(path string) (uint64, error) {
 	if rel == "" {
 		return 0, fmt.Errorf("invalid cgroup2 path %q", path)
 	}
-	mnt, merr := cgroup2Mount()
+	mnt, merr := cgroup2.Mount()
 	if merr != nil {
 		return 0, fmt.Errorf("cgroup %q: %v; %w", path, err, merr)
 	}
@@ -172,20 +172,4 @@ func cgroupHandle(dirfd int, path string) (uint64, error) {
 		return 0, fmt.Errorf("%s: file handle of %d bytes is not a cgroup id", path, len(b))
 	}
 	return binary.NativeEndian.Uint64(b), nil
-}
-
-func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 3 && fields[2] == "cgroup2" {
-			return fields[1], nil
-		}
-	}
-	return "", errors.New("no cgroup2 mount found")
 }

@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -139,25 +138,4 @@ func ensureTracefs() error {
 		return fmt.Errorf("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: %w", err)
 	}
 	return nil
-}
-
-// cgroup2Root returns the mount point of the cgroup v2 hierarchy, where the
-// cookie makers attach.
-func cgroup2Root() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// mountinfo: id parent maj:min root mountpoint opts ... - fstype source opts
-		fields := strings.Fields(sc.Text())
-		for i, fld := range fields {
-			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 {
-				return fields[4], nil
-			}
-		}
-	}
-	return "", errors.New("no cgroup v2 hierarchy is mounted")
 }

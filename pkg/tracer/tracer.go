@@ -27,6 +27,7 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"golang.org/x/sys/unix"
 )
 
@@ -191,7 +192,7 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 	makers := !helper && tryMakers
 	var cgroupRoot, note string
 	if makers {
-		if cgroupRoot, err = cgroup2Root(); err != nil {
+		if cgroupRoot, err = cgroup2.Mount(); err != nil {
 			makers = false
 			note = err.Error()
 		}
