@@ -22,7 +22,6 @@ import (
 
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/tracer"
-	"golang.org/x/sys/unix"
 )
 
 // JSON renders events as JSON lines. It caches the formatted minute of the
@@ -52,7 +51,7 @@ func (j *JSON) Append(b []byte, e *tracer.Event) []byte {
 	b = append(b, `,"netns":`...)
 	b = strconv.AppendUint(b, uint64(e.NetNS), 10)
 	b = append(b, `,"family":"`...)
-	b = append(b, familyName(e.Family)...)
+	b = append(b, sock.FamilyName(e.Family)...)
 	b = append(b, `","saddr":"`...)
 	b = e.Local.Addr().AppendTo(b)
 	b = append(b, `","sport":`...)
@@ -96,13 +95,6 @@ func appendPadded(b []byte, v uint64, width int) []byte {
 		v /= 10
 	}
 	return append(b, d[i:]...)
-}
-
-func familyName(f uint8) string {
-	if f == unix.AF_INET6 {
-		return "inet6"
-	}
-	return "inet"
 }
 
 // appendJSONString quotes s. A comm is chosen by the process and may hold

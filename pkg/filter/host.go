@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/sstrace/sstrace/pkg/sock"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,7 +48,7 @@ func (p *parser) parseHost(word string, isPort bool, side Side) (HostCond, error
 		h.Family = unix.AF_UNIX
 		h.Pattern = addr
 	default:
-		return h, fmt.Errorf("sstrace has no %s sockets to filter", familyName(fam))
+		return h, fmt.Errorf("sstrace has no %s sockets to filter", sock.FamilyName(fam))
 	}
 
 	if fam != unix.AF_UNSPEC {
@@ -58,28 +59,6 @@ func (p *parser) parseHost(word string, isPort bool, side Side) (HostCond, error
 		p.pinned = fam
 	}
 	return h, nil
-}
-
-func familyName(f uint8) string {
-	switch f {
-	case unix.AF_INET:
-		return "inet"
-	case unix.AF_INET6:
-		return "inet6"
-	case unix.AF_UNIX:
-		return "unix"
-	case unix.AF_PACKET:
-		return "link"
-	case unix.AF_NETLINK:
-		return "netlink"
-	case unix.AF_VSOCK:
-		return "vsock"
-	case unix.AF_TIPC:
-		return "tipc"
-	case unix.AF_XDP:
-		return "xdp"
-	}
-	return fmt.Sprintf("family-%d", f)
 }
 
 func (p *parser) parseInetHost(h *HostCond, addr string, isPort bool, fam uint8) error {

@@ -264,3 +264,27 @@ type Socket struct {
 	// process attribution was asked for (ss -p).
 	Procs []Process
 }
+
+// FamilyName returns the name ss gives an address family ("inet", "inet6",
+// "unix", "link", "netlink", "vsock", "tipc", "xdp"), or "family-N".
+func FamilyName(f uint8) string {
+	switch f {
+	case unix.AF_INET:
+		return "inet"
+	case unix.AF_INET6:
+		return "inet6"
+	case unix.AF_UNIX:
+		return "unix"
+	case unix.AF_PACKET:
+		return "link"
+	case unix.AF_NETLINK:
+		return "netlink"
+	case unix.AF_VSOCK:
+		return "vsock"
+	case unix.AF_TIPC:
+		return "tipc"
+	case unix.AF_XDP:
+		return "xdp"
+	}
+	return "family-" + strconv.Itoa(int(f))
+}

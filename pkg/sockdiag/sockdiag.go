@@ -98,7 +98,7 @@ func (e *Error) Error() string {
 	if e.Proto != 0 {
 		what += " " + e.Proto.String()
 		if e.Family != 0 && e.Proto != sock.ProtoUNIX {
-			what += "/" + familyName(e.Family)
+			what += "/" + sock.FamilyName(e.Family)
 		}
 	}
 	return what + " in netns " + e.NS.String() + ": " + e.Err.Error()
@@ -107,18 +107,6 @@ func (e *Error) Error() string {
 // Unwrap returns the cause, so errors.Is works on errno values and on
 // ErrNotFound, ErrInterrupted and fs.ErrNotExist (missing namespace).
 func (e *Error) Unwrap() error { return e.Err }
-
-func familyName(f uint8) string {
-	switch f {
-	case unix.AF_INET:
-		return "inet"
-	case unix.AF_INET6:
-		return "inet6"
-	case unix.AF_UNIX:
-		return "unix"
-	}
-	return fmt.Sprintf("family%d", f)
-}
 
 // Dump streams every socket of ns matching req to fn. Every row has NetNS set
 // to the namespace's inode.
