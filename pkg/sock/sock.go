@@ -218,6 +218,17 @@ type UnixInfo struct {
 	PeerInode uint64
 	// Pending is the inodes of not-yet-accepted connections of a listener.
 	Pending []uint64
+	// VFS is the file a path-bound socket is bound to (UNIX_DIAG_VFS);
+	// nil for abstract and unbound sockets.
+	VFS *UnixVFS
+}
+
+// UnixVFS identifies the file a UNIX socket is bound to.
+type UnixVFS struct {
+	Inode uint32
+	// Dev is the kernel's device number of the file's filesystem, as the
+	// kernel sends it (ss splits it with glibc's major()/minor()).
+	Dev uint32
 }
 
 // Socket is one socket: a row of the table and of `ss` output.

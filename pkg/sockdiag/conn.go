@@ -59,6 +59,7 @@ const (
 	inetDiagCgroupID  = 21
 
 	udiagShowName    = 0x01
+	udiagShowVFS     = 0x02
 	udiagShowPeer    = 0x04
 	udiagShowIcons   = 0x08
 	udiagShowRqlen   = 0x10
@@ -66,6 +67,7 @@ const (
 	udiagShowUID     = 0x40
 
 	unixDiagName     = 0
+	unixDiagVFS      = 1
 	unixDiagPeer     = 2
 	unixDiagIcons    = 3
 	unixDiagRqlen    = 4
@@ -274,7 +276,7 @@ func inetExt(req Request, proto sock.Proto) uint8 {
 }
 
 func unixShow(req Request) uint32 {
-	show := uint32(udiagShowName | udiagShowPeer | udiagShowRqlen | udiagShowIcons | udiagShowUID)
+	show := uint32(udiagShowName | udiagShowVFS | udiagShowPeer | udiagShowRqlen | udiagShowIcons | udiagShowUID)
 	if req.Mem {
 		show |= udiagShowMeminfo
 	}

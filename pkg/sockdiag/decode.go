@@ -31,6 +31,7 @@ type decoder struct {
 	dctcp    unix.TCPDCTCPInfo
 	vegas    unix.TCPVegasInfo
 	unix     sock.UnixInfo
+	vfs      sock.UnixVFS
 	pending  []uint64
 	// congNames interns congestion-control names: a handful of distinct
 	// values across 100k sockets, so one string each.
@@ -209,6 +210,11 @@ func (d *decoder) decodeUnix(b []byte) (*sock.Socket, bool, error) {
 		switch typ {
 		case unixDiagName:
 			u.Path = unixName(v)
+		case unixDiagVFS:
+			if len(v) >= 8 {
+				d.vfs = sock.UnixVFS{Inode: ne.Uint32(v), Dev: ne.Uint32(v[4:])}
+				u.VFS = &d.vfs
+			}
 		case unixDiagPeer:
 			if len(v) >= 4 {
 				u.PeerInode = uint64(ne.Uint32(v))
@@ -345,6 +351,7 @@ func Clone(s *sock.Socket) *sock.Socket {
 		if s.Unix.Pending != nil {
 			u.Pending = append([]uint64{}, s.Unix.Pending...)
 		}
+		u.VFS = clonePtr(s.Unix.VFS)
 		c.Unix = &u
 	}
 	if s.Procs != nil {
