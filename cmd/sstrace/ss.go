@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sstrace/sstrace/pkg/filter"
-	"github.com/sstrace/sstrace/pkg/procs"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/sockdiag"
 	"github.com/sstrace/sstrace/pkg/ssfmt"
@@ -148,15 +147,16 @@ func runSS(ctx context.Context, stdout, stderr io.Writer, o *ssOptions, args []s
 	if len(sel.unsupported) > 0 {
 		return fmt.Errorf("ss: sstrace does not dump %s sockets (it dumps tcp, udp, raw and unix)", sel.unsupported[0])
 	}
-	env, err := loadNetnsEnv(o.netns)
-	if err != nil {
-		return fmt.Errorf("ss: %w", err)
-	}
+	env := newNetnsEnv(o.netns)
 
 	// ss prints the summary before it even parses the filter, and stops
 	// there when nothing else was asked for.
 	if o.summary {
-		if err := ssfmt.Summary(stdout, env.sockstat); err != nil {
+		st, err := env.sockstat()
+		if err != nil {
+			return fmt.Errorf("ss: %w", err)
+		}
+		if err := ssfmt.Summary(stdout, st); err != nil {
 			return err
 		}
 		if sel.doDefault && len(args) == 0 {
@@ -183,18 +183,19 @@ func runSS(ctx context.Context, stdout, stderr io.Writer, o *ssOptions, args []s
 		return nil
 	}
 
-	var ix *procs.Index
+	var attr *procAttribution
 	if o.processes {
-		if ix, err = procs.Scan(ctx, procs.Options{}); err != nil {
-			return fmt.Errorf("ss: processes: %w", err)
-		}
+		scanCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		attr = startProcAttribution(scanCtx)
 	}
 
-	var sink interface {
-		Add(*sock.Socket)
-		Close() error
-	}
+	var sink rowSink
 	names := env.names(o.extended || o.json)
+	var ports ssfmt.PortRange
+	if !o.numeric {
+		ports = env.portRange() // only service names depend on it
+	}
 	if o.json {
 		sink = jsonSink{ssfmt.NewJSONWriter(stdout, names)}
 	} else {
@@ -211,7 +212,7 @@ func runSS(ctx context.Context, stdout, stderr io.Writer, o *ssOptions, args []s
 			Info:      o.info,
 			OneLine:   o.oneLine,
 			Width:     terminalWidth(stdout),
-			Ephemeral: env.ephemeral,
+			Ephemeral: ports,
 			Names:     names,
 		})
 	}
@@ -220,13 +221,20 @@ func runSS(ctx context.Context, stdout, stderr io.Writer, o *ssOptions, args []s
 		if !q.Match(s) {
 			return nil
 		}
-		if ix != nil {
-			s.Procs = ix.Lookup(s.Inode)
+		if attr != nil {
+			return attr.add(s, sink)
 		}
 		sink.Add(s)
 		return nil
 	}
 	dumpErr := dumpAll(ctx, ns, sel, states, q, o, emit)
+	if attr != nil {
+		// A failed scan (which also stops the dump) prints nothing, not
+		// even the header, as when ss -p scans first.
+		if err := attr.finish(sink); err != nil {
+			return fmt.Errorf("ss: %w", err)
+		}
+	}
 	closeErr := sink.Close()
 	if dumpErr != nil {
 		return fmt.Errorf("ss: %w", dumpErr)
@@ -270,20 +278,67 @@ func dumpAll(ctx context.Context, ns sockdiag.Namespace, sel *selection, states 
 		if len(fams) == 0 {
 			continue
 		}
-		err := sockdiag.Dump(ctx, ns, sockdiag.Request{
+		err := dumpInet(ctx, ns, sockdiag.Request{
 			Protos:   []sock.Proto{p.proto},
-			Families: fams,
 			States:   kernelStates,
 			Bytecode: q.Bytecode,
 			Info:     o.info && p.proto == sock.ProtoTCP,
 			Mem:      o.memory,
-		}, func(s *sock.Socket) error {
+		}, fams, func(s *sock.Socket) error {
 			if !sel.hasFamily(int(s.Family)) {
 				return nil
 			}
 			return emit(s)
 		})
 		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dumpInet dumps one inet protocol for fams, in that order. The kernel
+// walks all of the protocol's sockets (every namespace's: the hash tables
+// are shared) once per family asked, so for two families the second walk
+// runs at the same time as the first, on a netlink socket of its own: its
+// rows are kept, copied (the dump reuses its row), and emitted once the
+// first family is done. The output is the same as dumping one family after
+// the other; with two CPUs the walks overlap.
+func dumpInet(ctx context.Context, ns sockdiag.Namespace, req sockdiag.Request, fams []uint8,
+	emit func(*sock.Socket) error) error {
+	if len(fams) < 2 {
+		req.Families = fams
+		return sockdiag.Dump(ctx, ns, req, emit)
+	}
+	laterCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		rows []*sock.Socket
+		err  error
+	}
+	later := make(chan result, 1)
+	go func() {
+		r := req
+		r.Families = fams[1:]
+		var res result
+		res.err = sockdiag.Dump(laterCtx, ns, r, func(s *sock.Socket) error {
+			res.rows = append(res.rows, sockdiag.Clone(s))
+			return nil
+		})
+		later <- res
+	}()
+	req.Families = fams[:1]
+	if err := sockdiag.Dump(ctx, ns, req, emit); err != nil {
+		cancel()
+		<-later
+		return err
+	}
+	res := <-later
+	if res.err != nil {
+		return res.err
+	}
+	for _, s := range res.rows {
+		if err := emit(s); err != nil {
 			return err
 		}
 	}

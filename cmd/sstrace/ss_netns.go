@@ -6,8 +6,10 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -18,68 +20,107 @@ import (
 // netnsEnv is what ss reads from inside the namespace it lists, besides
 // the sockets: the local port range, interface names and, for -s, the
 // sockstat counters. All of it is per namespace, so it is read from a
-// thread that has entered the namespace.
+// thread that has entered the namespace, and each part only when a query
+// needs it: `ss -s` reads the counters and nothing else, `ss -tan` none of
+// it (entering a namespace costs system calls, listing interfaces a
+// netlink dump).
 type netnsEnv struct {
-	name      string
-	ephemeral ssfmt.PortRange
-	ifaces    map[uint32]string
-	sockstat  ssfmt.SockStat
+	name string
+
+	portsOnce sync.Once
+	ports     ssfmt.PortRange
+
+	ifacesOnce sync.Once
+	ifaces     map[uint32]string
+	ifacesErr  error
 }
 
-// loadNetnsEnv reads the namespace's environment; name "" is the caller's
-// own namespace.
-func loadNetnsEnv(name string) (*netnsEnv, error) {
-	env := &netnsEnv{name: name}
-	err := inNetns(name, func() error {
-		// ss falls back to 1024-4999 when the range cannot be read; the
-		// zero PortRange means the same to ssfmt.
-		if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-			f := strings.Fields(string(b))
-			if len(f) == 2 {
-				lo, err1 := strconv.ParseUint(f[0], 10, 16)
-				hi, err2 := strconv.ParseUint(f[1], 10, 16)
-				if err1 == nil && err2 == nil {
-					env.ephemeral = ssfmt.PortRange{Min: uint16(lo), Max: uint16(hi)}
-				}
-			}
-		}
-		// Counters first: the interface listing opens a netlink socket,
-		// and a closed socket leaves "sockets: used" only after an RCU
-		// grace period.
+// newNetnsEnv describes the namespace name ("" is the caller's own); it
+// reads nothing yet.
+func newNetnsEnv(name string) *netnsEnv { return &netnsEnv{name: name} }
+
+// sockstat reads the -s counters: /proc/net/sockstat, sockstat6 and snmp.
+// Read them before anything opens a socket in the namespace (the interface
+// listing does): a closed socket leaves "sockets: used" only after an RCU
+// grace period.
+func (e *netnsEnv) sockstat() (ssfmt.SockStat, error) {
+	var st ssfmt.SockStat
+	err := inNetns(e.name, func() error {
 		// thread-self: /proc/self/net is the main thread's namespace.
 		for _, f := range []string{"sockstat", "sockstat6"} {
-			b, err := os.ReadFile("/proc/thread-self/net/" + f)
+			b, err := readProcFile("/proc/thread-self/net/" + f)
 			if err != nil {
 				if f == "sockstat6" {
 					continue // no IPv6: ss goes on without it
 				}
 				return fmt.Errorf("summary: %w", err)
 			}
-			if err := env.sockstat.ParseSockstat(bytes.NewReader(b)); err != nil {
+			if err := st.ParseSockstat(bytes.NewReader(b)); err != nil {
 				return fmt.Errorf("summary: %w", err)
 			}
 		}
-		if b, err := os.ReadFile("/proc/thread-self/net/snmp"); err == nil {
-			_ = env.sockstat.ParseSNMP(bytes.NewReader(b)) // ss prints 0 when it is missing
-		}
-		ifs, err := net.Interfaces()
-		if err != nil {
-			return fmt.Errorf("list interfaces: %w", err)
-		}
-		env.ifaces = make(map[uint32]string, len(ifs))
-		for _, i := range ifs {
-			env.ifaces[uint32(i.Index)] = i.Name
+		if b, err := readProcFile("/proc/thread-self/net/snmp"); err == nil {
+			_ = st.ParseSNMP(bytes.NewReader(b)) // ss prints 0 when it is missing
 		}
 		return nil
 	})
-	return env, err
+	return st, err
+}
+
+// portRange is the namespace's local port range, read on first use. ss
+// falls back to 1024-4999 when the range cannot be read; the zero
+// PortRange means the same to ssfmt.
+func (e *netnsEnv) portRange() ssfmt.PortRange {
+	e.portsOnce.Do(func() {
+		_ = inNetns(e.name, func() error {
+			// Network sysctls answer for the reading thread's namespace.
+			b, err := readProcFile("/proc/sys/net/ipv4/ip_local_port_range")
+			if err != nil {
+				return err
+			}
+			f := strings.Fields(string(b))
+			if len(f) == 2 {
+				lo, err1 := strconv.ParseUint(f[0], 10, 16)
+				hi, err2 := strconv.ParseUint(f[1], 10, 16)
+				if err1 == nil && err2 == nil {
+					e.ports = ssfmt.PortRange{Min: uint16(lo), Max: uint16(hi)}
+				}
+			}
+			return nil
+		})
+	})
+	return e.ports
+}
+
+// interfaces maps the namespace's interface indexes to names, listed on
+// first use.
+func (e *netnsEnv) interfaces() (map[uint32]string, error) {
+	e.ifacesOnce.Do(func() {
+		e.ifacesErr = inNetns(e.name, func() error {
+			ifs, err := net.Interfaces()
+			if err != nil {
+				return fmt.Errorf("list interfaces: %w", err)
+			}
+			e.ifaces = make(map[uint32]string, len(ifs))
+			for _, i := range ifs {
+				e.ifaces[uint32(i.Index)] = i.Name
+			}
+			return nil
+		})
+	})
+	return e.ifaces, e.ifacesErr
 }
 
 // names returns the resolver ss would use. Under -N, ss has remounted /sys
 // for the namespace, which hides a cgroup2 mount below /sys, and
 // bind-mounted /etc/netns/NAME/* over /etc; the resolver sees the same.
 func (e *netnsEnv) names(needCgroups bool) ssfmt.Names {
-	opts := sysnames.Options{Ifaces: e.ifaces}
+	opts := sysnames.Options{Ifaces: func() map[uint32]string {
+		// Without a listing, ss prints "ifN", as the resolver does
+		// for an unknown index.
+		m, _ := e.interfaces()
+		return m
+	}}
 	if e.name != "" {
 		opts.EtcOverlay = "/etc/netns/" + e.name
 	}
@@ -93,27 +134,69 @@ func (e *netnsEnv) names(needCgroups bool) ssfmt.Names {
 	return sysnames.New(opts)
 }
 
-// inNetns runs fn on a locked OS thread inside the named namespace
-// (/run/netns/NAME), or in the caller's namespace for "". The thread is
-// never unlocked, so the runtime discards it rather than reuse a thread
-// left in another namespace.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if name != "" {
-			fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				errc <- fmt.Errorf("cannot open network namespace %q: %w", name, err)
-				return
-			}
-			defer unix.Close(fd)
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				errc <- fmt.Errorf("enter network namespace %q: %w", name, err)
-				return
-			}
+// readProcFile reads a small procfs file with plain system calls. os.File
+// would first register it with the runtime's poller (procfs files are
+// pollable), which means an epoll instance, an eventfd and a poller
+// wake-up: a noticeable share of `ss -s`, which reads three such files.
+func readProcFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 4096) // sockstat and snmp fit
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, cap(b))
 		}
-		errc <- fn()
-	}()
-	return <-errc
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
+}
+
+// inNetns runs fn on an OS thread inside the named namespace
+// (/run/netns/NAME), or in the caller's namespace for "" (then on any
+// thread: /proc/thread-self/net and new sockets are the process's own).
+//
+// The calling goroutine's thread enters the namespace and returns to its
+// own before it is unlocked, rather than a dedicated thread being started
+// and thrown away: a thread costs more than the rest of `ss -s`. Should the
+// return fail (setns to a namespace we hold open, as root: not expected),
+// the thread stays locked to the calling goroutine, so no other goroutine
+// ever runs in the wrong namespace, and the error says what happened.
+func inNetns(name string, fn func() error) error {
+	if name == "" {
+		return fn()
+	}
+	target, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("cannot open network namespace %q: %w", name, err)
+	}
+	defer unix.Close(target)
+	runtime.LockOSThread()
+	home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open own network namespace: %w", err)
+	}
+	defer unix.Close(home)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter network namespace %q: %w", name, err)
+	}
+	fnErr := fn()
+	if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("return from network namespace %q: %w", name, err)
+	}
+	runtime.UnlockOSThread()
+	return fnErr
 }

@@ -17,7 +17,11 @@ func parseQuery(args []string, file string, sel *selection, env *netnsEnv) (*fil
 		DefaultStates: sel.states,
 		Family:        uint8(sel.preferred),
 		LookupIface: func(name string) (uint32, error) {
-			for idx, n := range env.ifaces {
+			ifaces, err := env.interfaces()
+			if err != nil {
+				return 0, err
+			}
+			for idx, n := range ifaces {
 				if n == name {
 					return idx, nil
 				}
@@ -25,7 +29,7 @@ func parseQuery(args []string, file string, sel *selection, env *netnsEnv) (*fil
 			return 0, fmt.Errorf("no interface %q in the namespace", name)
 		},
 		LocalPortRange: func() (int, int, error) {
-			r := env.ephemeral
+			r := env.portRange()
 			if r.Min == 0 && r.Max == 0 {
 				return 0, 0, fmt.Errorf("local port range unknown")
 			}

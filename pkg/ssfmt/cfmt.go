@@ -1,6 +1,7 @@
 package ssfmt
 
 import (
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -38,7 +39,9 @@ func cG(v float64) string { return CFormatG(v, 6) }
 // NtoP6 formats an IPv6 address as glibc's inet_ntop does. It differs from
 // netip.Addr.String for IPv4-compatible addresses (::a.b.c.d), which glibc
 // prints with a dotted quad.
-func NtoP6(a [16]byte) string {
+func NtoP6(a [16]byte) string { return string(appendNtoP6(nil, a)) }
+
+func appendNtoP6(b []byte, a [16]byte) []byte {
 	var w [8]uint16
 	for i := range w {
 		w[i] = uint16(a[2*i])<<8 | uint16(a[2*i+1])
@@ -69,26 +72,24 @@ func NtoP6(a [16]byte) string {
 	if bestBase != -1 && bestLen < 2 {
 		bestBase = -1
 	}
-	var b strings.Builder
 	for i := 0; i < 8; i++ {
 		if bestBase != -1 && i >= bestBase && i < bestBase+bestLen {
 			if i == bestBase {
-				b.WriteByte(':')
+				b = append(b, ':')
 			}
 			continue
 		}
 		if i != 0 {
-			b.WriteByte(':')
+			b = append(b, ':')
 		}
 		if i == 6 && bestBase == 0 && (bestLen == 6 || (bestLen == 5 && w[5] == 0xffff)) {
-			b.WriteString(strconv.Itoa(int(a[12])) + "." + strconv.Itoa(int(a[13])) + "." +
-				strconv.Itoa(int(a[14])) + "." + strconv.Itoa(int(a[15])))
-			return b.String()
+			// glibc's dotted quad: the same digits as an IPv4 address.
+			return netip.AddrFrom4([4]byte(a[12:])).AppendTo(b)
 		}
-		b.WriteString(strconv.FormatUint(uint64(w[i]), 16))
+		b = strconv.AppendUint(b, uint64(w[i]), 16)
 	}
 	if bestBase != -1 && bestBase+bestLen == 8 {
-		b.WriteByte(':')
+		b = append(b, ':')
 	}
-	return b.String()
+	return b
 }

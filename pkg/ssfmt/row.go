@@ -1,6 +1,7 @@
 package ssfmt
 
 import (
+	"bytes"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -64,76 +65,84 @@ func (t *Table) inetRow(s *sock.Socket) {
 
 // addrPort prints one "address:" and "port" field pair.
 func (t *Table) addrPort(s *sock.Socket, ap netip.AddrPort, ifindex uint32, v6only bool) {
-	addr := t.hostString(s.Family, ap.Addr(), v6only)
+	mark := len(t.buf)
+	t.buf = t.appendHost(t.buf, s.Family, ap.Addr(), v6only)
 	if ifindex != 0 {
-		addr += "%" + t.ifaceName(ifindex)
+		t.buf = append(t.buf, '%')
+		t.buf = t.appendIface(t.buf, ifindex)
 	}
-	t.out(addr + ":")
+	t.buf = append(t.buf, ':')
+	t.commit(mark)
 	t.fieldNext()
-	t.out(t.serviceString(s, ap.Port()))
+	mark = len(t.buf)
+	t.buf = t.appendService(t.buf, s, ap.Port())
+	t.commit(mark)
 	t.fieldNext()
 }
 
-// hostString formats an address as ss's inet_addr_print does: the IPv6
+// appendHost formats an address as ss's inet_addr_print does: the IPv6
 // wildcard is "*" unless the socket is v6only, numeric IPv6 addresses are
 // bracketed, and with -r a name replaces the number when one is known.
-func (t *Table) hostString(family uint8, a netip.Addr, v6only bool) string {
+func (t *Table) appendHost(b []byte, family uint8, a netip.Addr, v6only bool) []byte {
 	if family == unix.AF_INET6 || (family == 0 && a.Is6() && !a.Is4In6()) {
 		if !v6only && (!a.IsValid() || a == netip.IPv6Unspecified()) {
-			return "*"
+			return append(b, '*')
 		}
-		h := t.formatHost(a, 16)
-		if strings.Contains(h, ":") {
-			return "[" + h + "]"
+		// Bracket the host unless it came out without a colon (a
+		// name from -r): write the bracket first and take it back.
+		mark := len(b)
+		b = t.appendHostNumOrName(append(b, '['), a, 16)
+		if bytes.IndexByte(b[mark+1:], ':') < 0 {
+			return append(b[:mark], b[mark+1:]...)
 		}
-		return h
+		return append(b, ']')
 	}
-	return t.formatHost(a, 4)
+	return t.appendHostNumOrName(b, a, 4)
 }
 
-func (t *Table) formatHost(a netip.Addr, size int) string {
+func (t *Table) appendHostNumOrName(b []byte, a netip.Addr, size int) []byte {
 	if t.opts.Resolve && t.opts.Names != nil && a.IsValid() {
 		// ss resolves a v4-mapped address as the IPv4 address it maps.
 		if name, ok := t.opts.Names.Host(a.Unmap()); ok {
-			return name
+			return append(b, name...)
 		}
 	}
 	if size == 4 {
 		if !a.IsValid() {
-			return "0.0.0.0"
+			return append(b, "0.0.0.0"...)
 		}
-		return a.Unmap().String()
+		return a.Unmap().AppendTo(b)
 	}
 	if !a.IsValid() {
-		return "::"
+		return append(b, "::"...)
 	}
-	return NtoP6(a.As16())
+	return appendNtoP6(b, a.As16())
 }
 
-func (t *Table) ifaceName(index uint32) string {
+func (t *Table) appendIface(b []byte, index uint32) []byte {
 	if t.opts.Names != nil {
 		if n, ok := t.opts.Names.Iface(index); ok {
-			return n
+			return append(b, n...)
 		}
 	}
-	return "if" + utoa(uint64(index))
+	return strconv.AppendUint(append(b, "if"...), uint64(index), 10)
 }
 
-// serviceString is ss's resolve_service.
-func (t *Table) serviceString(s *sock.Socket, port uint16) string {
+// appendService is ss's resolve_service.
+func (t *Table) appendService(b []byte, s *sock.Socket, port uint16) []byte {
 	if port == 0 {
-		return "*"
+		return append(b, '*')
 	}
 	if t.opts.Numeric {
-		return utoa(uint64(port))
+		return strconv.AppendUint(b, uint64(port), 10)
 	}
 	if s.Proto == sock.ProtoRAW {
 		if t.opts.Names != nil {
 			if n, ok := t.opts.Names.Protocol(uint8(port)); ok && port < 256 {
-				return n
+				return append(b, n...)
 			}
 		}
-		return "ipproto-" + utoa(uint64(port))
+		return strconv.AppendUint(append(b, "ipproto-"...), uint64(port), 10)
 	}
 	if t.opts.Names != nil && !t.ephemeral(port) {
 		proto := "tcp"
@@ -141,10 +150,10 @@ func (t *Table) serviceString(s *sock.Socket, port uint16) string {
 			proto = "udp"
 		}
 		if n, ok := t.opts.Names.Service(port, proto); ok {
-			return n
+			return append(b, n...)
 		}
 	}
-	return utoa(uint64(port))
+	return strconv.AppendUint(b, uint64(port), 10)
 }
 
 func (t *Table) ephemeral(port uint16) bool {
@@ -160,28 +169,30 @@ func (t *Table) users(s *sock.Socket) {
 	if !t.opts.Processes || s.Inode == 0 || len(s.Procs) == 0 {
 		return
 	}
-	t.out(UsersString(s.Procs))
+	mark := len(t.buf)
+	t.buf = appendUsers(t.buf, s.Procs)
+	t.commit(mark)
 }
 
 // UsersString formats processes as ss -p does: ` users:(("comm",pid=N,fd=N),...)`
 // with a leading space.
-func UsersString(procs []sock.Process) string {
-	var b strings.Builder
-	b.WriteString(" users:(")
+func UsersString(procs []sock.Process) string { return string(appendUsers(nil, procs)) }
+
+func appendUsers(b []byte, procs []sock.Process) []byte {
+	b = append(b, " users:("...)
 	for i, p := range procs {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		b.WriteString(`("`)
-		b.WriteString(p.Comm)
-		b.WriteString(`",pid=`)
-		b.WriteString(itoa(int64(p.PID)))
-		b.WriteString(",fd=")
-		b.WriteString(itoa(int64(p.FD)))
-		b.WriteByte(')')
+		b = append(b, `("`...)
+		b = append(b, p.Comm...)
+		b = append(b, `",pid=`...)
+		b = strconv.AppendInt(b, int64(p.PID), 10)
+		b = append(b, ",fd="...)
+		b = strconv.AppendInt(b, int64(p.FD), 10)
+		b = append(b, ')')
 	}
-	b.WriteByte(')')
-	return b.String()
+	return append(b, ')')
 }
 
 var timerNames = [...]string{"off", "on", "keepalive", "timewait", "persist", "unknown"}

@@ -1,10 +1,10 @@
 package ssfmt
 
 import (
-	"bufio"
 	"io"
 	"net/netip"
-	"strings"
+	"slices"
+	"strconv"
 
 	"github.com/sstrace/sstrace/pkg/sock"
 )
@@ -115,13 +115,23 @@ const (
 // Table renders rows the way ss does. Create it with NewTable, Add rows,
 // then Close it to print what is still buffered.
 type Table struct {
-	w    *bufio.Writer
+	w    io.Writer
 	opts Options
 	cols [colMax]column
 	cur  int
 
-	toks   []string // flushed tokens of the current batch
-	curTok []byte   // the token being written
+	// The batch's fields (ss's tokens) sit back to back in one byte
+	// buffer, reused from batch to batch: ends[i] is where field i ends,
+	// and the field being written is buf[start:]. Formatting appends to
+	// buf directly, so a row costs no allocation.
+	buf   []byte
+	ends  []int32 // a batch holds at most chunksMax MiB
+	start int
+
+	// lines collects rendered lines until linesFlush bytes are ready
+	// for w: appending to a slice is cheaper than a buffered writer's
+	// call per delimiter, padding and field.
+	lines []byte
 
 	// chunk simulation
 	haveHead   bool
@@ -129,13 +139,12 @@ type Table struct {
 	used       int // bytes used in the tail chunk's data area
 	curAtStart bool
 
-	scratch []byte
-	err     error
+	err error
 }
 
 // NewTable starts a table on w and buffers the header (unless NoHeader).
 func NewTable(w io.Writer, opts Options) *Table {
-	t := &Table{w: bufio.NewWriterSize(w, 64<<10), opts: opts}
+	t := &Table{w: w, opts: opts, lines: make([]byte, 0, linesFlush)}
 	t.cols = [colMax]column{
 		{alignLeft, "Netid", "", false, 0, 0},
 		{alignLeft, "State", " ", false, 0, 0},
@@ -161,34 +170,43 @@ func NewTable(w io.Writer, opts Options) *Table {
 	return t
 }
 
-// Close renders whatever is buffered and flushes the writer.
+// Close renders whatever is buffered and writes it out.
 func (t *Table) Close() error {
 	t.render()
-	if err := t.w.Flush(); err != nil && t.err == nil {
-		t.err = err
-	}
+	t.write()
 	return t.err
 }
 
 // out appends s to the current field, as ss's out() does.
 func (t *Table) out(s string) {
+	mark := len(t.buf)
+	t.buf = append(t.buf, s...)
+	t.commit(mark)
+}
+
+// commit accounts for the bytes appended to buf since mark as one ss out()
+// call: dropped when the column is disabled, cut where ss's token or chunk
+// would cut them, moving the field to a new chunk when it does not fit.
+func (t *Table) commit(mark int) {
 	if t.cols[t.cur].disabled {
+		t.buf = t.buf[:mark]
 		return
 	}
 	if !t.haveHead {
 		t.newChunk(0)
 		t.haveHead = true
 	}
+	n, had := len(t.buf)-mark, mark-t.start
 	for {
 		avail := chunkData - t.used
-		if len(s) < avail || t.curAtStart {
-			n := min(len(s), avail, tokenMaxLen-len(t.curTok))
+		if n < avail || t.curAtStart {
+			n = min(n, avail, tokenMaxLen-had)
 			t.used += n
-			t.curTok = append(t.curTok, s[:n]...)
+			t.buf = t.buf[:mark+n]
 			return
 		}
 		// The token moves, whole, to a fresh chunk and is written again.
-		t.newChunk(len(t.curTok))
+		t.newChunk(had)
 	}
 }
 
@@ -208,13 +226,13 @@ func (t *Table) flush() {
 		t.newChunk(0)
 		t.haveHead = true
 	}
-	n := len(t.curTok)
+	n := len(t.buf) - t.start
 	pad := n % 2
 	if n > c.maxLen {
 		c.maxLen = n
 	}
-	t.toks = append(t.toks, string(t.curTok))
-	t.curTok = t.curTok[:0]
+	t.ends = append(t.ends, int32(len(t.buf)))
+	t.start = len(t.buf)
 	if d := chunkData - t.used - pad; d >= 0 && d < tokenLenHeader {
 		t.newChunk(0)
 		return
@@ -320,18 +338,25 @@ func (t *Table) render() {
 	if !t.haveHead {
 		return
 	}
-	toks := append(t.toks, string(t.curTok))
 	t.calcWidths()
 	f := 0
 	for f < colMax-1 && t.cols[f].width == 0 {
 		f++
 	}
 	lineStarted := false
-	for _, tok := range toks {
+	from := 0
+	for i := 0; i <= len(t.ends); i++ {
+		// The last token is the unfinished current field.
+		to := len(t.buf)
+		if i < len(t.ends) {
+			to = int(t.ends[i])
+		}
+		tok := t.buf[from:to]
+		from = to
 		c := &t.cols[f]
 		printed := 0
 		if lineStarted {
-			t.w.WriteString(c.ldelim)
+			t.lines = append(t.lines, c.ldelim...)
 			printed = len(c.ldelim)
 		}
 		lineStarted = true
@@ -341,11 +366,11 @@ func (t *Table) render() {
 				s = (s + 1) / 2
 			}
 			if s > 0 {
-				t.spaces(s)
+				t.lines = appendSpaces(t.lines, s)
 				printed += s
 			}
 		}
-		t.w.WriteString(tok)
+		t.lines = append(t.lines, tok...)
 		printed += len(tok)
 		if c.width != 0 && c.align != alignRight {
 			s := c.width - printed
@@ -353,12 +378,15 @@ func (t *Table) render() {
 				s /= 2
 			}
 			if s > 0 {
-				t.spaces(s)
+				t.lines = appendSpaces(t.lines, s)
 			}
 		}
 		for {
 			if f == colMax-1 {
-				t.w.WriteByte('\n')
+				t.lines = append(t.lines, '\n')
+				if len(t.lines) >= linesFlush {
+					t.write()
+				}
 				f = 0
 				lineStarted = false
 			} else {
@@ -370,35 +398,71 @@ func (t *Table) render() {
 		}
 	}
 	if lineStarted {
-		t.w.WriteByte('\n')
+		t.lines = append(t.lines, '\n')
 	}
-	t.toks = t.toks[:0]
-	t.curTok = t.curTok[:0]
+	t.buf = t.buf[:0]
+	t.ends = t.ends[:0]
+	t.start = 0
 	t.haveHead = false
 	t.chunks = 0
 	t.used = 0
 	t.cur = 0
 }
 
-func (t *Table) spaces(n int) {
+// linesFlush is how much rendered output collects before it is written.
+const linesFlush = 64 << 10
+
+// write hands the rendered lines to the writer, keeping its first error.
+func (t *Table) write() {
+	if len(t.lines) > 0 && t.err == nil {
+		_, t.err = t.w.Write(t.lines)
+	}
+	t.lines = t.lines[:0]
+}
+
+func appendSpaces(b []byte, n int) []byte {
 	const blank = "                                                                "
 	for n > 0 {
 		k := min(n, len(blank))
-		t.w.WriteString(blank[:k])
+		b = append(b, blank[:k]...)
 		n -= k
 	}
+	return b
+}
+
+// rowReserve is the room Add makes in buf before a row: more than any
+// ordinary row needs, so the formatting appends do not grow it piecemeal.
+const rowReserve = 16 << 10
+
+// reserve makes room for a row. Past 1 MiB it grows buf straight to a
+// whole batch (about chunksMax MiB) instead of doubling: each doubling
+// copies the batch and touches fresh pages.
+func (t *Table) reserve() {
+	if cap(t.buf)-len(t.buf) >= rowReserve {
+		return
+	}
+	n := max(2*cap(t.buf), 4*rowReserve)
+	if n > 1<<20 {
+		n = max(n, chunksMax*chunkData+rowReserve)
+	}
+	t.buf = slices.Grow(t.buf, n-len(t.buf))
 }
 
 // Add renders one socket row.
 func (t *Table) Add(s *sock.Socket) {
+	t.reserve()
 	t.fieldSet(colNetid)
 	t.out(Netid(s))
 	t.fieldSet(colState)
 	t.out(s.State.SSLabel())
 	t.fieldSet(colRecvQ)
-	t.out(leftPad6(int32(s.RecvQ)))
+	mark := len(t.buf)
+	t.buf = appendLeftPad6(t.buf, int32(s.RecvQ))
+	t.commit(mark)
 	t.fieldSet(colSendQ)
-	t.out(leftPad6(int32(s.SendQ)))
+	mark = len(t.buf)
+	t.buf = appendLeftPad6(t.buf, int32(s.SendQ))
+	t.commit(mark)
 	t.fieldSet(colAddr)
 	if s.Proto == sock.ProtoUNIX {
 		t.unixRow(s)
@@ -407,11 +471,12 @@ func (t *Table) Add(s *sock.Socket) {
 	}
 }
 
-// leftPad6 is printf("%-6d").
-func leftPad6(v int32) string {
-	s := itoa(int64(v))
-	if len(s) < 6 {
-		s += strings.Repeat(" ", 6-len(s))
+// appendLeftPad6 is printf("%-6d").
+func appendLeftPad6(b []byte, v int32) []byte {
+	mark := len(b)
+	b = strconv.AppendInt(b, int64(v), 10)
+	for len(b)-mark < 6 {
+		b = append(b, ' ')
 	}
-	return s
+	return b
 }

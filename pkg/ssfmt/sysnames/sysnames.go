@@ -35,8 +35,11 @@ type Options struct {
 	// CgroupRoot is the cgroup v2 mount to resolve cgroup ids under; empty
 	// means no cgroup path resolves (ss then prints "unreachable:ID").
 	CgroupRoot string
-	// Ifaces maps interface indexes to names, for the %iface suffix.
-	Ifaces map[uint32]string
+	// Ifaces lists the interfaces (index to name) for the %iface
+	// suffix. It is called once, on the first Iface lookup, so that the
+	// netlink dump it takes is paid only when a row is bound to a device;
+	// nil resolves no interface.
+	Ifaces func() map[uint32]string
 }
 
 // Resolver implements ssfmt.Names. It is safe for concurrent use.
@@ -50,6 +53,9 @@ type Resolver struct {
 
 	cgOnce  sync.Once
 	cgroups map[uint64]string
+
+	ifOnce sync.Once
+	ifaces map[uint32]string
 }
 
 type svcKey struct {
@@ -196,7 +202,12 @@ func (r *Resolver) Host(a netip.Addr) (string, bool) {
 
 // Iface implements ssfmt.Names.
 func (r *Resolver) Iface(index uint32) (string, bool) {
-	n, ok := r.opts.Ifaces[index]
+	r.ifOnce.Do(func() {
+		if r.opts.Ifaces != nil {
+			r.ifaces = r.opts.Ifaces()
+		}
+	})
+	n, ok := r.ifaces[index]
 	return n, ok
 }
 

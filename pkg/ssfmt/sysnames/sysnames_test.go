@@ -26,7 +26,7 @@ func TestFiles(t *testing.T) {
 		Services:  write(t, dir, "services", "# comment\nhttp\t80/tcp www # WorldWideWeb\nhttp-alt 80/tcp\ndomain 53/udp\ndomain 53/tcp\nbroken 99999/tcp\nnoproto 7\n"),
 		Protocols: write(t, dir, "protocols", "ip 0 IP\nicmp 1 ICMP # internet control\nicmp-dup 1\n"),
 		Hosts:     write(t, dir, "hosts", "127.0.0.1 localhost\n127.0.0.1 runsc\n::1 ip6-localhost ip6-loopback\nfe80::1%lo linklocal\nbogus line\n"),
-		Ifaces:    map[uint32]string{1: "lo"},
+		Ifaces:    func() map[uint32]string { return map[uint32]string{1: "lo"} },
 	})
 	svc := []struct {
 		port  uint16
