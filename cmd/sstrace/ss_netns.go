@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"net"
 	"os"
 	"runtime"
@@ -125,11 +126,12 @@ func (e *netnsEnv) names(needCgroups bool) ssfmt.Names {
 		opts.EtcOverlay = "/etc/netns/" + e.name
 	}
 	if needCgroups {
+		// ss -N remounts /sys, hiding the cgroup2 mounted below it.
+		var hidden []string
 		if e.name != "" {
-			opts.CgroupRoot = sysnames.Cgroup2Mount("/sys")
-		} else {
-			opts.CgroupRoot = sysnames.Cgroup2Mount()
+			hidden = []string{"/sys"}
 		}
+		opts.CgroupRoot, _ = cgroup2.Mount(hidden...) // "" when none: ids stay unresolved, as in ss
 	}
 	return sysnames.New(opts)
 }

@@ -467,17 +467,10 @@ func TestSSParity(t *testing.T) {
 			if err != nil {
 				t.Fatalf("sstrace ss %s: %v", strings.Join(full, " "), err)
 			}
-			if strings.Contains(strings.Join(args, " "), "e") && strings.HasPrefix(args[0], "-x") {
-				// Known gap: sock.UnixInfo has no UNIX_DIAG_VFS data yet, so
-				// path-bound UNIX sockets lack ss's " ino:N dev:M/m".
-				want = vfsRe.ReplaceAllString(want, "")
-			}
 			compare(t, want, got)
 		})
 	}
 }
-
-var vfsRe = regexp.MustCompile(` ino:\d+ dev:\d+/\d+`)
 
 // TestSSSummaryParity compares -s. The sockstat counters of the namespace
 // must match exactly; the TCP line's total, closed and orphaned counts

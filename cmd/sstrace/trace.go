@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/pprof"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -83,6 +85,10 @@ func parseNetns(s string) (uint32, error) {
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func runTrace(ctx context.Context, f traceFlags) error {
+	// Ctrl-C and SIGTERM end the stream cleanly: the summary still prints
+	// and the programs are detached.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	hook, err := tracer.ParseHook(f.hook)
 	if err != nil {
 		return err

@@ -359,6 +359,12 @@ func (t *Table) unixRow(s *sock.Socket) {
 		if s.Shutdown != nil {
 			b.WriteString(" " + ShutdownString(*s.Shutdown))
 		}
+		if s.Unix != nil && s.Unix.VFS != nil {
+			// ss splits the kernel's dev_t with glibc's major() and
+			// minor(), which unix.Major/Minor reproduce.
+			v := s.Unix.VFS
+			b.WriteString(" ino:" + utoa(uint64(v.Inode)) + " dev:" + utoa(uint64(unix.Major(uint64(v.Dev)))) + "/" + utoa(uint64(unix.Minor(uint64(v.Dev)))))
+		}
 		// The kernel attaches the pending-connection list to every
 		// listener (and only to listeners) when asked, even when empty.
 		if s.State == sock.Listen {

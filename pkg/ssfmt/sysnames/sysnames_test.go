@@ -1,6 +1,7 @@
 package sysnames
 
 import (
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -69,9 +70,9 @@ func TestEtcOverlay(t *testing.T) {
 }
 
 func TestCgroups(t *testing.T) {
-	root := Cgroup2Mount()
-	if root == "" {
-		t.Skip("no cgroup v2 mount")
+	root, err := cgroup2.Mount()
+	if err != nil {
+		t.Skipf("no cgroup v2 mount: %v", err)
 	}
 	id, err := CgroupID(root)
 	if err != nil {
@@ -80,14 +81,5 @@ func TestCgroups(t *testing.T) {
 	r := New(Options{CgroupRoot: root})
 	if p, ok := r.Cgroup(id); p != "/" || !ok {
 		t.Errorf("Cgroup(root id %d) = %q, %v; want \"/\"", id, p, ok)
-	}
-	if Cgroup2Mount(root) == root {
-		t.Errorf("Cgroup2Mount(%q) did not hide %q", root, root)
-	}
-}
-
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/a\040b\\c`); got != `/a b\\c` {
-		t.Errorf("got %q", got)
 	}
 }
