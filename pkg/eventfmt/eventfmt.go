@@ -30,6 +30,36 @@ import (
 type JSON struct {
 	minute int64  // Unix minute the prefix is for
 	prefix []byte // `{"time":"2006-01-02T15:04:`
+	// addrs caches formatted addresses: a host's connections share a few
+	// addresses, and formatting an IPv6 one costs more than the rest of
+	// the line.
+	addrs [8]cachedAddr
+	next  int
+	// The namespace and comm of the previous event, already formatted:
+	// runs of events share them.
+	netns     uint32
+	netnsText []byte
+	comm      string
+	commText  []byte
+}
+
+type cachedAddr struct {
+	addr netip.Addr
+	text []byte
+}
+
+// appendAddr appends a's text form, from the cache when it is there.
+func (j *JSON) appendAddr(b []byte, a netip.Addr) []byte {
+	for i := range j.addrs {
+		if c := &j.addrs[i]; c.text != nil && c.addr == a {
+			return append(b, c.text...)
+		}
+	}
+	c := &j.addrs[j.next]
+	j.next = (j.next + 1) % len(j.addrs)
+	c.addr = a
+	c.text = a.AppendTo(c.text[:0])
+	return append(b, c.text...)
 }
 
 // Append appends e as one JSON object and a newline.
@@ -49,15 +79,19 @@ func (j *JSON) Append(b []byte, e *tracer.Event) []byte {
 	b = append(b, `Z","cookie":`...)
 	b = strconv.AppendUint(b, e.Cookie, 10)
 	b = append(b, `,"netns":`...)
-	b = strconv.AppendUint(b, uint64(e.NetNS), 10)
+	if j.netnsText == nil || e.NetNS != j.netns {
+		j.netns = e.NetNS
+		j.netnsText = strconv.AppendUint(j.netnsText[:0], uint64(e.NetNS), 10)
+	}
+	b = append(b, j.netnsText...)
 	b = append(b, `,"family":"`...)
 	b = append(b, sock.FamilyName(e.Family)...)
 	b = append(b, `","saddr":"`...)
-	b = e.Local.Addr().AppendTo(b)
+	b = j.appendAddr(b, e.Local.Addr())
 	b = append(b, `","sport":`...)
 	b = strconv.AppendUint(b, uint64(e.Local.Port()), 10)
 	b = append(b, `,"daddr":"`...)
-	b = e.Peer.Addr().AppendTo(b)
+	b = j.appendAddr(b, e.Peer.Addr())
 	b = append(b, `","dport":`...)
 	b = strconv.AppendUint(b, uint64(e.Peer.Port()), 10)
 	b = append(b, `,"oldstate":"`...)
@@ -67,7 +101,11 @@ func (j *JSON) Append(b []byte, e *tracer.Event) []byte {
 	b = append(b, `","pid":`...)
 	b = strconv.AppendUint(b, uint64(e.PID), 10)
 	b = append(b, `,"comm":`...)
-	b = appendJSONString(b, e.Comm)
+	if j.commText == nil || e.Comm != j.comm {
+		j.comm = e.Comm
+		j.commText = appendJSONString(j.commText[:0], e.Comm)
+	}
+	b = append(b, j.commText...)
 	b = append(b, `,"context":"`...)
 	b = append(b, e.Context.String()...)
 	b = append(b, `","tid":`...)

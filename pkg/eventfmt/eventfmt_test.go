@@ -65,6 +65,25 @@ func TestAppendJSONKeysAndValues(t *testing.T) {
 	}
 }
 
+// TestJSONAddressCache formats more distinct addresses than the cache holds,
+// twice over, and checks every line against the address's own text.
+func TestJSONAddressCache(t *testing.T) {
+	var j JSON
+	e := sample()
+	for round := 0; round < 2; round++ {
+		for i := 0; i < 20; i++ {
+			local := netip.AddrFrom4([4]byte{10, 0, byte(i), 1})
+			peer := netip.MustParseAddr(fmt.Sprintf("2001:db8::%x", i%3))
+			e.Local = netip.AddrPortFrom(local, 1)
+			e.Peer = netip.AddrPortFrom(peer, 2)
+			line := string(j.Append(nil, &e))
+			if !strings.Contains(line, `"saddr":"`+local.String()+`"`) || !strings.Contains(line, `"daddr":"`+peer.String()+`"`) {
+				t.Fatalf("round %d, %d: %s", round, i, line)
+			}
+		}
+	}
+}
+
 // TestJSONTimeAcrossMinutes checks the cached minute prefix against a full
 // formatting, across minute, hour and year boundaries.
 func TestJSONTimeAcrossMinutes(t *testing.T) {
