@@ -342,10 +342,12 @@ func bootRow(ctx context.Context, c *config, base *archive, r *row) {
 	logf("%s: booting %s", k.Spec.Series, k.Release)
 	res := boot(ctx, k.Vmlinuz, initrd, o)
 	r.run = parseRun(res.Console, c.hooks)
-	if !r.run.Started && !res.TimedOut && ctx.Err() == nil {
-		// The guest died (not hung) before /init ran the agent: no test ran, so
-		// nothing is hidden by booting once more. Kernels do fault
-		// intermittently this early under TCG; the note keeps it visible.
+	// A guest that died (not hung) before /init ran the agent ran no test,
+	// so nothing is hidden by booting again. Kernels do fault
+	// intermittently this early under TCG; the notes keep it visible. Up to
+	// two more boots: CI must not go red on an emulator flake, and must
+	// not loop on a kernel that never boots.
+	for attempt := 1; attempt <= 2 && !r.run.Started && !res.TimedOut && ctx.Err() == nil; attempt++ {
 		why := "no agent output"
 		if i := bytes.Index(res.Console, []byte("Kernel panic")); i >= 0 {
 			line, _, _ := bytes.Cut(res.Console[i:], []byte("\n"))
@@ -353,10 +355,10 @@ func bootRow(ctx context.Context, c *config, base *archive, r *row) {
 		} else if res.Err != nil {
 			why = res.Err.Error()
 		}
-		failed := o.logFile + ".boot1"
+		failed := fmt.Sprintf("%s.boot%d", o.logFile, attempt)
 		_ = os.WriteFile(failed, res.Console, 0o644)
-		r.notes = append(r.notes, fmt.Sprintf("first boot failed before the tests (%s, console in %s); booted again", why, failed))
-		logf("%s: boot failed before the tests (%s); booting again", k.Spec.Series, why)
+		r.notes = append(r.notes, fmt.Sprintf("boot %d failed before the tests (%s, console in %s); booted again", attempt, why, failed))
+		logf("%s: boot %d failed before the tests (%s); booting again", k.Spec.Series, attempt, why)
 		res = boot(ctx, k.Vmlinuz, initrd, o)
 		r.run = parseRun(res.Console, c.hooks)
 	}
