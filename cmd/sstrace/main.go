@@ -53,4 +53,5 @@ type exitError struct {
 	msg  string
 }
 
+// Error returns the message main prints.
 func (e exitError) Error() string { return e.msg }

@@ -95,6 +95,7 @@ type Error struct {
 	Detail string
 }
 
+// Error names the offending word, its position and what was expected.
 func (e *Error) Error() string {
 	where := fmt.Sprintf("word %d", e.Pos)
 	if e.Line > 0 {

@@ -132,13 +132,21 @@ func operand(n Node) string {
 	return n.String()
 }
 
+// The String methods print a node in the filter language, parenthesised
+// where needed, so that the text parses back to the same tree.
+
+// String prints the conjunction.
 func (n And) String() string { return n.L.String() + " and " + operand(n.R) }
+
+// String prints the disjunction.
 func (n Or) String() string  { return n.L.String() + " or " + operand(n.R) }
 
+// String prints the negation.
 func (n Not) String() string {
 	return "! " + operand(n.X)
 }
 
+// String prints the src/dst or sport/dport = condition.
 func (n HostCond) String() string {
 	if n.PortOnly {
 		return n.Side.portWord() + " = " + escapeWord(n.Word)
@@ -146,6 +154,7 @@ func (n HostCond) String() string {
 	return n.Side.addrWord() + " " + escapeWord(n.Word)
 }
 
+// String prints the port comparison.
 func (n PortRange) String() string {
 	op := "<="
 	if n.GE {
@@ -154,9 +163,16 @@ func (n PortRange) String() string {
 	return n.Side.portWord() + " " + op + " " + escapeWord(n.Word)
 }
 
-func (AutoBound) String() string    { return "autobound" }
-func (n DevCond) String() string    { return "dev = " + escapeWord(n.Word) }
-func (n MarkCond) String() string   { return "fwmark = " + escapeWord(n.Word) }
+// String prints "autobound".
+func (AutoBound) String() string { return "autobound" }
+
+// String prints the dev condition.
+func (n DevCond) String() string { return "dev = " + escapeWord(n.Word) }
+
+// String prints the fwmark condition.
+func (n MarkCond) String() string { return "fwmark = " + escapeWord(n.Word) }
+
+// String prints the cgroup condition.
 func (n CgroupCond) String() string { return "cgroup = " + escapeWord(n.Word) }
 
 // escapeWord backslash-escapes what the word splitter would otherwise cut

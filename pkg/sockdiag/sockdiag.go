@@ -93,6 +93,7 @@ type Error struct {
 	Err    error
 }
 
+// Error names the protocol, family and namespace, then the cause.
 func (e *Error) Error() string {
 	what := "sock_diag"
 	if e.Proto != 0 {
