@@ -139,7 +139,7 @@ func operand(n Node) string {
 func (n And) String() string { return n.L.String() + " and " + operand(n.R) }
 
 // String prints the disjunction.
-func (n Or) String() string  { return n.L.String() + " or " + operand(n.R) }
+func (n Or) String() string { return n.L.String() + " or " + operand(n.R) }
 
 // String prints the negation.
 func (n Not) String() string {
