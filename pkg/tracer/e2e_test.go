@@ -28,6 +28,16 @@ import (
 type collector struct {
 	mu     sync.Mutex
 	events []Event
+	// from is where the current scenario's events start: ports are
+	// reused, so an earlier scenario's events must not count.
+	from int
+}
+
+// mark starts a new scenario: forPort ignores the events before it.
+func (c *collector) mark() {
+	c.mu.Lock()
+	c.from = len(c.events)
+	c.mu.Unlock()
 }
 
 func (c *collector) add(e *Event) error {
@@ -43,7 +53,7 @@ func (c *collector) forPort(port uint16) map[uint64][]Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := map[uint64][]Event{}
-	for _, e := range c.events {
+	for _, e := range c.events[c.from:] {
 		if e.Local.Port() == port || e.Peer.Port() == port {
 			out[e.Sock] = append(out[e.Sock], e)
 		}
@@ -100,8 +110,8 @@ func newHarness(t *testing.T) *harness {
 // by default where the kernel has it; the tests want plain TCP sockets, whose
 // transitions they know exactly (an MPTCP listener's TCP socket is a
 // kernel-made subflow: see README on cookies).
-func (h *harness) listen(network, addr string) net.Listener {
-	h.t.Helper()
+func (h *harness) listen(t *testing.T, network, addr string) net.Listener {
+	t.Helper()
 	var ln net.Listener
 	err := h.ns.Do(func() (err error) {
 		var lc net.ListenConfig
@@ -110,7 +120,7 @@ func (h *harness) listen(network, addr string) net.Listener {
 		return err
 	})
 	if err != nil {
-		h.t.Fatalf("listen: %v", err)
+		t.Fatalf("listen: %v", err)
 	}
 	return ln
 }
@@ -145,8 +155,8 @@ func transitions(evs []Event) []string {
 
 // waitSockets waits until the events for port form want (per socket,
 // order-insensitive across sockets), or fails with what was seen.
-func (h *harness) waitSockets(port uint16, want ...[]string) map[uint64][]Event {
-	h.t.Helper()
+func (h *harness) waitSockets(t *testing.T, port uint16, want ...[]string) map[uint64][]Event {
+	t.Helper()
 	key := func(seqs [][]string) string {
 		s := make([]string, len(seqs))
 		for i, q := range seqs {
@@ -171,7 +181,7 @@ func (h *harness) waitSockets(port uint16, want ...[]string) map[uint64][]Event 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	h.t.Fatalf("port %d: transitions per socket\n got:\n%s\nwant:\n%s", port, gotKey, wantKey)
+	t.Fatalf("port %d: transitions per socket\n got:\n%s\nwant:\n%s", port, gotKey, wantKey)
 	return nil
 }
 
@@ -189,17 +199,18 @@ func seq(parts ...[]string) []string { return slices.Concat(parts...) }
 
 func port(a net.Addr) uint16 { return uint16(a.(*net.TCPAddr).Port) }
 
-// pair opens a listener, connects and accepts once.
-func (h *harness) pair(network, addr string) (ln net.Listener, client, server net.Conn) {
-	h.t.Helper()
-	ln = h.listen(network, addr)
+// pair starts a scenario: it opens a listener, connects and accepts once.
+func (h *harness) pair(t *testing.T, network, addr string) (ln net.Listener, client, server net.Conn) {
+	t.Helper()
+	h.col.mark()
+	ln = h.listen(t, network, addr)
 	client, err := h.dial(network, ln.Addr().String())
 	if err != nil {
-		h.t.Fatalf("dial: %v", err)
+		t.Fatalf("dial: %v", err)
 	}
 	server, err = ln.Accept()
 	if err != nil {
-		h.t.Fatalf("accept: %v", err)
+		t.Fatalf("accept: %v", err)
 	}
 	return ln, client, server
 }
@@ -220,23 +231,23 @@ func TestE2ETransitionSequences(t *testing.T) {
 	h := newHarness(t)
 	for _, fam := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
 		t.Run(fam.network+"/active-close", func(t *testing.T) {
-			ln, client, server := h.pair(fam.network, fam.addr)
+			ln, client, server := h.pair(t, fam.network, fam.addr)
 			client.Close()
 			waitClosed(t, server)
 			server.Close()
 			ln.Close()
-			h.waitSockets(port(ln.Addr()), listenerSeq, seq(activeOpen, activeClose), seq(passiveOpen, passiveClos))
+			h.waitSockets(t, port(ln.Addr()), listenerSeq, seq(activeOpen, activeClose), seq(passiveOpen, passiveClos))
 		})
 		t.Run(fam.network+"/passive-close", func(t *testing.T) {
-			ln, client, server := h.pair(fam.network, fam.addr)
+			ln, client, server := h.pair(t, fam.network, fam.addr)
 			server.Close()
 			waitClosed(t, client)
 			client.Close()
 			ln.Close()
-			h.waitSockets(port(ln.Addr()), listenerSeq, seq(activeOpen, passiveClos), seq(passiveOpen, activeClose))
+			h.waitSockets(t, port(ln.Addr()), listenerSeq, seq(activeOpen, passiveClos), seq(passiveOpen, activeClose))
 		})
 		t.Run(fam.network+"/rst-on-close-with-unread-data", func(t *testing.T) {
-			ln, client, server := h.pair(fam.network, fam.addr)
+			ln, client, server := h.pair(t, fam.network, fam.addr)
 			if _, err := client.Write(make([]byte, 16)); err != nil {
 				t.Fatal(err)
 			}
@@ -245,19 +256,20 @@ func TestE2ETransitionSequences(t *testing.T) {
 			waitClosed(t, client)
 			client.Close()
 			ln.Close()
-			h.waitSockets(port(ln.Addr()), listenerSeq,
+			h.waitSockets(t, port(ln.Addr()), listenerSeq,
 				seq(activeOpen, []string{"ESTABLISHED>CLOSE"}),
 				seq(passiveOpen, []string{"ESTABLISHED>CLOSE"}))
 		})
 		t.Run(fam.network+"/refused-connect", func(t *testing.T) {
-			ln := h.listen(fam.network, fam.addr)
+			h.col.mark()
+			ln := h.listen(t, fam.network, fam.addr)
 			p := port(ln.Addr())
 			ln.Close() // the port is now closed: the SYN gets a RST
 			_, err := h.dial(fam.network, ln.Addr().String())
 			if err == nil || !isRefused(err) {
 				t.Fatalf("dial closed port: %v, want connection refused", err)
 			}
-			h.waitSockets(p, listenerSeq, []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"})
+			h.waitSockets(t, p, listenerSeq, []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"})
 		})
 	}
 }
@@ -289,12 +301,12 @@ func TestE2ECookieMatchesSockDiag(t *testing.T) {
 	h := newHarness(t)
 	for _, fam := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
 		t.Run(fam.network, func(t *testing.T) {
-			ln, client, server := h.pair(fam.network, fam.addr)
+			ln, client, server := h.pair(t, fam.network, fam.addr)
 			defer ln.Close()
 			defer client.Close()
 			defer server.Close()
 			p := port(ln.Addr())
-			got := h.waitSockets(p, []string{"CLOSE>LISTEN"}, activeOpen, passiveOpen)
+			got := h.waitSockets(t, p, []string{"CLOSE>LISTEN"}, activeOpen, passiveOpen)
 			// The listener and the accepted child share a local
 			// address: key sockets by both ends.
 			type ends struct{ local, peer netip.AddrPort }
@@ -364,12 +376,12 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 // the test's own connect(): the trap the context flag exists for).
 func TestE2EContext(t *testing.T) {
 	h := newHarness(t)
-	ln, client, server := h.pair("tcp4", "127.0.0.1:0")
+	ln, client, server := h.pair(t, "tcp4", "127.0.0.1:0")
 	client.Close()
 	waitClosed(t, server)
 	server.Close()
 	ln.Close()
-	got := h.waitSockets(port(ln.Addr()), listenerSeq, seq(activeOpen, activeClose), seq(passiveOpen, passiveClos))
+	got := h.waitSockets(t, port(ln.Addr()), listenerSeq, seq(activeOpen, activeClose), seq(passiveOpen, passiveClos))
 	comm := filepath.Base(os.Args[0])
 	if len(comm) > 15 {
 		comm = comm[:15]
@@ -424,9 +436,9 @@ func TestE2ENetnsFilter(t *testing.T) {
 	}
 	// A marker in our namespace, after the others: once its events are
 	// in, anything from the other namespace would be in too.
-	mine := h.listen("tcp4", "127.0.0.1:0")
+	mine := h.listen(t, "tcp4", "127.0.0.1:0")
 	mine.Close()
-	h.waitSockets(port(mine.Addr()), listenerSeq)
+	h.waitSockets(t, port(mine.Addr()), listenerSeq)
 	h.col.mu.Lock()
 	defer h.col.mu.Unlock()
 	for _, e := range h.col.events {
