@@ -47,15 +47,28 @@ func (c *collector) add(e *Event) error {
 	return nil
 }
 
-// forPort returns, grouped per socket (by kernel address, in arrival
-// order), the events whose local or peer port is port.
-func (c *collector) forPort(port uint16) map[uint64][]Event {
+// forPort returns, grouped per socket in arrival order, the events whose
+// local or peer port is port. A socket is its kernel address, until a
+// transition to CLOSE: the address may be reused at once by the next socket
+// (seen in VMs for a connect right after a listener closed).
+func (c *collector) forPort(port uint16) [][]Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := map[uint64][]Event{}
+	var out [][]Event
+	live := map[uint64]int{} // kernel address -> index in out
 	for _, e := range c.events[c.from:] {
-		if e.Local.Port() == port || e.Peer.Port() == port {
-			out[e.Sock] = append(out[e.Sock], e)
+		if e.Local.Port() != port && e.Peer.Port() != port {
+			continue
+		}
+		i, ok := live[e.Sock]
+		if !ok {
+			i = len(out)
+			out = append(out, nil)
+			live[e.Sock] = i
+		}
+		out[i] = append(out[i], e)
+		if e.NewState == sock.Close {
+			delete(live, e.Sock)
 		}
 	}
 	return out
@@ -155,7 +168,7 @@ func transitions(evs []Event) []string {
 
 // waitSockets waits until the events for port form want (per socket,
 // order-insensitive across sockets), or fails with what was seen.
-func (h *harness) waitSockets(t *testing.T, port uint16, want ...[]string) map[uint64][]Event {
+func (h *harness) waitSockets(t *testing.T, port uint16, want ...[]string) [][]Event {
 	t.Helper()
 	key := func(seqs [][]string) string {
 		s := make([]string, len(seqs))
@@ -166,7 +179,7 @@ func (h *harness) waitSockets(t *testing.T, port uint16, want ...[]string) map[u
 		return strings.Join(s, "\n")
 	}
 	wantKey := key(want)
-	var got map[uint64][]Event
+	var got [][]Event
 	var gotKey string
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
