@@ -223,7 +223,10 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 			return nil, fmt.Errorf("load: %w (%v)", errPermission, err)
 		}
 		if errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("load: the kernel refuses this program type even to root (%w)", err)
+			// cilium/ebpf appends a MEMLOCK hint to every EPERM; for
+			// root on a kernel that accounts BPF memory to cgroups it
+			// misleads, so only the errno is kept.
+			return nil, fmt.Errorf("load: %w: the kernel refuses %s programs even to root (kernel lockdown, or no BPF trampoline/kprobe support)", unix.EPERM, h)
 		}
 		return nil, fmt.Errorf("load: %w", err)
 	}
