@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"github.com/sstrace/sstrace/pkg/cgroup2"
+	"github.com/sstrace/sstrace/pkg/sockdiag"
 	"net"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,39 +166,11 @@ func readProcFile(path string) ([]byte, error) {
 }
 
 // inNetns runs fn on an OS thread inside the named namespace
-// (/run/netns/NAME), or in the caller's namespace for "" (then on any
-// thread: /proc/thread-self/net and new sockets are the process's own).
-//
-// The calling goroutine's thread enters the namespace and returns to its
-// own before it is unlocked, rather than a dedicated thread being started
-// and thrown away: a thread costs more than the rest of `ss -s`. Should the
-// return fail (setns to a namespace we hold open, as root: not expected),
-// the thread stays locked to the calling goroutine, so no other goroutine
-// ever runs in the wrong namespace, and the error says what happened.
+// (/run/netns/NAME), or in the caller's namespace for "".
 func inNetns(name string, fn func() error) error {
-	if name == "" {
-		return fn()
+	ns := sockdiag.Namespace{}
+	if name != "" {
+		ns = sockdiag.NamespaceByName(name)
 	}
-	target, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("cannot open network namespace %q: %w", name, err)
-	}
-	defer unix.Close(target)
-	runtime.LockOSThread()
-	home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open own network namespace: %w", err)
-	}
-	defer unix.Close(home)
-	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %q: %w", name, err)
-	}
-	fnErr := fn()
-	if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("return from network namespace %q: %w", name, err)
-	}
-	runtime.UnlockOSThread()
-	return fnErr
+	return ns.Do(fn)
 }
