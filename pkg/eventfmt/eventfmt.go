@@ -14,7 +14,6 @@
 package eventfmt
 
 import (
-	"fmt"
 	"net/netip"
 	"strconv"
 	"time"
@@ -202,8 +201,10 @@ func (t *Text) Append(b []byte, e *tracer.Event) []byte {
 		b = pad(b, strconv.FormatUint(uint64(e.PID), 10), 8)
 		b = pad(b, e.Comm, 17)
 	}
-	b = pad(b, addrPort(e.Local), 40)
-	b = pad(b, addrPort(e.Peer), 40)
+	start := len(b)
+	b = padFrom(e.Local.AppendTo(b), start, 40) // [v6]:port or v4:port
+	start = len(b)
+	b = padFrom(e.Peer.AppendTo(b), start, 40)
 	b = pad(b, e.OldState.String(), 12)
 	b = append(b, "-> "...)
 	b = pad(b, e.NewState.String(), 12)
@@ -211,19 +212,19 @@ func (t *Text) Append(b []byte, e *tracer.Event) []byte {
 	return append(b, '\n')
 }
 
-func addrPort(ap netip.AddrPort) string {
-	if ap.Addr().Is6() {
-		return fmt.Sprintf("[%s]:%d", ap.Addr(), ap.Port())
-	}
-	return fmt.Sprintf("%s:%d", ap.Addr(), ap.Port())
+// pad appends s, padded with spaces to width, and at least one space.
+func pad(b []byte, s string, width int) []byte {
+	start := len(b)
+	return padFrom(append(b, s...), start, width)
 }
 
-func pad(b []byte, s string, width int) []byte {
-	b = append(b, s...)
-	for n := len(s); n < width; n++ {
-		b = append(b, ' ')
+// padFrom pads the field that starts at b[start] to width, with at least
+// one space after it.
+func padFrom(b []byte, start, width int) []byte {
+	if len(b)-start >= width {
+		return append(b, ' ')
 	}
-	if len(s) >= width {
+	for len(b)-start < width {
 		b = append(b, ' ')
 	}
 	return b

@@ -74,6 +74,16 @@ func (c *collector) forPort(port uint16) [][]Event {
 	return out
 }
 
+// testHook is the hook SSTRACE_TEST_HOOK forces, HookAuto without it.
+func testHook(t *testing.T) Hook {
+	t.Helper()
+	h, err := ParseHook(os.Getenv("SSTRACE_TEST_HOOK"))
+	if err != nil {
+		t.Fatalf("SSTRACE_TEST_HOOK: %v", err)
+	}
+	return h
+}
+
 type harness struct {
 	t   *testing.T
 	ns  *testutil.NS
@@ -85,14 +95,7 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	testutil.RequireRoot(t)
 	ns := testutil.NewNS(t)
-	hook := HookAuto
-	if env := os.Getenv("SSTRACE_TEST_HOOK"); env != "" {
-		h, err := ParseHook(env)
-		if err != nil {
-			t.Fatalf("SSTRACE_TEST_HOOK: %v", err)
-		}
-		hook = h
-	}
+	hook := testHook(t)
 	tr, err := Open(Options{Hook: hook, NetNS: uint32(ns.Inode), FlushInterval: 10 * time.Millisecond})
 	if err != nil {
 		testutil.Unavailable(t, "open tracer with hook %s: %v", hook, err)
@@ -467,10 +470,7 @@ func TestE2ENetnsFilter(t *testing.T) {
 func TestE2ELossesCounted(t *testing.T) {
 	testutil.RequireRoot(t)
 	ns := testutil.NewNS(t)
-	hook := HookAuto
-	if env := os.Getenv("SSTRACE_TEST_HOOK"); env != "" {
-		hook = Hook(env)
-	}
+	hook := testHook(t)
 	tr, err := Open(Options{Hook: hook, NetNS: uint32(ns.Inode), RingBufferSize: os.Getpagesize()})
 	if err != nil {
 		testutil.Unavailable(t, "open tracer with hook %s: %v", hook, err)

@@ -57,65 +57,67 @@ func hookByID(id uint8) Hook {
 	return ""
 }
 
-// programs returns the program names a hook needs and whether they are
-// BTF tracing programs (which may call bpf_get_socket_cookie on 5.12+).
-func (h Hook) programs() (names []string, tracing bool) {
-	switch h {
-	case HookTPBTF:
-		return []string{TracerProgHandleTpBtf}, true
-	case HookTracepoint:
-		return []string{TracerProgHandleTracepoint}, false
-	case HookFentry:
-		return []string{TracerProgHandleFentryTcp, TracerProgHandleFentryInet, TracerProgHandleFentryListen}, true
-	case HookKprobe:
-		return []string{TracerProgHandleKprobeTcp, TracerProgHandleKprobeInet, TracerProgHandleKprobeListen}, false
-	}
-	return nil, false
+// hookProgram is one program of a hook and how it attaches.
+type hookProgram struct {
+	name   string
+	attach func(*ebpf.Program) (link.Link, error)
 }
 
-// attach attaches the loaded programs of hook h.
-func (h Hook) attach(coll *ebpf.Collection) ([]link.Link, error) {
-	var links []link.Link
-	add := func(l link.Link, err error) error {
-		if err != nil {
-			return err
-		}
-		links = append(links, l)
-		return nil
+func attachTracing(p *ebpf.Program) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: p})
+}
+
+func attachKprobe(fn string) func(*ebpf.Program) (link.Link, error) {
+	return func(p *ebpf.Program) (link.Link, error) { return link.Kprobe(fn, p, nil) }
+}
+
+func attachTracepoint(p *ebpf.Program) (link.Link, error) {
+	if err := ensureTracefs(); err != nil {
+		return nil, err
 	}
-	var err error
+	return link.Tracepoint("sock", "inet_sock_set_state", p, nil)
+}
+
+// programs lists the programs hook h loads and attaches.
+func (h Hook) programs() []hookProgram {
 	switch h {
 	case HookTPBTF:
-		err = add(link.AttachTracing(link.TracingOptions{Program: coll.Programs[TracerProgHandleTpBtf]}))
+		return []hookProgram{{TracerProgHandleTpBtf, attachTracing}}
 	case HookTracepoint:
-		if err = ensureTracefs(); err == nil {
-			err = add(link.Tracepoint("sock", "inet_sock_set_state", coll.Programs[TracerProgHandleTracepoint], nil))
-		}
+		return []hookProgram{{TracerProgHandleTracepoint, attachTracepoint}}
 	case HookFentry:
-		for _, p := range []string{TracerProgHandleFentryTcp, TracerProgHandleFentryInet, TracerProgHandleFentryListen} {
-			if err = add(link.AttachTracing(link.TracingOptions{Program: coll.Programs[p]})); err != nil {
-				break
-			}
+		return []hookProgram{
+			{TracerProgHandleFentryTcp, attachTracing},
+			{TracerProgHandleFentryInet, attachTracing},
+			{TracerProgHandleFentryListen, attachTracing},
 		}
 	case HookKprobe:
-		for fn, p := range map[string]string{
-			"tcp_set_state":         TracerProgHandleKprobeTcp,
-			"inet_sk_set_state":     TracerProgHandleKprobeInet,
-			"inet_csk_listen_start": TracerProgHandleKprobeListen,
-		} {
-			if err = add(link.Kprobe(fn, coll.Programs[p], nil)); err != nil {
-				break
-			}
+		return []hookProgram{
+			{TracerProgHandleKprobeTcp, attachKprobe("tcp_set_state")},
+			{TracerProgHandleKprobeInet, attachKprobe("inet_sk_set_state")},
+			{TracerProgHandleKprobeListen, attachKprobe("inet_csk_listen_start")},
 		}
-		if errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("this kernel has no kprobes (neither the kprobe PMU nor tracefs kprobe_events; CONFIG_KPROBES off?): %w", err)
-		}
-	default:
-		err = fmt.Errorf("unknown hook %q", h)
 	}
-	if err != nil {
-		closeLinks(links)
-		return nil, err
+	return nil
+}
+
+// btf reports whether h's programs are BTF tracing programs, which get a
+// typed socket pointer and, on 5.12+, bpf_get_socket_cookie.
+func (h Hook) btf() bool { return h == HookTPBTF || h == HookFentry }
+
+// attach attaches the loaded programs of hook h: all of them, or none.
+func (h Hook) attach(coll *ebpf.Collection) ([]link.Link, error) {
+	var links []link.Link
+	for _, p := range h.programs() {
+		l, err := p.attach(coll.Programs[p.name])
+		if err != nil {
+			closeLinks(links)
+			if h == HookKprobe && errors.Is(err, os.ErrNotExist) {
+				err = fmt.Errorf("this kernel has no kprobes (neither the kprobe PMU nor tracefs kprobe_events; CONFIG_KPROBES off?): %w", err)
+			}
+			return nil, err
+		}
+		links = append(links, l)
 	}
 	return links, nil
 }

@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"os"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,6 +40,8 @@ func Probe() Report {
 	if err := CheckKernel(); err != nil {
 		r.Problem = err.Error()
 	}
+	// A small ring: the probe only loads and attaches.
+	opts, _ := Options{RingBufferSize: os.Getpagesize() * 4}.withDefaults()
 	for _, h := range Hooks {
 		st := HookStatus{Hook: h}
 		if r.Problem != "" {
@@ -48,10 +49,9 @@ func Probe() Report {
 			r.Hooks = append(r.Hooks, st)
 			continue
 		}
-		t, err := Open(Options{Hook: h, RingBufferSize: os.Getpagesize() * 4})
+		t, err := openHook(h, opts)
 		if err != nil {
-			// Open wraps the hook's own error; keep only that.
-			st.Reason = strings.TrimSuffix(strings.TrimPrefix(err.Error(), "no hook could be attached ("+string(h)+": "), ")")
+			st.Reason = err.Error()
 		} else {
 			st.Available = true
 			st.Cookies, st.CookiesNote = t.CookieMethod()

@@ -91,22 +91,8 @@ type Tracer struct {
 // Open checks the kernel, loads the programs and attaches them to the first
 // hook that works (or the one forced by opts.Hook).
 func Open(opts Options) (*Tracer, error) {
-	if opts.RingBufferSize == 0 {
-		opts.RingBufferSize = defaultRingBufferSize
-	}
-	if opts.WakeupBytes == 0 {
-		opts.WakeupBytes = defaultWakeupBytes
-	}
-	if opts.WakeupBytes > opts.RingBufferSize/2 {
-		opts.WakeupBytes = opts.RingBufferSize / 2
-	}
-	if opts.FlushInterval == 0 {
-		opts.FlushInterval = defaultFlushInterval
-	}
-	if opts.Hook == "" {
-		opts.Hook = HookAuto
-	}
-	if err := checkRingSize(opts.RingBufferSize); err != nil {
+	opts, err := opts.withDefaults()
+	if err != nil {
 		return nil, err
 	}
 	if err := CheckKernel(); err != nil {
@@ -129,6 +115,26 @@ func Open(opts Options) (*Tracer, error) {
 		failures = append(failures, fmt.Sprintf("%s: %v", h, err))
 	}
 	return nil, fmt.Errorf("no hook could be attached (%s)", strings.Join(failures, "; "))
+}
+
+// withDefaults fills the zero fields and validates the rest.
+func (opts Options) withDefaults() (Options, error) {
+	if opts.RingBufferSize == 0 {
+		opts.RingBufferSize = defaultRingBufferSize
+	}
+	if opts.WakeupBytes == 0 {
+		opts.WakeupBytes = defaultWakeupBytes
+	}
+	if opts.WakeupBytes > opts.RingBufferSize/2 {
+		opts.WakeupBytes = opts.RingBufferSize / 2
+	}
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = defaultFlushInterval
+	}
+	if opts.Hook == "" {
+		opts.Hook = HookAuto
+	}
+	return opts, checkRingSize(opts.RingBufferSize)
 }
 
 func checkRingSize(n int) error {
@@ -166,8 +172,7 @@ var errPermission = errors.New("permission denied loading BPF: run as root (or w
 // cookie helper and fall back to the cookie makers where the kernel does not
 // give tracing programs bpf_get_socket_cookie (before 5.12).
 func openHook(h Hook, opts Options) (*Tracer, error) {
-	_, tracing := h.programs()
-	if tracing {
+	if h.btf() {
 		if t, err := load(h, opts, true, false); err == nil {
 			return t, nil
 		}
@@ -184,10 +189,9 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	names, _ := h.programs()
 	keep := map[string]bool{}
-	for _, n := range names {
-		keep[n] = true
+	for _, p := range h.programs() {
+		keep[p.name] = true
 	}
 	makers := !helper && tryMakers
 	var cgroupRoot, note string
