@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"github.com/sstrace/sstrace/pkg/cgroup2"
+	"github.com/sstrace/sstrace/pkg/filter"
 	"github.com/sstrace/sstrace/pkg/sockdiag"
 	"net"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -79,13 +78,8 @@ func (e *netnsEnv) portRange() ssfmt.PortRange {
 			if err != nil {
 				return err
 			}
-			f := strings.Fields(string(b))
-			if len(f) == 2 {
-				lo, err1 := strconv.ParseUint(f[0], 10, 16)
-				hi, err2 := strconv.ParseUint(f[1], 10, 16)
-				if err1 == nil && err2 == nil {
-					e.ports = ssfmt.PortRange{Min: uint16(lo), Max: uint16(hi)}
-				}
+			if lo, hi, err := filter.ParseLocalPortRange(b); err == nil {
+				e.ports = ssfmt.PortRange{Min: uint16(lo), Max: uint16(hi)}
 			}
 			return nil
 		})

@@ -120,17 +120,25 @@ func ReadLocalPortRange(path string) (lo, hi int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	if lo, hi, err = ParseLocalPortRange(b); err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return lo, hi, nil
+}
+
+// ParseLocalPortRange parses the contents of net.ipv4.ip_local_port_range.
+func ParseLocalPortRange(b []byte) (lo, hi int, err error) {
 	f := strings.Fields(string(b))
 	if len(f) < 2 {
-		return 0, 0, fmt.Errorf("%s: expected two numbers, got %q", path, b)
+		return 0, 0, fmt.Errorf("expected two numbers, got %q", b)
 	}
 	if lo, err = strconv.Atoi(f[0]); err == nil {
 		hi, err = strconv.Atoi(f[1])
 	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("%s: %w", path, err)
+	if err == nil && (lo < 0 || hi > 65535 || lo > hi) {
+		err = fmt.Errorf("not a port range: %q", b)
 	}
-	return lo, hi, nil
+	return lo, hi, err
 }
 
 // LookupCgroupID returns the id of a cgroup v2 directory as ss's
