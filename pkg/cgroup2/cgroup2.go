@@ -7,9 +7,13 @@ package cgroup2
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNotMounted is returned when no cgroup v2 hierarchy is mounted.
@@ -73,3 +77,18 @@ func unescape(s string) string {
 }
 
 func isOctal(c byte) bool { return c >= '0' && c <= '7' }
+
+// ID returns the id of the cgroup directory at path (relative to dirfd,
+// or absolute; unix.AT_FDCWD for the working directory): its kernfs file
+// handle, the number the kernel reports as a socket's or a task's cgroup id.
+func ID(dirfd int, path string) (uint64, error) {
+	h, _, err := unix.NameToHandleAt(dirfd, path, 0)
+	if err != nil {
+		return 0, err
+	}
+	b := h.Bytes()
+	if len(b) != 8 {
+		return 0, fmt.Errorf("%s: a file handle of %d bytes is not a cgroup id", path, len(b))
+	}
+	return binary.NativeEndian.Uint64(b), nil
+}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestFindMount(t *testing.T) {
@@ -44,5 +46,9 @@ func TestMountIsADirectory(t *testing.T) {
 	}
 	if _, err := os.Stat(mnt + "/cgroup.controllers"); err != nil {
 		t.Errorf("%s is not a cgroup v2 root: %v", mnt, err)
+	}
+	// The root cgroup's id is 1 on every kernel with cgroup ids.
+	if id, err := ID(unix.AT_FDCWD, mnt); err != nil || id != 1 {
+		t.Errorf("ID(%s) = %d, %v; want 1", mnt, id, err)
 	}
 }

@@ -3,7 +3,6 @@ package filter
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -146,7 +145,7 @@ func ParseLocalPortRange(b []byte) (lo, hi int, err error) {
 // directory), else relative to the cgroup2 mount point. The id is the
 // directory's file handle, which for cgroupfs is its 64-bit inode number.
 func LookupCgroupID(path string) (uint64, error) {
-	id, err := cgroupHandle(unix.AT_FDCWD, path)
+	id, err := cgroup2.ID(unix.AT_FDCWD, path)
 	if err == nil {
 		return id, nil
 	}
@@ -163,21 +162,9 @@ func LookupCgroupID(path string) (uint64, error) {
 		return 0, fmt.Errorf("open cgroup2 mount %s: %w", mnt, oerr)
 	}
 	defer unix.Close(fd)
-	id, err = cgroupHandle(fd, rel)
+	id, err = cgroup2.ID(fd, rel)
 	if err != nil {
 		return 0, fmt.Errorf("cgroup %q under %s: %w", rel, mnt, err)
 	}
 	return id, nil
-}
-
-func cgroupHandle(dirfd int, path string) (uint64, error) {
-	h, _, err := unix.NameToHandleAt(dirfd, path, 0)
-	if err != nil {
-		return 0, err
-	}
-	b := h.Bytes()
-	if len(b) != 8 {
-		return 0, fmt.Errorf("%s: file handle of %d bytes is not a cgroup id", path, len(b))
-	}
-	return binary.NativeEndian.Uint64(b), nil
 }

@@ -11,7 +11,7 @@ package sysnames
 
 import (
 	"bufio"
-	"encoding/binary"
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -223,24 +223,6 @@ func (r *Resolver) Cgroup(id uint64) (string, bool) {
 	return p, ok
 }
 
-// CgroupID returns the cgroup v2 id of a cgroup directory: its kernfs
-// file handle, which is what the kernel reports as a socket's cgroup id.
-func CgroupID(path string) (uint64, error) {
-	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, path, 0)
-	if err != nil {
-		return 0, err
-	}
-	b := h.Bytes()
-	if len(b) != 8 {
-		var st unix.Stat_t
-		if err := unix.Stat(path, &st); err != nil {
-			return 0, err
-		}
-		return st.Ino, nil
-	}
-	return binary.NativeEndian.Uint64(b), nil
-}
-
 // WalkCgroups maps the id of every cgroup under root (a cgroup v2 mount)
 // to its path relative to root. Unreadable parts are skipped.
 func WalkCgroups(root string) map[uint64]string {
@@ -255,7 +237,7 @@ func WalkCgroups(root string) map[uint64]string {
 		if !d.IsDir() {
 			return nil
 		}
-		id, err := CgroupID(p)
+		id, err := cgroup2.ID(unix.AT_FDCWD, p)
 		if err != nil {
 			return nil
 		}

@@ -2,6 +2,7 @@ package sysnames
 
 import (
 	"github.com/sstrace/sstrace/pkg/cgroup2"
+	"golang.org/x/sys/unix"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -74,9 +75,9 @@ func TestCgroups(t *testing.T) {
 	if err != nil {
 		t.Skipf("no cgroup v2 mount: %v", err)
 	}
-	id, err := CgroupID(root)
+	id, err := cgroup2.ID(unix.AT_FDCWD, root)
 	if err != nil {
-		t.Fatalf("CgroupID(%s): %v", root, err)
+		t.Fatalf("cgroup2.ID(%s): %v", root, err)
 	}
 	r := New(Options{CgroupRoot: root})
 	if p, ok := r.Cgroup(id); p != "/" || !ok {
