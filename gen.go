@@ -1,5 +1,5 @@
-// Package sstrace is the module root. It holds no code, only the
-// go:generate directives that compile the BPF programs in bpf/ with bpf2go
+// Package sstrace is the module root. It holds no code, only the go
+// generate directives that compile the BPF programs in bpf/ with bpf2go
 // into the Go packages that load them. The generated *_bpfel.go and
 // *_bpfel.o files are committed, so building sstrace needs no clang;
 // `make generate` rebuilds them (it installs clang and libbpf-dev first).

@@ -43,7 +43,7 @@ type config struct {
 	conf         string
 	kernels      string
 	hooks        []string
-	host, vms    bool
+	host         bool
 	sstrace      string
 	tracerTest   string
 	testRun      string
