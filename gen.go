@@ -8,7 +8,7 @@ package sstrace
 // The tracer: state-transition programs and their ring buffer. -type event
 // makes bpf2go emit the Go twin of struct event, so C and Go cannot disagree
 // on its layout.
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -D__TARGET_ARCH_x86 -I${PWD}/headers -I/usr/include/x86_64-linux-gnu" -target bpfel -type event -go-package tracer -output-dir pkg/tracer Tracer bpf/tracer.bpf.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -D__TARGET_ARCH_x86 -I${PWD}/headers -I/usr/include/x86_64-linux-gnu" -target bpfel -type event -type event_hook -type event_context -type cookie_source -type counter -go-package tracer -output-dir pkg/tracer Tracer bpf/tracer.bpf.c
 
 // Process attribution: an iter/task_file program that reports every
 // (pid, fd, socket inode) in one pass.

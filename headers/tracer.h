@@ -79,13 +79,28 @@ struct sock {
 	struct sock_common __sk_common;
 	socket_lock_t sk_lock;
 	__u16 sk_protocol; /* IPPROTO_TCP only: DCCP/SCTP share inet_sk_set_state */
+	int sk_err;        /* at CLOSE: ECONNREFUSED, ETIMEDOUT, ECONNRESET... (outcome) */
+	__u8 sk_shutdown;  /* at CLOSE: RCV_SHUTDOWN = the peer's FIN came (a bitfield before 5.x: read with the bitfield macro) */
 } __attribute__((preserve_access_index));
+
+#define RCV_SHUTDOWN 1
 
 /* inet_sock extends struct sock. inet_sport is the local port that stays
  * set when a closing socket gives its port back (skc_num is zeroed then),
  * the same field the tracepoint itself reports. */
 struct inet_sock {
 	__be16 inet_sport;
+} __attribute__((preserve_access_index));
+
+/* tcp_sock extends inet_sock. Read only at the CLOSE transition, for the
+ * connection's history (the same fields tcplife reads). */
+struct tcp_sock {
+	__u64 bytes_acked;    /* bytes sent and acknowledged */
+	__u64 bytes_received; /* bytes received in sequence */
+	__u32 total_retrans;  /* segments retransmitted over the life */
+	__u32 srtt_us;        /* smoothed RTT << 3, microseconds */
+	__u32 rcv_nxt;        /* with copied_seq: bytes the application never read */
+	__u32 copied_seq;
 } __attribute__((preserve_access_index));
 
 /* The classic tracepoint's record (include/trace/events/sock.h). Only the
@@ -143,6 +158,16 @@ struct event {
 	__u8 cookie_src;  /* enum cookie_source */
 	__u8 cpu;         /* CPU the transition ran on (low 8 bits) */
 	char comm[16];    /* current task's comm */
+	/* At the transition to CLOSE only (zero otherwise): the socket's last
+	 * counters, for the connection's history and outcome. */
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u32 total_retrans;
+	__u32 srtt_us;    /* smoothed RTT in microseconds (already >> 3) */
+	__u32 unread;     /* received bytes never read (FIN excluded) */
+	__u16 sk_err;     /* pending socket error (errno) */
+	__u8 shutdown;    /* sk_shutdown: RCV_SHUTDOWN = the peer's FIN came */
+	__u8 __pad;
 };
 
 /* Counters slot numbers in the per-CPU counters map. */

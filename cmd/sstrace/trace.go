@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/eventfmt"
+	"github.com/sstrace/sstrace/pkg/owner"
 	"github.com/sstrace/sstrace/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -35,10 +37,12 @@ func newTraceCmd() *cobra.Command {
 		Short: "Stream every TCP state transition on the host",
 		Long: `Stream every TCP state transition on the host, as it happens.
 
-Human form: time, pid, comm, local and peer address, old -> new state, and
-milliseconds spent in the old state. A transition that ran in softirq context
-(a packet or a timer, not a system call) shows "-" for pid and comm: the task
-that happened to run is not the socket's owner.
+Human form: time, pid and comm of the socket's owner, local and peer address,
+old -> new state, and milliseconds spent in the old state. The owner is the
+process that connected, listened or last used the socket in a system call; a
+transition that ran in softirq context (a packet or a timer) is never put on
+the task that happened to run, and shows "-" when the owner is unknown (a
+socket older than the trace).
 
 --json prints one object per line; see README for the keys. Counters
 (events, lost) go to stderr on exit, and losses are reported as they happen.`,
@@ -130,16 +134,16 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	// Each line is appended straight into bufio's free space
 	// (AvailableBuffer), so the Write that follows copies nothing.
 	var buf []byte
-	var render func(*tracer.Event)
+	var render func(*event.Event)
 	if f.json {
 		var j eventfmt.JSON
-		render = func(e *tracer.Event) { buf = j.Append(out.AvailableBuffer(), e) }
+		render = func(e *event.Event) { buf = j.Append(out.AvailableBuffer(), e) }
 	} else {
 		text := eventfmt.NewText()
 		if !f.noHeader {
 			out.WriteString(eventfmt.TextHeader)
 		}
-		render = func(e *tracer.Event) { buf = text.Append(out.AvailableBuffer(), e) }
+		render = func(e *event.Event) { buf = text.Append(out.AvailableBuffer(), e) }
 	}
 
 	// Losses are reported live, from a ticker, not only at exit.
@@ -151,8 +155,10 @@ func runTrace(ctx context.Context, f traceFlags) error {
 		reportLosses(lossCtx, t)
 	}()
 
+	owners := owner.New()
 	err = t.Run(ctx, tracer.HandlerFuncs{
-		OnEvent: func(e *tracer.Event) error {
+		OnEvent: func(e *event.Event) error {
+			owners.Observe(e)
 			render(e)
 			_, err := out.Write(buf)
 			return err

@@ -75,7 +75,7 @@ func TestTraceJSON(t *testing.T) {
 	}
 
 	want := []string{"time", "cookie", "netns", "family", "saddr", "sport", "daddr", "dport",
-		"oldstate", "newstate", "pid", "comm", "context"}
+		"oldstate", "newstate", "pid", "comm", "uid", "context"}
 	var got []string
 	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
 		keys, obj := jsonKeys(t, line)

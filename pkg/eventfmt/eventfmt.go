@@ -5,22 +5,29 @@
 // Both append to a caller-owned buffer and allocate nothing per event, so
 // that printing keeps up with full-speed connection churn.
 //
-// JSON keys, in this order: time (RFC 3339, UTC, nanoseconds), cookie,
-// netns, family ("inet"/"inet6"), saddr, sport, daddr, dport, oldstate,
-// newstate (kernel names without TCP_), pid, comm, context ("process" or
-// "softirq": in softirq context pid/comm are whatever task the CPU was
-// running, not the socket's owner), then tid, uid, cgroup (cgroup v2 id),
-// hook, cookie_source ("helper", "field", "deferred", "none") and cpu.
+// JSON keys, in this order (docs/JSON.md): time (RFC 3339, UTC,
+// nanoseconds), cookie, netns, family ("inet"/"inet6"), saddr, sport,
+// daddr, dport, oldstate, newstate (kernel names without TCP_), pid, comm,
+// uid (the socket's owner, pkg/owner; 0 and "" when unknown, never the
+// unrelated task of a softirq), context ("process" or "softirq"), in_state_ms
+// (time spent in oldstate; absent when unknown), then, in process context
+// only, the task that ran the transition: task_pid, task_tid, task_uid,
+// task_comm, task_cgroup; then hook, cookie_source ("helper", "field",
+// "deferred", "resolved", "none") and cpu; on a transition to CLOSE also
+// bytes_sent, bytes_received, retrans, rtt_us, unread, err (errno name, ""
+// for none) and peer_fin.
 package eventfmt
 
 import (
+	"golang.org/x/sys/unix"
 	"net/netip"
 	"strconv"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
+	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/sock"
-	"github.com/sstrace/sstrace/pkg/tracer"
 )
 
 // JSON renders events as JSON lines. It caches the formatted minute of the
@@ -36,7 +43,7 @@ type JSON struct {
 	next  int
 	// The namespace and comm of the previous event, already formatted:
 	// runs of events share them.
-	netns     uint32
+	netns     uint64
 	netnsText []byte
 	comm      string
 	commText  []byte
@@ -62,7 +69,7 @@ func (j *JSON) appendAddr(b []byte, a netip.Addr) []byte {
 }
 
 // Append appends e as one JSON object and a newline.
-func (j *JSON) Append(b []byte, e *tracer.Event) []byte {
+func (j *JSON) Append(b []byte, e *event.Event) []byte {
 	ns := e.Time.UnixNano()
 	minute := ns / int64(time.Minute)
 	if ns < 0 || j.prefix == nil || minute != j.minute {
@@ -80,7 +87,7 @@ func (j *JSON) Append(b []byte, e *tracer.Event) []byte {
 	b = append(b, `,"netns":`...)
 	if j.netnsText == nil || e.NetNS != j.netns {
 		j.netns = e.NetNS
-		j.netnsText = strconv.AppendUint(j.netnsText[:0], uint64(e.NetNS), 10)
+		j.netnsText = strconv.AppendUint(j.netnsText[:0], e.NetNS, 10)
 	}
 	b = append(b, j.netnsText...)
 	b = append(b, `,"family":"`...)
@@ -98,28 +105,77 @@ func (j *JSON) Append(b []byte, e *tracer.Event) []byte {
 	b = append(b, `","newstate":"`...)
 	b = append(b, e.NewState.String()...)
 	b = append(b, `","pid":`...)
-	b = strconv.AppendUint(b, uint64(e.PID), 10)
+	b = strconv.AppendUint(b, uint64(e.Owner.PID), 10)
 	b = append(b, `,"comm":`...)
-	if j.commText == nil || e.Comm != j.comm {
-		j.comm = e.Comm
-		j.commText = appendJSONString(j.commText[:0], e.Comm)
+	if j.commText == nil || e.Owner.Comm != j.comm {
+		j.comm = e.Owner.Comm
+		j.commText = appendJSONString(j.commText[:0], e.Owner.Comm)
 	}
 	b = append(b, j.commText...)
+	b = append(b, `,"uid":`...)
+	b = strconv.AppendUint(b, uint64(e.Owner.UID), 10)
 	b = append(b, `,"context":"`...)
 	b = append(b, e.Context.String()...)
-	b = append(b, `","tid":`...)
-	b = strconv.AppendUint(b, uint64(e.TID), 10)
-	b = append(b, `,"uid":`...)
-	b = strconv.AppendUint(b, uint64(e.UID), 10)
-	b = append(b, `,"cgroup":`...)
-	b = strconv.AppendUint(b, e.CgroupID, 10)
+	b = append(b, '"')
+	if e.InState > 0 {
+		b = append(b, `,"in_state_ms":`...)
+		b = strconv.AppendFloat(b, float64(e.InState)/float64(time.Millisecond), 'f', 3, 64)
+	}
+	if task, ok := e.Responsible(); ok {
+		b = append(b, `,"task_pid":`...)
+		b = strconv.AppendUint(b, uint64(task.PID), 10)
+		b = append(b, `,"task_tid":`...)
+		b = strconv.AppendUint(b, uint64(task.TID), 10)
+		b = append(b, `,"task_uid":`...)
+		b = strconv.AppendUint(b, uint64(task.UID), 10)
+		b = append(b, `,"task_comm":`...)
+		b = appendJSONString(b, task.Comm)
+		b = append(b, `,"task_cgroup":`...)
+		b = strconv.AppendUint(b, e.CgroupID, 10)
+	}
 	b = append(b, `,"hook":"`...)
 	b = append(b, e.Hook...)
 	b = append(b, `","cookie_source":"`...)
 	b = append(b, e.CookieSource.String()...)
 	b = append(b, `","cpu":`...)
 	b = strconv.AppendUint(b, uint64(e.CPU), 10)
+	if e.NewState == sock.Close {
+		b = AppendFinal(b, &e.Final)
+	}
 	return append(b, "}\n"...)
+}
+
+// AppendFinal appends the counters of a transition to CLOSE as JSON
+// members, each preceded by a comma: bytes_sent, bytes_received, retrans,
+// rtt_us, unread, err and peer_fin.
+func AppendFinal(b []byte, f *event.Final) []byte {
+	b = append(b, `,"bytes_sent":`...)
+	b = strconv.AppendUint(b, f.BytesAcked, 10)
+	b = append(b, `,"bytes_received":`...)
+	b = strconv.AppendUint(b, f.BytesReceived, 10)
+	b = append(b, `,"retrans":`...)
+	b = strconv.AppendUint(b, uint64(f.Retrans), 10)
+	b = append(b, `,"rtt_us":`...)
+	b = strconv.AppendInt(b, f.SRTT.Microseconds(), 10)
+	b = append(b, `,"unread":`...)
+	b = strconv.AppendUint(b, uint64(f.Unread), 10)
+	b = append(b, `,"err":"`...)
+	b = append(b, ErrnoName(f.Err)...)
+	b = append(b, `","peer_fin":`...)
+	b = strconv.AppendBool(b, f.PeerFIN)
+	return b
+}
+
+// ErrnoName names a socket error as the kernel's errno symbol
+// ("ECONNRESET"), "" for 0.
+func ErrnoName(errno uint16) string {
+	if errno == 0 {
+		return ""
+	}
+	if n := unix.ErrnoName(syscall.Errno(errno)); n != "" {
+		return n
+	}
+	return "E" + strconv.Itoa(int(errno))
 }
 
 // appendPadded appends v in decimal, zero-padded to width digits.
@@ -167,39 +223,29 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// Text renders the human table. It remembers when each live socket last
-// changed state, to print how long it spent in the old state (as
-// tcpstates' MS column does).
-type Text struct {
-	since map[uint64]time.Duration
-}
+// Text renders the human table. It keeps no state per socket: the time
+// in the old state comes with the event (pkg/owner computes it).
+type Text struct{}
 
 // NewText returns a Text renderer.
-func NewText() *Text { return &Text{since: map[uint64]time.Duration{}} }
+func NewText() *Text { return &Text{} }
 
 // TextHeader is the table's header line.
 const TextHeader = "TIME            PID     COMM             LADDR                                   RADDR                                   OLDSTATE    -> NEWSTATE    MS\n"
 
-// Append appends one line for e. A softirq transition shows "-" for pid and
-// comm: the task that happened to run is not the socket's owner.
-func (t *Text) Append(b []byte, e *tracer.Event) []byte {
-	var ms float64
-	if prev, ok := t.since[e.Sock]; ok {
-		ms = float64(e.Mono-prev) / float64(time.Millisecond)
-	}
-	if e.NewState == sock.Close { // the kernel address may be reused now
-		delete(t.since, e.Sock)
-	} else {
-		t.since[e.Sock] = e.Mono
-	}
+// Append appends one line for e. PID and COMM are the socket's owner
+// (pkg/owner), "-" when unknown: never the unrelated task a softirq
+// transition ran on.
+func (t *Text) Append(b []byte, e *event.Event) []byte {
+	ms := float64(e.InState) / float64(time.Millisecond)
 	b = e.Time.Local().AppendFormat(b, "15:04:05.000000")
 	b = append(b, ' ', ' ')
-	if e.Context == tracer.ContextSoftirq {
+	if !e.Owner.Known() {
 		b = pad(b, "-", 8)
 		b = pad(b, "-", 17)
 	} else {
-		b = pad(b, strconv.FormatUint(uint64(e.PID), 10), 8)
-		b = pad(b, e.Comm, 17)
+		b = pad(b, strconv.FormatUint(uint64(e.Owner.PID), 10), 8)
+		b = pad(b, e.Owner.Comm, 17)
 	}
 	start := len(b)
 	b = padFrom(e.Local.AppendTo(b), start, 40) // [v6]:port or v4:port

@@ -9,20 +9,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/sock"
-	"github.com/sstrace/sstrace/pkg/tracer"
 	"golang.org/x/sys/unix"
 )
 
-func sample() tracer.Event {
-	return tracer.Event{
+func sample() event.Event {
+	return event.Event{
 		Time: time.Date(2026, 11, 25, 12, 0, 1, 5, time.UTC), Mono: 1000,
-		Cookie: 18446744073709551615, CookieSource: tracer.CookieHelper, Sock: 1,
+		Cookie: 18446744073709551615, CookieSource: event.CookieHelper, Sock: 1,
 		NetNS: 4026531840, Family: unix.AF_INET6,
 		Local: netip.MustParseAddrPort("[::1]:8080"), Peer: netip.MustParseAddrPort("[2001:db8::2]:443"),
 		OldState: sock.SynSent, NewState: sock.Established,
-		PID: 7, TID: 8, UID: 0, CgroupID: 9, Comm: "we\"ird\\\x01é\xff",
-		Context: tracer.ContextProcess, Hook: tracer.HookTPBTF, CPU: 1,
+		Task: event.Task{PID: 7, TID: 8, UID: 0, Comm: "we\"ird\\\x01é\xff"}, CgroupID: 9,
+		Owner:   event.Owner{PID: 7, UID: 0, Comm: "we\"ird\\\x01é\xff"},
+		Context: event.ContextProcess, Hook: event.HookTPBTF, CPU: 1,
 	}
 }
 
@@ -49,7 +50,7 @@ func TestAppendJSONKeysAndValues(t *testing.T) {
 		keys = append(keys, k.(string))
 		vals[k.(string)] = v
 	}
-	want := "time cookie netns family saddr sport daddr dport oldstate newstate pid comm context tid uid cgroup hook cookie_source cpu"
+	want := "time cookie netns family saddr sport daddr dport oldstate newstate pid comm uid context task_pid task_tid task_uid task_comm task_cgroup hook cookie_source cpu"
 	if got := strings.Join(keys, " "); got != want {
 		t.Errorf("keys\n %s\nwant\n %s", got, want)
 	}
@@ -100,7 +101,37 @@ func TestJSONTimeAcrossMinutes(t *testing.T) {
 	}
 }
 
-func TestTextSoftirqHidesProcessAndTracksDuration(t *testing.T) {
+// TestJSONSoftirqNamesOwnerNotTask: a softirq transition carries the
+// socket's owner in pid/comm/uid and no task keys; a CLOSE carries the
+// final counters.
+func TestJSONSoftirqNamesOwnerNotTask(t *testing.T) {
+	e := sample()
+	e.Context = event.ContextSoftirq
+	e.Task = event.Task{PID: 999, TID: 999, Comm: "bystander"}
+	e.Owner = event.Owner{PID: 42, UID: 1000, Comm: "server"}
+	e.OldState, e.NewState = sock.Established, sock.Close
+	e.InState = 1500 * time.Microsecond
+	e.Final = event.Final{BytesAcked: 10, BytesReceived: 20, Retrans: 1, SRTT: 40 * time.Microsecond, Err: uint16(unix.ECONNRESET)}
+	var j JSON
+	var v map[string]any
+	line := j.Append(nil, &e)
+	if err := json.Unmarshal(line, &v); err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	if v["pid"] != 42.0 || v["comm"] != "server" || v["uid"] != 1000.0 {
+		t.Errorf("owner keys: %s", line)
+	}
+	for _, k := range []string{"task_pid", "task_tid", "task_comm", "task_uid", "task_cgroup"} {
+		if _, ok := v[k]; ok {
+			t.Errorf("softirq event has %s: %s", k, line)
+		}
+	}
+	if v["in_state_ms"] != 1.5 || v["bytes_sent"] != 10.0 || v["bytes_received"] != 20.0 || v["rtt_us"] != 40.0 || v["err"] != "ECONNRESET" {
+		t.Errorf("in_state/final keys: %s", line)
+	}
+}
+
+func TestTextShowsOwnerAndDuration(t *testing.T) {
 	tx := NewText()
 	e := sample()
 	e.Family = unix.AF_INET
@@ -111,12 +142,18 @@ func TestTextSoftirqHidesProcessAndTracksDuration(t *testing.T) {
 		t.Errorf("first line %q", first)
 	}
 	e.OldState, e.NewState = sock.Established, sock.CloseWait
-	e.Mono += 2500 * time.Microsecond
-	e.Context = tracer.ContextSoftirq
+	e.InState = 2500 * time.Microsecond
+	e.Context = event.ContextSoftirq
+	e.Task = event.Task{PID: 999, Comm: "bystander"}
 	second := string(tx.Append(nil, &e))
 	fields := strings.Fields(second)
+	if fields[1] != "7" {
+		t.Errorf("softirq line does not show the owner: %q", second)
+	}
+	e.Owner = event.Owner{}
+	fields = strings.Fields(string(tx.Append(nil, &e)))
 	if fields[1] != "-" || fields[2] != "-" {
-		t.Errorf("softirq line shows a process: %q", second)
+		t.Errorf("unknown owner not shown as -: %q", fields)
 	}
 	if fields[len(fields)-1] != "2.500" {
 		t.Errorf("ms in old state: %q, want 2.500", second)
@@ -125,7 +162,7 @@ func TestTextSoftirqHidesProcessAndTracksDuration(t *testing.T) {
 
 func BenchmarkAppendJSON(b *testing.B) {
 	e := sample()
-	e.Comm = "churn"
+	e.Owner.Comm = "churn"
 	var buf []byte
 	var j JSON
 	b.ReportAllocs()

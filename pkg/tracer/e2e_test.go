@@ -3,6 +3,7 @@ package tracer
 import (
 	"context"
 	"fmt"
+	"github.com/sstrace/sstrace/pkg/event"
 	"net"
 	"net/netip"
 	"os"
@@ -27,7 +28,7 @@ import (
 // collector gathers the events of one tracer run.
 type collector struct {
 	mu     sync.Mutex
-	events []Event
+	events []event.Event
 	// from is where the current scenario's events start: ports are
 	// reused, so an earlier scenario's events must not count.
 	from int
@@ -40,7 +41,7 @@ func (c *collector) mark() {
 	c.mu.Unlock()
 }
 
-func (c *collector) add(e *Event) error {
+func (c *collector) add(e *event.Event) error {
 	c.mu.Lock()
 	c.events = append(c.events, *e)
 	c.mu.Unlock()
@@ -51,10 +52,10 @@ func (c *collector) add(e *Event) error {
 // local or peer port is port. A socket is its kernel address, until a
 // transition to CLOSE: the address may be reused at once by the next socket
 // (seen in VMs for a connect right after a listener closed).
-func (c *collector) forPort(port uint16) [][]Event {
+func (c *collector) forPort(port uint16) [][]event.Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out [][]Event
+	var out [][]event.Event
 	live := map[uint64]int{} // kernel address -> index in out
 	for _, e := range c.events[c.from:] {
 		if e.Local.Port() != port && e.Peer.Port() != port {
@@ -152,7 +153,7 @@ func (h *harness) dial(network, addr string) (net.Conn, error) {
 }
 
 // describe renders events with their cookies, for failure messages.
-func describe(evs []Event) string {
+func describe(evs []event.Event) string {
 	var b strings.Builder
 	for _, e := range evs {
 		fmt.Fprintf(&b, "\n\t%s>%s %v->%v cookie=%d (%s) ctx=%s", e.OldState, e.NewState, e.Local, e.Peer, e.Cookie, e.CookieSource, e.Context)
@@ -161,7 +162,7 @@ func describe(evs []Event) string {
 }
 
 // transitions renders a socket's events as "OLD>NEW" words.
-func transitions(evs []Event) []string {
+func transitions(evs []event.Event) []string {
 	out := make([]string, len(evs))
 	for i, e := range evs {
 		out[i] = e.OldState.String() + ">" + e.NewState.String()
@@ -171,7 +172,7 @@ func transitions(evs []Event) []string {
 
 // waitSockets waits until the events for port form want (per socket,
 // order-insensitive across sockets), or fails with what was seen.
-func (h *harness) waitSockets(t *testing.T, port uint16, want ...[]string) [][]Event {
+func (h *harness) waitSockets(t *testing.T, port uint16, want ...[]string) [][]event.Event {
 	t.Helper()
 	key := func(seqs [][]string) string {
 		s := make([]string, len(seqs))
@@ -182,7 +183,7 @@ func (h *harness) waitSockets(t *testing.T, port uint16, want ...[]string) [][]E
 		return strings.Join(s, "\n")
 	}
 	wantKey := key(want)
-	var got [][]Event
+	var got [][]event.Event
 	var gotKey string
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -408,11 +409,11 @@ func TestE2EContext(t *testing.T) {
 			tr := e.OldState.String() + ">" + e.NewState.String()
 			switch {
 			case tr == "CLOSE>SYN_SENT", tr == "ESTABLISHED>FIN_WAIT1", tr == "CLOSE>LISTEN":
-				if e.Context != ContextProcess || e.PID != uint32(os.Getpid()) || e.Comm != comm {
-					t.Errorf("%s: context %s pid %d comm %q, want process %d %q", tr, e.Context, e.PID, e.Comm, os.Getpid(), comm)
+				if e.Context != event.ContextProcess || e.Task.PID != uint32(os.Getpid()) || e.Task.Comm != comm {
+					t.Errorf("%s: context %s pid %d comm %q, want process %d %q", tr, e.Context, e.Task.PID, e.Task.Comm, os.Getpid(), comm)
 				}
-				if e.UID != uint32(os.Getuid()) || e.TID == 0 {
-					t.Errorf("%s: uid %d tid %d", tr, e.UID, e.TID)
+				if e.Task.UID != uint32(os.Getuid()) || e.Task.TID == 0 {
+					t.Errorf("%s: uid %d tid %d", tr, e.Task.UID, e.Task.TID)
 				}
 				checked++
 			// Not FIN_WAIT1>FIN_WAIT2: the ACK of our FIN may arrive
@@ -420,7 +421,7 @@ func TestE2EContext(t *testing.T) {
 			// processed from the backlog by the owner, in process
 			// context (seen on 6.12 with fentry).
 			case e.NewState == sock.SynRecv, tr == "ESTABLISHED>CLOSE_WAIT":
-				if e.Context != ContextSoftirq {
+				if e.Context != event.ContextSoftirq {
 					t.Errorf("%s: context %s, want softirq", tr, e.Context)
 				}
 				checked++
@@ -458,7 +459,7 @@ func TestE2ENetnsFilter(t *testing.T) {
 	h.col.mu.Lock()
 	defer h.col.mu.Unlock()
 	for _, e := range h.col.events {
-		if e.NetNS != uint32(h.ns.Inode) {
+		if e.NetNS != h.ns.Inode {
 			t.Errorf("event from netns %d, tracer filters %d: %+v", e.NetNS, h.ns.Inode, e)
 		}
 	}

@@ -4,58 +4,33 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/sstrace/sstrace/pkg/event"
 	"golang.org/x/sys/unix"
 )
 
-// Hook names a kernel attachment point for the transition programs.
-type Hook string
+// Hook names a kernel attachment point (see event.Hook for the names).
+type Hook = event.Hook
 
-// The hooks, in the order HookAuto tries them.
+// The hooks, re-exported for callers of Open.
 const (
-	// HookAuto picks the first hook that loads and attaches.
-	HookAuto Hook = "auto"
-	// HookTPBTF is the BTF-typed sock:inet_sock_set_state tracepoint.
-	HookTPBTF Hook = "tp_btf"
-	// HookTracepoint is the classic sock:inet_sock_set_state tracepoint
-	// (needs tracefs, which the tracer mounts if missing).
-	HookTracepoint Hook = "tracepoint"
-	// HookFentry is fentry on tcp_set_state, inet_sk_set_state and
-	// inet_csk_listen_start: the three places TCP changes state through
-	// (the last inlines the tracepoint's CLOSE -> LISTEN).
-	HookFentry Hook = "fentry"
-	// HookKprobe is kprobes on the same three functions.
-	HookKprobe Hook = "kprobe"
+	HookAuto       = event.HookAuto
+	HookTPBTF      = event.HookTPBTF
+	HookTracepoint = event.HookTracepoint
+	HookFentry     = event.HookFentry
+	HookKprobe     = event.HookKprobe
 )
 
 // Hooks lists the concrete hooks in the order HookAuto tries them: the
 // tracepoint is a stable interface and costs least; the function hooks are
-// for kernels where it is unavailable.
+// for kernels where it is unavailable. A hook's id in events comes from the
+// kernel's enum event_hook (hookByID), never from its place here.
 var Hooks = []Hook{HookTPBTF, HookTracepoint, HookFentry, HookKprobe}
 
 // ParseHook validates a hook name from the command line.
-func ParseHook(s string) (Hook, error) {
-	h := Hook(strings.ToLower(s))
-	if h == "" || h == HookAuto {
-		return HookAuto, nil
-	}
-	for _, k := range Hooks {
-		if h == k {
-			return h, nil
-		}
-	}
-	return "", fmt.Errorf("unknown hook %q: want auto, tp_btf, tracepoint, fentry or kprobe", s)
-}
-
-func hookByID(id uint8) Hook {
-	if id >= 1 && int(id) <= len(Hooks) {
-		return Hooks[id-1]
-	}
-	return ""
-}
+func ParseHook(s string) (Hook, error) { return event.ParseHook(s) }
 
 // hookProgram is one program of a hook and how it attaches.
 type hookProgram struct {
@@ -79,7 +54,7 @@ func attachTracepoint(p *ebpf.Program) (link.Link, error) {
 }
 
 // programs lists the programs hook h loads and attaches.
-func (h Hook) programs() []hookProgram {
+func programs(h Hook) []hookProgram {
 	switch h {
 	case HookTPBTF:
 		return []hookProgram{{TracerProgHandleTpBtf, attachTracing}}
@@ -103,12 +78,12 @@ func (h Hook) programs() []hookProgram {
 
 // btf reports whether h's programs are BTF tracing programs, which get a
 // typed socket pointer and, on 5.12+, bpf_get_socket_cookie.
-func (h Hook) btf() bool { return h == HookTPBTF || h == HookFentry }
+func btfHook(h Hook) bool { return h == HookTPBTF || h == HookFentry }
 
 // attach attaches the loaded programs of hook h: all of them, or none.
-func (h Hook) attach(coll *ebpf.Collection) ([]link.Link, error) {
+func attachHook(h Hook, coll *ebpf.Collection) ([]link.Link, error) {
 	var links []link.Link
-	for _, p := range h.programs() {
+	for _, p := range programs(h) {
 		l, err := p.attach(coll.Programs[p.name])
 		if err != nil {
 			closeLinks(links)

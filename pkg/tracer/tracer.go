@@ -6,7 +6,7 @@
 //	t, err := tracer.Open(tracer.Options{})
 //	if err != nil { ... }        // names the hook that failed and why
 //	defer t.Close()
-//	err = t.Run(ctx, tracer.HandlerFuncs{OnEvent: func(e *tracer.Event) error { ... }})
+//	err = t.Run(ctx, tracer.HandlerFuncs{OnEvent: func(e *event.Event) error { ... }})
 //
 // Hooks are tried in the order of Hooks (see hooks.go); the first that loads
 // and attaches wins, and only one is ever attached, so no transition is
@@ -28,6 +28,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/sstrace/sstrace/pkg/cgroup2"
+	"github.com/sstrace/sstrace/pkg/event"
 	"golang.org/x/sys/unix"
 )
 
@@ -172,7 +173,7 @@ var errPermission = errors.New("permission denied loading BPF: run as root (or w
 // cookie helper and fall back to the cookie makers where the kernel does not
 // give tracing programs bpf_get_socket_cookie (before 5.12).
 func openHook(h Hook, opts Options) (*Tracer, error) {
-	if h.btf() {
+	if btfHook(h) {
 		if t, err := load(h, opts, true, false); err == nil {
 			return t, nil
 		}
@@ -190,7 +191,7 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		return nil, err
 	}
 	keep := map[string]bool{}
-	for _, p := range h.programs() {
+	for _, p := range programs(h) {
 		keep[p.name] = true
 	}
 	makers := !helper && tryMakers
@@ -258,7 +259,7 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		}
 		t.links = append(t.links, ls...)
 	}
-	ls, err := h.attach(coll)
+	ls, err := attachHook(h, coll)
 	if err != nil {
 		t.Close()
 		return nil, fmt.Errorf("attach: %w", err)
@@ -319,9 +320,17 @@ type Stats struct {
 func (t *Tracer) Stats() (Stats, error) {
 	s := Stats{Hook: t.hook, Received: t.received.Load()}
 	m := t.coll.Maps[TracerMapCounters]
-	for slot, dst := range []*uint64{&s.Submitted, &s.Lost, &s.DeferFull} {
+	for _, c := range []struct {
+		slot TracerCounter
+		dst  *uint64
+	}{
+		{TracerCounterCOUNTER_EVENTS, &s.Submitted},
+		{TracerCounterCOUNTER_LOST, &s.Lost},
+		{TracerCounterCOUNTER_DEFER_FULL, &s.DeferFull},
+	} {
+		dst := c.dst
 		var perCPU []uint64
-		if err := m.Lookup(uint32(slot), &perCPU); err != nil {
+		if err := m.Lookup(uint32(c.slot), &perCPU); err != nil {
 			return s, fmt.Errorf("read counters: %w", err)
 		}
 		for _, v := range perCPU {
@@ -335,20 +344,27 @@ func (t *Tracer) Stats() (Stats, error) {
 type Handler interface {
 	// Event is called for every transition, in ring-buffer order. The
 	// Event is reused after Event returns: copy what you keep.
-	Event(*Event) error
-	// Idle is called when the ring buffer has been drained: a good moment
-	// to flush buffered output.
+	Event(*event.Event) error
+	// Idle is called when the ring buffer has been drained, and at least
+	// every flush interval under load: a good moment to flush buffered
+	// output.
 	Idle() error
+	// Lost is called, before the next event, when the kernel's lost
+	// counter has moved: lost events were dropped since the previous call
+	// (total in all). The events delivered after it may lack transitions
+	// that happened since the last Idle.
+	Lost(lost, total uint64) error
 }
 
 // HandlerFuncs adapts functions to Handler; a nil function is skipped.
 type HandlerFuncs struct {
-	OnEvent func(*Event) error
+	OnEvent func(*event.Event) error
 	OnIdle  func() error
+	OnLost  func(lost, total uint64) error
 }
 
 // Event calls OnEvent.
-func (h HandlerFuncs) Event(e *Event) error {
+func (h HandlerFuncs) Event(e *event.Event) error {
 	if h.OnEvent == nil {
 		return nil
 	}
@@ -363,21 +379,54 @@ func (h HandlerFuncs) Idle() error {
 	return h.OnIdle()
 }
 
+// Lost calls OnLost.
+func (h HandlerFuncs) Lost(lost, total uint64) error {
+	if h.OnLost == nil {
+		return nil
+	}
+	return h.OnLost(lost, total)
+}
+
+// checkEvery is how many records Run reads between two looks at its
+// context and the clock: a busy ring never lets a read time out, so the
+// reading loop itself must look.
+const checkEvery = 256
+
+// finalDrain bounds how long Run goes on reading what is already in the
+// ring once its context has ended: long enough to deliver what was
+// submitted before the stop, short enough that a ring kept full by churn
+// cannot hold the stop back.
+const finalDrain = 200 * time.Millisecond
+
 // Run delivers events to h until ctx is done or h returns an error. It
-// returns nil when ctx ends the run.
+// returns nil when ctx ends the run: within a flush interval plus
+// finalDrain whatever the load, after delivering what the ring held when
+// the stop came (up to finalDrain's worth). A read never blocks longer than
+// the flush interval, and under load the loop looks at ctx every
+// checkEvery records.
 func (t *Tracer) Run(ctx context.Context, h Handler) error {
+	reader := t.reader
+	if reader == nil {
+		return errors.New("tracer is closed")
+	}
 	var rec ringbuf.Record
-	var ev Event
+	var ev event.Event
+	var lostSeen uint64
 	lastSync := time.Now()
+	var drainUntil time.Time // set once ctx has ended
 	for {
-		t.reader.SetDeadline(time.Now().Add(t.flush))
-		for {
-			err := t.reader.ReadInto(&rec)
+		deadline := time.Now().Add(t.flush)
+		if !drainUntil.IsZero() {
+			deadline = time.Now() // do not wait for more
+		}
+		reader.SetDeadline(deadline)
+		for n := 1; ; n++ {
+			err := reader.ReadInto(&rec)
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					break
 				}
-				if errors.Is(err, ringbuf.ErrClosed) {
+				if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
 					return nil
 				}
 				return fmt.Errorf("read ring buffer: %w", err)
@@ -389,18 +438,54 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 			if err := h.Event(&ev); err != nil {
 				return err
 			}
+			if n%checkEvery == 0 {
+				now := time.Now()
+				if !drainUntil.IsZero() && now.After(drainUntil) {
+					break
+				}
+				if drainUntil.IsZero() && ctx.Err() != nil {
+					drainUntil = now.Add(finalDrain)
+				}
+				if now.After(deadline) {
+					break // under load: still flush and look at losses
+				}
+			}
+		}
+		if lost := t.lostCount(); lost > lostSeen {
+			if err := h.Lost(lost-lostSeen, lost); err != nil {
+				return err
+			}
+			lostSeen = lost
 		}
 		if err := h.Idle(); err != nil {
 			return err
 		}
-		if ctx.Err() != nil {
+		if !drainUntil.IsZero() {
 			return nil
+		}
+		if ctx.Err() != nil {
+			// One more pass, without waiting, for what is already there.
+			drainUntil = time.Now().Add(finalDrain)
+			continue
 		}
 		if time.Since(lastSync) > 10*time.Second {
 			t.dec.syncClock()
 			lastSync = time.Now()
 		}
 	}
+}
+
+// lostCount reads the kernel's lost counter (0 if it cannot be read).
+func (t *Tracer) lostCount() uint64 {
+	var perCPU []uint64
+	if err := t.coll.Maps[TracerMapCounters].Lookup(uint32(TracerCounterCOUNTER_LOST), &perCPU); err != nil {
+		return 0
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n
 }
 
 // Close detaches and unloads everything. Safe to call more than once.

@@ -13,30 +13,72 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TracerCookieSource uint32
+
+const (
+	TracerCookieSourceCOOKIE_NONE     TracerCookieSource = 0
+	TracerCookieSourceCOOKIE_HELPER   TracerCookieSource = 1
+	TracerCookieSourceCOOKIE_FIELD    TracerCookieSource = 2
+	TracerCookieSourceCOOKIE_DEFERRED TracerCookieSource = 3
+)
+
+type TracerCounter uint32
+
+const (
+	TracerCounterCOUNTER_EVENTS     TracerCounter = 0
+	TracerCounterCOUNTER_LOST       TracerCounter = 1
+	TracerCounterCOUNTER_DEFER_FULL TracerCounter = 2
+	TracerCounterCOUNTER_MAX        TracerCounter = 3
+)
+
 type TracerEvent struct {
-	_         structs.HostLayout
-	TsNs      uint64
-	Cookie    uint64
-	Skaddr    uint64
-	CgroupId  uint64
-	Netns     uint32
-	Pid       uint32
-	Tid       uint32
-	Uid       uint32
-	Saddr     [16]uint8
-	Daddr     [16]uint8
-	Sport     uint16
-	Dport     uint16
-	Family    uint16
-	Oldstate  uint8
-	Newstate  uint8
-	Context   uint8
-	Hook      uint8
-	CookieSrc uint8
-	Cpu       uint8
-	Comm      [16]int8
-	_         [4]byte
+	_             structs.HostLayout
+	TsNs          uint64
+	Cookie        uint64
+	Skaddr        uint64
+	CgroupId      uint64
+	Netns         uint32
+	Pid           uint32
+	Tid           uint32
+	Uid           uint32
+	Saddr         [16]uint8
+	Daddr         [16]uint8
+	Sport         uint16
+	Dport         uint16
+	Family        uint16
+	Oldstate      uint8
+	Newstate      uint8
+	Context       uint8
+	Hook          uint8
+	CookieSrc     uint8
+	Cpu           uint8
+	Comm          [16]int8
+	_             [4]byte
+	BytesAcked    uint64
+	BytesReceived uint64
+	TotalRetrans  uint32
+	SrttUs        uint32
+	Unread        uint32
+	SkErr         uint16
+	Shutdown      uint8
+	Pad           uint8
 }
+
+type TracerEventContext uint32
+
+const (
+	TracerEventContextCTX_PROCESS TracerEventContext = 1
+	TracerEventContextCTX_SOFTIRQ TracerEventContext = 2
+)
+
+type TracerEventHook uint32
+
+const (
+	TracerEventHookHOOK_TP_BTF     TracerEventHook = 1
+	TracerEventHookHOOK_TRACEPOINT TracerEventHook = 2
+	TracerEventHookHOOK_FENTRY     TracerEventHook = 3
+	TracerEventHookHOOK_KPROBE     TracerEventHook = 4
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -57,6 +99,10 @@ const (
 	TracerProgMakeCookieOnEstablished = "make_cookie_on_established"
 	TracerVarCookieHelper             = "cookie_helper"
 	TracerVarTargetNetns              = "target_netns"
+	TracerVarUnusedContext            = "unused_context"
+	TracerVarUnusedCookieSource       = "unused_cookie_source"
+	TracerVarUnusedCounter            = "unused_counter"
+	TracerVarUnusedHook               = "unused_hook"
 	TracerVarWakeupBytes              = "wakeup_bytes"
 )
 
@@ -127,9 +173,13 @@ type TracerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TracerVariableSpecs struct {
-	CookieHelper *ebpf.VariableSpec `ebpf:"cookie_helper"`
-	TargetNetns  *ebpf.VariableSpec `ebpf:"target_netns"`
-	WakeupBytes  *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CookieHelper       *ebpf.VariableSpec `ebpf:"cookie_helper"`
+	TargetNetns        *ebpf.VariableSpec `ebpf:"target_netns"`
+	UnusedContext      *ebpf.VariableSpec `ebpf:"unused_context"`
+	UnusedCookieSource *ebpf.VariableSpec `ebpf:"unused_cookie_source"`
+	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedHook         *ebpf.VariableSpec `ebpf:"unused_hook"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // TracerObjects contains all objects after they have been loaded into the kernel.
@@ -169,9 +219,13 @@ func (m *TracerMaps) Close() error {
 //
 // It can be passed to LoadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracerVariables struct {
-	CookieHelper *ebpf.Variable `ebpf:"cookie_helper"`
-	TargetNetns  *ebpf.Variable `ebpf:"target_netns"`
-	WakeupBytes  *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CookieHelper       *ebpf.Variable `ebpf:"cookie_helper"`
+	TargetNetns        *ebpf.Variable `ebpf:"target_netns"`
+	UnusedContext      *ebpf.Variable `ebpf:"unused_context"`
+	UnusedCookieSource *ebpf.Variable `ebpf:"unused_cookie_source"`
+	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedHook         *ebpf.Variable `ebpf:"unused_hook"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // TracerPrograms contains all programs after they have been loaded into the kernel.
