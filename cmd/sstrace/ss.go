@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sstrace/sstrace/pkg/filter"
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/sockdiag"
 	"github.com/sstrace/sstrace/pkg/ssfmt"
@@ -137,9 +138,9 @@ sstrace dumps TCP, UDP, RAW and UNIX sockets; asking for another table
 // and render.
 func runSS(ctx context.Context, stdout, stderr io.Writer, o *ssOptions, args []string) error {
 	sel := o.sel
-	var ns sockdiag.Namespace
+	var ns netns.Namespace
 	if o.netns != "" {
-		ns = sockdiag.NamespaceByName(o.netns)
+		ns = netns.ByName(o.netns)
 		if _, err := os.Stat(ns.Path); err != nil {
 			return fmt.Errorf("ss: cannot open network namespace %q: %w", o.netns, unwrapPathErr(err))
 		}
@@ -244,7 +245,7 @@ func runSS(ctx context.Context, stdout, stderr io.Writer, o *ssOptions, args []s
 
 // dumpAll queries the tables in ss's order: unix, raw, udp, tcp, each inet
 // one IPv4 first.
-func dumpAll(ctx context.Context, ns sockdiag.Namespace, sel *selection, states sock.StateSet,
+func dumpAll(ctx context.Context, ns netns.Namespace, sel *selection, states sock.StateSet,
 	q *filter.Query, o *ssOptions, emit func(*sock.Socket) error) error {
 	kernelStates := states &^ 1
 	if kernelStates.Has(sock.SynRecv) {
@@ -304,7 +305,7 @@ func dumpAll(ctx context.Context, ns sockdiag.Namespace, sel *selection, states 
 // rows are kept, copied (the dump reuses its row), and emitted once the
 // first family is done. The output is the same as dumping one family after
 // the other; with two CPUs the walks overlap.
-func dumpInet(ctx context.Context, ns sockdiag.Namespace, req sockdiag.Request, fams []uint8,
+func dumpInet(ctx context.Context, ns netns.Namespace, req sockdiag.Request, fams []uint8,
 	emit func(*sock.Socket) error) error {
 	if len(fams) < 2 {
 		req.Families = fams

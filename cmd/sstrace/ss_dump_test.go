@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/sockdiag"
 	"github.com/sstrace/sstrace/pkg/testutil"
@@ -39,7 +40,7 @@ func TestDumpInetOrder(t *testing.T) {
 		testutil.Unavailable(t, "listeners in a namespace: %v", err)
 	}
 
-	target := sockdiag.NamespaceByName(ns.Name)
+	target := netns.ByName(ns.Name)
 	req := sockdiag.Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}
 	fams := []uint8{unix.AF_INET, unix.AF_INET6}
 	collect := func(rows *[]sock.Socket) func(*sock.Socket) error {

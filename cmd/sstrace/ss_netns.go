@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"github.com/sstrace/sstrace/pkg/filter"
-	"github.com/sstrace/sstrace/pkg/sockdiag"
+	"github.com/sstrace/sstrace/pkg/netns"
 	"net"
 	"os"
 	"slices"
@@ -162,9 +162,9 @@ func readProcFile(path string) ([]byte, error) {
 // inNetns runs fn on an OS thread inside the named namespace
 // (/run/netns/NAME), or in the caller's namespace for "".
 func inNetns(name string, fn func() error) error {
-	ns := sockdiag.Namespace{}
+	ns := netns.Namespace{}
 	if name != "" {
-		ns = sockdiag.NamespaceByName(name)
+		ns = netns.ByName(name)
 	}
 	return ns.Do(fn)
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/testutil"
 )
@@ -108,7 +109,7 @@ func BenchmarkDumpTCP(b *testing.B) {
 	testutil.RequireRoot(b)
 	ns := testutil.NewNS(b)
 	want := buildTCPLoad(b, ns)
-	nsRef := NamespaceByName(ns.Name)
+	nsRef := netns.ByName(ns.Name)
 	req := Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}
 
 	count := func() int {

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 )
 
@@ -91,16 +92,16 @@ type transport interface {
 type conn struct {
 	t        transport
 	seq      uint32
-	ns       Namespace
+	ns       netns.Namespace
 	netnsIno uint64
 	// delivered holds the cookies of the rows a pass has delivered, kept
 	// across passes so its storage is reused (8 bytes per socket).
 	delivered []uint64
 }
 
-func dial(ns Namespace) (*conn, error) {
+func dial(ns netns.Namespace) (*conn, error) {
 	fd := -1
-	ino, err := runIn(ns, func() error {
+	ino, err := ns.DoWithInode(func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK,
 			unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_SOCK_DIAG)

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/testutil"
 )
@@ -299,7 +300,7 @@ func TestDumpMatchesSS(t *testing.T) {
 	ns := testutil.NewNS(t)
 	p := buildPopulation(t, ns)
 
-	rows := dumpAll(t, NamespaceByName(ns.Name), Request{})
+	rows := dumpAll(t, netns.ByName(ns.Name), Request{})
 	ssRows := runSS(t, ns.Name)
 
 	ours := make(map[string]*sock.Socket)
@@ -391,7 +392,7 @@ func TestCookieIsSOCookie(t *testing.T) {
 	ns := testutil.NewNS(t)
 	p := buildPopulation(t, ns)
 	byCookie := make(map[uint64]*sock.Socket)
-	for _, s := range dumpAll(t, NamespaceByName(ns.Name), Request{}) {
+	for _, s := range dumpAll(t, netns.ByName(ns.Name), Request{}) {
 		byCookie[s.Cookie] = s
 	}
 	check := func(name string, ck uint64, local net.Addr) {
@@ -428,7 +429,7 @@ func TestNamespaceIsolation(t *testing.T) {
 	defer ln.Close()
 	ck := soCookie(t, ln)
 
-	has := func(ns Namespace) (bool, int) {
+	has := func(ns netns.Namespace) (bool, int) {
 		n := 0
 		found := false
 		for _, s := range dumpAll(t, ns, Request{Protos: []sock.Proto{sock.ProtoTCP}}) {
@@ -439,54 +440,19 @@ func TestNamespaceIsolation(t *testing.T) {
 		}
 		return found, n
 	}
-	if ok, _ := has(NamespaceByName(a.Name)); !ok {
+	if ok, _ := has(netns.ByName(a.Name)); !ok {
 		t.Fatalf("listener (cookie %#x) missing from the dump of its own namespace %s", ck, a.Name)
 	}
-	if ok, n := has(NamespaceByName(b.Name)); ok || n != 0 {
+	if ok, n := has(netns.ByName(b.Name)); ok || n != 0 {
 		t.Errorf("dump of empty namespace %s returned %d TCP sockets (listener of %s among them: %v)", b.Name, n, a.Name, ok)
 	}
-	if ok, _ := has(Namespace{}); ok {
+	if ok, _ := has(netns.Namespace{}); ok {
 		t.Errorf("dump of our own namespace shows the listener of %s", a.Name)
 	}
 	// The same through /proc/PID/ns/net paths and the inode helpers.
-	inoA, err := NamespaceByName(a.Name).Inode()
+	inoA, err := netns.ByName(a.Name).Inode()
 	if err != nil || inoA != a.Inode {
 		t.Errorf("Inode(%s) = %d, %v; want %d", a.Name, inoA, err, a.Inode)
-	}
-}
-
-func TestAllNamespacesFindsTestNamespaces(t *testing.T) {
-	testutil.RequireRoot(t)
-	a := testutil.NewNS(t)
-	b := testutil.NewNS(t)
-	list, err := AllNamespaces()
-	if err != nil {
-		t.Fatal(err)
-	}
-	inodes := make(map[uint64]int)
-	for _, ns := range list {
-		ino, err := ns.Inode()
-		if err != nil {
-			continue // a process went away since the listing
-		}
-		inodes[ino]++
-	}
-	for ino, n := range inodes {
-		if n > 1 {
-			t.Errorf("namespace inode %d listed %d times", ino, n)
-		}
-	}
-	self, err := Namespace{}.Inode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []uint64{a.Inode, b.Inode, self} {
-		if inodes[want] != 1 {
-			t.Errorf("namespace inode %d not listed once (%d)", want, inodes[want])
-		}
-	}
-	if list[0].Path != "" {
-		t.Errorf("first namespace is %v, want our own (zero value)", list[0])
 	}
 }
 
@@ -495,7 +461,7 @@ func TestLookup(t *testing.T) {
 	ns := testutil.NewNS(t)
 	other := testutil.NewNS(t)
 	p := buildPopulation(t, ns)
-	nsA := NamespaceByName(ns.Name)
+	nsA := netns.ByName(ns.Name)
 	ap := func(a net.Addr) netip.AddrPort { return netip.MustParseAddrPort(a.String()) }
 
 	cases := []struct {
@@ -523,7 +489,7 @@ func TestLookup(t *testing.T) {
 				t.Errorf("got %v %v->%v netns %d; want %v %v netns %d", s.State, s.Local, s.Peer, s.NetNS, c.state, c.local, ns.Inode)
 			}
 			// The same tuple does not exist in another namespace.
-			_, err = Lookup(t.Context(), NamespaceByName(other.Name), c.proto, c.local, c.peer)
+			_, err = Lookup(t.Context(), netns.ByName(other.Name), c.proto, c.local, c.peer)
 			if !errors.Is(err, ErrNotFound) {
 				t.Errorf("lookup in %s: %v, want ErrNotFound", other.Name, err)
 			}
@@ -565,7 +531,7 @@ func TestDumpStatesAndFamilies(t *testing.T) {
 	testutil.RequireRoot(t)
 	ns := testutil.NewNS(t)
 	buildPopulation(t, ns)
-	nsA := NamespaceByName(ns.Name)
+	nsA := netns.ByName(ns.Name)
 	listen := sock.StateSet(0).With(sock.Listen)
 	rows := dumpAll(t, nsA, Request{Protos: []sock.Proto{sock.ProtoTCP, sock.ProtoUNIX}, States: listen})
 	if len(rows) < 4 {
@@ -603,16 +569,16 @@ func TestDumpStatesAndFamilies(t *testing.T) {
 // TestDumpErrors: bad requests and missing namespaces fail clearly.
 func TestDumpErrors(t *testing.T) {
 	nop := func(*sock.Socket) error { return nil }
-	err := Dump(t.Context(), NamespaceByName("sstrace-no-such-ns"), Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}, nop)
+	err := Dump(t.Context(), netns.ByName("sstrace-no-such-ns"), Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}, nop)
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), `no network namespace named "sstrace-no-such-ns"`) ||
 		!strings.Contains(err.Error(), "sock_diag tcp/inet in netns /run/netns/sstrace-no-such-ns") {
 		t.Errorf("missing namespace: %v", err)
 	}
-	err = Dump(t.Context(), NamespaceByPID(1<<30), Request{Protos: []sock.Proto{sock.ProtoUNIX}, States: sock.AllStates}, nop)
+	err = Dump(t.Context(), netns.ByPID(1<<30), Request{Protos: []sock.Proto{sock.ProtoUNIX}, States: sock.AllStates}, nop)
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "no process") {
 		t.Errorf("missing process: %v", err)
 	}
-	err = Dump(t.Context(), Namespace{Path: "/proc/self/status"}, Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}, nop)
+	err = Dump(t.Context(), netns.Namespace{Path: "/proc/self/status"}, Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}, nop)
 	if err == nil || !strings.Contains(err.Error(), "not a namespace file") {
 		t.Errorf("non-namespace file: %v", err)
 	}
@@ -621,11 +587,11 @@ func TestDumpErrors(t *testing.T) {
 		{Protos: []sock.Proto{sock.Proto(99)}},
 		{Protos: []sock.Proto{sock.ProtoTCP}, Families: []uint8{unix.AF_UNIX}},
 	} {
-		if err := Dump(t.Context(), Namespace{}, req, nop); err == nil {
+		if err := Dump(t.Context(), netns.Namespace{}, req, nop); err == nil {
 			t.Errorf("Dump(%+v) accepted a bad request", req)
 		}
 	}
-	if err := Dump(t.Context(), Namespace{}, Request{Protos: []sock.Proto{sock.ProtoUNIX}}, nil); err == nil {
+	if err := Dump(t.Context(), netns.Namespace{}, Request{Protos: []sock.Proto{sock.ProtoUNIX}}, nil); err == nil {
 		t.Error("Dump accepted a nil callback")
 	}
 }
@@ -638,7 +604,7 @@ func TestDumpCallbackErrorAndCancel(t *testing.T) {
 	buildPopulation(t, ns)
 	stop := errors.New("enough")
 	n := 0
-	err := Dump(t.Context(), NamespaceByName(ns.Name), Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}, func(*sock.Socket) error {
+	err := Dump(t.Context(), netns.ByName(ns.Name), Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}, func(*sock.Socket) error {
 		n++
 		return stop
 	})
@@ -647,7 +613,7 @@ func TestDumpCallbackErrorAndCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if err := Dump(ctx, NamespaceByName(ns.Name), Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}, func(*sock.Socket) error { return nil }); !errors.Is(err, context.Canceled) {
+	if err := Dump(ctx, netns.ByName(ns.Name), Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}, func(*sock.Socket) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/testutil"
 )
@@ -310,7 +311,7 @@ func soCookie(t *testing.T, c syscall.Conn) uint64 {
 }
 
 // dumpAll collects a full dump of ns (every protocol, every state).
-func dumpAll(t *testing.T, ns Namespace, req Request) []*sock.Socket {
+func dumpAll(t *testing.T, ns netns.Namespace, req Request) []*sock.Socket {
 	t.Helper()
 	if req.Protos == nil {
 		req.Protos = []sock.Proto{sock.ProtoTCP, sock.ProtoUDP, sock.ProtoRAW, sock.ProtoUNIX}

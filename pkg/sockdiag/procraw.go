@@ -29,7 +29,7 @@ func (c *conn) rawFromProc(p pass, req Request, d *decoder, fn func(*sock.Socket
 	var data []byte
 	// The file shows the namespace of the thread that opens it, so it is
 	// read on a thread inside the namespace.
-	_, err := runIn(c.ns, func() error {
+	_, err := c.ns.DoWithInode(func() error {
 		var err error
 		data, err = os.ReadFile(name)
 		return err

@@ -8,12 +8,13 @@
 // into a reused row without reflection or per-attribute allocations.
 //
 // A netlink socket belongs to the network namespace it was created in, so
-// Dump enters the target namespace on a locked OS thread only for the
-// socket(2) call and talks to the kernel from any thread afterwards.
+// Dump enters the target namespace (a pkg/netns Namespace) on a locked OS
+// thread only for the socket(2) call and talks to the kernel from any thread
+// afterwards.
 //
 // Usage:
 //
-//	err := sockdiag.Dump(ctx, sockdiag.NamespaceByName("blue"), sockdiag.Request{
+//	err := sockdiag.Dump(ctx, netns.ByName("blue"), sockdiag.Request{
 //		Protos: []sock.Proto{sock.ProtoTCP},
 //		States: sock.AllStates,
 //	}, func(s *sock.Socket) error {
@@ -30,6 +31,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 )
 
@@ -89,7 +91,7 @@ var ErrInterrupted = errors.New("dump interrupted by concurrent changes, retries
 type Error struct {
 	Proto  sock.Proto // 0 when the failure is not specific to a protocol
 	Family uint8      // 0 for UNIX or when not specific to a family
-	NS     Namespace
+	NS     netns.Namespace
 	Err    error
 }
 
@@ -120,7 +122,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // unchanged. If the kernel marks a dump inconsistent (NLM_F_DUMP_INTR) the
 // pass is run again, at most 3 times in all; rows already delivered (same
 // cookie) are not delivered twice. Other failures are *Error values.
-func Dump(ctx context.Context, ns Namespace, req Request, fn func(*sock.Socket) error) error {
+func Dump(ctx context.Context, ns netns.Namespace, req Request, fn func(*sock.Socket) error) error {
 	if fn == nil {
 		return &Error{NS: ns, Err: errors.New("nil row callback")}
 	}
@@ -162,7 +164,7 @@ func Dump(ctx context.Context, ns Namespace, req Request, fn func(*sock.Socket) 
 // (IPv4, or IPv6 including v4-mapped). A listener or an unconnected UDP
 // socket is found with a zero peer (0.0.0.0:0 or [::]:0). The returned row is
 // the caller's to keep. A missing socket gives an error wrapping ErrNotFound.
-func Lookup(ctx context.Context, ns Namespace, proto sock.Proto, local, peer netip.AddrPort) (*sock.Socket, error) {
+func Lookup(ctx context.Context, ns netns.Namespace, proto sock.Proto, local, peer netip.AddrPort) (*sock.Socket, error) {
 	family := uint8(unix.AF_INET6)
 	if local.Addr().Is4() {
 		family = unix.AF_INET

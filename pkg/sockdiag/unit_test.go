@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 )
 
@@ -282,14 +283,14 @@ func TestParseProcRaw(t *testing.T) {
 }
 
 func TestErrorNamesProtocolAndNamespace(t *testing.T) {
-	err := &Error{Proto: sock.ProtoTCP, Family: unix.AF_INET6, NS: NamespaceByName("x"), Err: syscall.EPERM}
+	err := &Error{Proto: sock.ProtoTCP, Family: unix.AF_INET6, NS: netns.ByName("x"), Err: syscall.EPERM}
 	if got, want := err.Error(), "sock_diag tcp/inet6 in netns /run/netns/x: operation not permitted"; got != want {
 		t.Errorf("%q, want %q", got, want)
 	}
 	if !errors.Is(err, syscall.EPERM) {
 		t.Error("errno not unwrapped")
 	}
-	u := &Error{Proto: sock.ProtoUNIX, Family: unix.AF_UNIX, NS: Namespace{}, Err: syscall.EPERM}
+	u := &Error{Proto: sock.ProtoUNIX, Family: unix.AF_UNIX, NS: netns.Namespace{}, Err: syscall.EPERM}
 	if got := u.Error(); got != "sock_diag unix in netns self: operation not permitted" {
 		t.Errorf("%q", got)
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/testutil"
 	"golang.org/x/sys/unix"
@@ -29,7 +30,7 @@ func TestUnixVFS(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got *sock.UnixVFS
-	err = Dump(context.Background(), Namespace{}, Request{Protos: []sock.Proto{sock.ProtoUNIX}, States: sock.AllStates},
+	err = Dump(context.Background(), netns.Namespace{}, Request{Protos: []sock.Proto{sock.ProtoUNIX}, States: sock.AllStates},
 		func(s *sock.Socket) error {
 			if s.Unix != nil && s.Unix.Path == path {
 				v := *s.Unix.VFS

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/sockdiag"
 	"github.com/sstrace/sstrace/pkg/testutil"
@@ -377,7 +378,7 @@ func zeroIP(network string) net.IP {
 func sockDiagCookie(t *testing.T, ns *testutil.NS, local, remote net.Addr) uint64 {
 	t.Helper()
 	l, r := unmap(local.(*net.TCPAddr).AddrPort()), unmap(remote.(*net.TCPAddr).AddrPort())
-	s, err := sockdiag.Lookup(context.Background(), sockdiag.NamespaceByName(ns.Name), sock.ProtoTCP, l, r)
+	s, err := sockdiag.Lookup(context.Background(), netns.ByName(ns.Name), sock.ProtoTCP, l, r)
 	if err != nil {
 		t.Fatalf("sock_diag lookup %v -> %v: %v", l, r, err)
 	}

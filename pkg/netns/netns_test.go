@@ -1,0 +1,193 @@
+package netns
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/sstrace/sstrace/pkg/testutil"
+)
+
+// TestResolveErrors: arguments that are not network namespaces fail with a
+// message that begins with the argument and names the problem. None of
+// these needs privileges.
+func TestResolveErrors(t *testing.T) {
+	cases := []struct {
+		arg, want string
+		notExist  bool
+	}{
+		{"/etc/passwd", "/etc/passwd: not a namespace file", false},
+		{"/proc/self/ns/mnt", "/proc/self/ns/mnt: a mount namespace, not a network namespace", false},
+		{"/proc/self/ns/uts", "/proc/self/ns/uts: a UTS namespace, not a network namespace", false},
+		{"/nonexistent/ns", "/nonexistent/ns: file does not exist", true},
+		{"sstrace-no-such-ns", `sstrace-no-such-ns: no network namespace of that name (/run/netns/sstrace-no-such-ns)`, true},
+		// Far above any inode the kernel hands out for namespaces.
+		{"18446744073709551615", "18446744073709551615: no network namespace with that inode", true},
+		{"", `"": empty namespace name`, false},
+	}
+	for _, c := range cases {
+		ns, err := Resolve(c.arg)
+		if err == nil {
+			t.Errorf("Resolve(%q) = %v, want an error", c.arg, ns)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("Resolve(%q) error = %q, want it to start with %q", c.arg, err, c.want)
+		}
+		if c.notExist != errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Resolve(%q): errors.Is(fs.ErrNotExist) = %v, want %v", c.arg, !c.notExist, c.notExist)
+		}
+	}
+}
+
+// TestResolveNameIgnoresCurrentDirectory: a bare name is looked up under
+// /run/netns only, as `ip netns` does, even when the current directory has
+// a namespace file of that name.
+func TestResolveNameIgnoresCurrentDirectory(t *testing.T) {
+	dir := t.TempDir()
+	const name = "sstrace-cwd-ns"
+	if err := os.Symlink("/proc/self/ns/net", filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	if ns, err := Resolve(name); err == nil {
+		t.Fatalf("Resolve(%q) = %v, resolved from the current directory", name, ns)
+	}
+	// Written as a path, the same file is accepted.
+	ns, err := Resolve("./" + name)
+	if err != nil {
+		t.Fatalf("Resolve(./%s): %v", name, err)
+	}
+	if ns.Path != "./"+name {
+		t.Errorf("Resolve(./%s) = %v", name, ns)
+	}
+}
+
+// TestResolveOwn: the caller's namespace by path and by inode.
+func TestResolveOwn(t *testing.T) {
+	self, err := Namespace{}.Inode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := Resolve("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ino, err := ns.Inode(); err != nil || ino != self {
+		t.Errorf("Resolve(/proc/self/ns/net).Inode() = %d, %v; want %d", ino, err, self)
+	}
+	ns, err = Resolve(strconv.FormatUint(self, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns != (Namespace{}) {
+		t.Errorf("Resolve(own inode) = %v, want the zero Namespace", ns)
+	}
+}
+
+// TestResolveNamed: a namespace made by `ip netns add` resolves by name,
+// path and inode, all to something with its inode.
+func TestResolveNamed(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := testutil.NewNS(t)
+	for _, arg := range []string{n.Name, RunDir + "/" + n.Name, strconv.FormatUint(n.Inode, 10)} {
+		ns, err := Resolve(arg)
+		if err != nil {
+			t.Errorf("Resolve(%q): %v", arg, err)
+			continue
+		}
+		if ino, err := ns.Inode(); err != nil || ino != n.Inode {
+			t.Errorf("Resolve(%q) = %v with inode %d, %v; want %d", arg, ns, ino, err, n.Inode)
+		}
+	}
+	if ns, _ := Resolve(n.Name); ns != ByName(n.Name) {
+		t.Errorf("Resolve(%q) = %v, want %v", n.Name, ns, ByName(n.Name))
+	}
+}
+
+// TestDo: Do runs in the namespace and comes back; DoWithInode reports the
+// namespace's inode; a missing or wrong namespace fails clearly.
+func TestDo(t *testing.T) {
+	self, err := Namespace{}.Inode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The own namespace needs no privileges.
+	ino, err := Namespace{}.DoWithInode(func() error { return nil })
+	if err != nil || ino != self {
+		t.Errorf("DoWithInode(self) = %d, %v; want %d", ino, err, self)
+	}
+	err = ByName("sstrace-no-such-ns").Do(func() error { return nil })
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), `no network namespace named "sstrace-no-such-ns"`) {
+		t.Errorf("Do(missing name) = %v", err)
+	}
+	err = ByPID(1 << 30).Do(func() error { return nil })
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "no process 1073741824") {
+		t.Errorf("Do(missing pid) = %v", err)
+	}
+	err = Namespace{Path: "/proc/self/ns/ipc"}.Do(func() error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "an IPC namespace, not a network namespace") {
+		t.Errorf("Do(ipc namespace) = %v", err)
+	}
+
+	testutil.RequireRoot(t)
+	n := testutil.NewNS(t)
+	var inside uint64
+	ino, err = ByName(n.Name).DoWithInode(func() error {
+		var err error
+		inside, err = statIno(selfPath)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ino != n.Inode || inside != n.Inode {
+		t.Errorf("DoWithInode(%s) = %d, ran in %d; want %d", n.Name, ino, inside, n.Inode)
+	}
+	if now, err := (Namespace{}).Inode(); err != nil || now != self {
+		t.Errorf("after Do, own namespace is %d, %v; want %d", now, err, self)
+	}
+	sentinel := errors.New("from fn")
+	if err := ByName(n.Name).Do(func() error { return sentinel }); err != sentinel {
+		t.Errorf("Do returned %v, want fn's error unchanged", err)
+	}
+}
+
+func TestAllFindsTestNamespaces(t *testing.T) {
+	testutil.RequireRoot(t)
+	a := testutil.NewNS(t)
+	b := testutil.NewNS(t)
+	list, err := All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := make(map[uint64]int)
+	for _, ns := range list {
+		ino, err := ns.Inode()
+		if err != nil {
+			continue // a process went away since the listing
+		}
+		inodes[ino]++
+	}
+	for ino, n := range inodes {
+		if n > 1 {
+			t.Errorf("namespace inode %d listed %d times", ino, n)
+		}
+	}
+	self, err := Namespace{}.Inode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []uint64{a.Inode, b.Inode, self} {
+		if inodes[want] != 1 {
+			t.Errorf("namespace inode %d not listed once (%d)", want, inodes[want])
+		}
+	}
+	if list[0].Path != "" {
+		t.Errorf("first namespace is %v, want our own (zero value)", list[0])
+	}
+}
