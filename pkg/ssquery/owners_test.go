@@ -1,4 +1,4 @@
-package main
+package ssquery
 
 import (
 	"context"
@@ -42,14 +42,14 @@ func listenerInode(t *testing.T) uint64 {
 	return st.Ino
 }
 
-// TestProcAttribution checks that rows handed over while the process scan
+// TestAttribution checks that rows handed over while the process scan
 // runs come out in order, with their processes, and unaffected by the dump
 // reusing its row.
-func TestProcAttribution(t *testing.T) {
+func TestAttribution(t *testing.T) {
 	testutil.RequireRoot(t)
 	inode := listenerInode(t)
 
-	p := startProcAttribution(context.Background())
+	p := startAttribution(context.Background(), ProcScan{})
 	sink := &recordSink{}
 	// One row value reused for every add, as sockdiag does.
 	row := &sock.Socket{Proto: sock.ProtoTCP, Family: unix.AF_INET, State: sock.Listen}
@@ -98,12 +98,12 @@ func TestProcAttribution(t *testing.T) {
 	}
 }
 
-// TestProcAttributionFailure checks that a failed scan fails every add and
+// TestAttributionFailure checks that a failed scan fails every add and
 // the finish, and hands no row to the sink.
-func TestProcAttributionFailure(t *testing.T) {
+func TestAttributionFailure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the scan fails at once with the context's error
-	p := startProcAttribution(ctx)
+	p := startAttribution(ctx, ProcScan{})
 	sink := &recordSink{}
 	err := p.finish(sink)
 	if !errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "processes: ") {

@@ -1,11 +1,8 @@
-package main
+package ssquery
 
 import (
 	"bytes"
 	"fmt"
-	"github.com/sstrace/sstrace/pkg/cgroup2"
-	"github.com/sstrace/sstrace/pkg/filter"
-	"github.com/sstrace/sstrace/pkg/netns"
 	"net"
 	"os"
 	"slices"
@@ -13,6 +10,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/cgroup2"
+	"github.com/sstrace/sstrace/pkg/filter"
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/ssfmt"
 	"github.com/sstrace/sstrace/pkg/ssfmt/sysnames"
 )
@@ -25,7 +25,8 @@ import (
 // it (entering a namespace costs system calls, listing interfaces a
 // netlink dump).
 type netnsEnv struct {
-	name string
+	name string          // -N NAME, "" for the caller's own
+	ns   netns.Namespace // the namespace name is
 
 	portsOnce sync.Once
 	ports     ssfmt.PortRange
@@ -37,7 +38,13 @@ type netnsEnv struct {
 
 // newNetnsEnv describes the namespace name ("" is the caller's own); it
 // reads nothing yet.
-func newNetnsEnv(name string) *netnsEnv { return &netnsEnv{name: name} }
+func newNetnsEnv(name string) *netnsEnv {
+	e := &netnsEnv{name: name}
+	if name != "" {
+		e.ns = netns.ByName(name)
+	}
+	return e
+}
 
 // sockstat reads the -s counters: /proc/net/sockstat, sockstat6 and snmp.
 // Read them before anything opens a socket in the namespace (the interface
@@ -45,7 +52,7 @@ func newNetnsEnv(name string) *netnsEnv { return &netnsEnv{name: name} }
 // grace period.
 func (e *netnsEnv) sockstat() (ssfmt.SockStat, error) {
 	var st ssfmt.SockStat
-	err := inNetns(e.name, func() error {
+	err := e.ns.Do(func() error {
 		// thread-self: /proc/self/net is the main thread's namespace.
 		for _, f := range []string{"sockstat", "sockstat6"} {
 			b, err := readProcFile("/proc/thread-self/net/" + f)
@@ -72,7 +79,7 @@ func (e *netnsEnv) sockstat() (ssfmt.SockStat, error) {
 // PortRange means the same to ssfmt.
 func (e *netnsEnv) portRange() ssfmt.PortRange {
 	e.portsOnce.Do(func() {
-		_ = inNetns(e.name, func() error {
+		_ = e.ns.Do(func() error {
 			// Network sysctls answer for the reading thread's namespace.
 			b, err := readProcFile("/proc/sys/net/ipv4/ip_local_port_range")
 			if err != nil {
@@ -91,7 +98,7 @@ func (e *netnsEnv) portRange() ssfmt.PortRange {
 // first use.
 func (e *netnsEnv) interfaces() (map[uint32]string, error) {
 	e.ifacesOnce.Do(func() {
-		e.ifacesErr = inNetns(e.name, func() error {
+		e.ifacesErr = e.ns.Do(func() error {
 			ifs, err := net.Interfaces()
 			if err != nil {
 				return fmt.Errorf("list interfaces: %w", err)
@@ -157,14 +164,4 @@ func readProcFile(path string) ([]byte, error) {
 		}
 		b = b[:len(b)+n]
 	}
-}
-
-// inNetns runs fn on an OS thread inside the named namespace
-// (/run/netns/NAME), or in the caller's namespace for "".
-func inNetns(name string, fn func() error) error {
-	ns := netns.Namespace{}
-	if name != "" {
-		ns = netns.ByName(name)
-	}
-	return ns.Do(fn)
 }

@@ -1,7 +1,8 @@
-package main
+package ssquery
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -12,7 +13,7 @@ import (
 // and the -F file the way ss does: the expression is the arguments' words
 // followed by the file's. Names in the filter resolve in the listed
 // namespace: interfaces and the local port range are the namespace's.
-func parseQuery(args []string, file string, sel *selection, env *netnsEnv) (*filter.Query, error) {
+func parseQuery(args []string, file string, stdin io.Reader, sel *Selection, env *netnsEnv) (*filter.Query, error) {
 	opts := filter.ParseOptions{
 		DefaultStates: sel.states,
 		Family:        uint8(sel.preferred),
@@ -41,7 +42,10 @@ func parseQuery(args []string, file string, sel *selection, env *netnsEnv) (*fil
 	}
 	// ss reads standard input for any -F argument starting with "-".
 	if strings.HasPrefix(file, "-") {
-		return filter.ParseReader(args, os.Stdin, opts)
+		if stdin == nil {
+			stdin = os.Stdin
+		}
+		return filter.ParseReader(args, stdin, opts)
 	}
 	f, err := os.Open(file)
 	if err != nil {

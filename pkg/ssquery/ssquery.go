@@ -1,0 +1,279 @@
+// Package ssquery answers one `ss` query over any source of socket rows:
+// it turns ss's options into a selection of tables, families and states,
+// parses the state words and filter expression, asks a Source for the rows,
+// matches the filter on each, attributes owners for -p and renders the result
+// exactly as iproute2's ss prints it (pkg/ssfmt), or as JSON lines.
+//
+// A one-shot `sstrace ss` and a query to the daemon differ only in their
+// Source and, for -p, their Owners:
+//
+//	var o ssquery.Options
+//	o.Selection.Table(ssquery.TCP) // -t, in command-line order
+//	o.Selection.All()              // -a
+//	o.Numeric = true               // -n
+//	err := ssquery.Run(ctx, os.Stdout, os.Stderr, o, []string{"dport", "=", ":22"},
+//		ssquery.LiveSource{})
+//
+// Why one function, Run, and not a Query type with Parse and Run: ss parses
+// its filter only after it has printed the -s summary, and it reads the
+// filter's names (interfaces, the port range) in the namespace it lists;
+// splitting parse from run would either change that order or make the
+// caller carry the namespace environment between the two. Options is a
+// plain value (Run copies it and never changes the caller's), so a daemon
+// can build one per request.
+//
+// What Run reads besides the rows (the local port range, interface names,
+// /proc/net/sockstat for -s, /etc/netns/NAME for names) it reads from the
+// namespace Options.NetNS names, on first use only: `ss -tan` reads none of
+// it.
+package ssquery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/filter"
+	"github.com/sstrace/sstrace/pkg/netns"
+	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/ssfmt"
+)
+
+// Options are the switches and inputs of one ss query, named after ss's
+// options.
+type Options struct {
+	// Selection is what -t, -u, -w, -x, -4, -6, -f, -A, -a and -l chose,
+	// applied in command-line order. The zero value is ss's default.
+	Selection Selection
+
+	Numeric   bool // -n: no service names
+	Resolve   bool // -r: host names (from /etc/hosts only)
+	Processes bool // -p: owning processes, from Owners
+	Timers    bool // -o: timer information
+	Extended  bool // -e: detailed socket information
+	Memory    bool // -m: socket memory
+	Info      bool // -i: TCP information
+	Summary   bool // -s: the sockstat summary first
+	NoHeader  bool // -H: no header line
+	OneLine   bool // -O: one line per socket
+	JSON      bool // --json: one JSON object per socket per line
+
+	// NetNS is -N NAME: the `ip netns` name of the namespace listed,
+	// whose environment (port range, interfaces, sockstat, /etc/netns/NAME)
+	// Run reads; "" is the caller's own. The Source must serve the same
+	// namespace's rows.
+	NetNS string
+	// FilterFile is -F FILE: filter words read after the arguments'. A
+	// name starting with "-" reads Stdin, as ss does.
+	FilterFile string
+	// Stdin is what -F - reads; nil means os.Stdin.
+	Stdin io.Reader
+	// Owners answers -p; nil means ProcScan{}.
+	Owners Owners
+}
+
+// Run is one ss query: it prints the -s summary if asked (and stops there
+// when nothing else was), parses the state words and filter in args, asks
+// src for the selected tables in ss's order, keeps the rows the filter
+// matches, adds owners under -p and renders them to stdout. Notes ss prints
+// instead of an empty table ("no socket tables to show with such filter.")
+// go to stderr. Errors are one line starting with "ss: ".
+func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []string, src Source) error {
+	sel := opts.Selection // a copy: finish must not change the caller's
+	if opts.NetNS != "" {
+		if _, err := os.Stat(netns.ByName(opts.NetNS).Path); err != nil {
+			return fmt.Errorf("ss: cannot open network namespace %q: %w", opts.NetNS, unwrapPathErr(err))
+		}
+	}
+	if len(sel.unsupported) > 0 {
+		return fmt.Errorf("ss: sstrace does not dump %s sockets (it dumps tcp, udp, raw and unix)", sel.unsupported[0])
+	}
+	env := newNetnsEnv(opts.NetNS)
+
+	// ss prints the summary before it even parses the filter, and stops
+	// there when nothing else was asked for.
+	if opts.Summary {
+		st, err := env.sockstat()
+		if err != nil {
+			return fmt.Errorf("ss: %w", err)
+		}
+		if err := ssfmt.Summary(stdout, st); err != nil {
+			return err
+		}
+		if !sel.chosen && len(args) == 0 {
+			return nil
+		}
+	}
+
+	sel.finish()
+	q, err := parseQuery(args, opts.FilterFile, opts.Stdin, &sel, env)
+	if err != nil {
+		return fmt.Errorf("ss: %w", err)
+	}
+	states := q.States
+	if sel.tables == 0 {
+		fmt.Fprintln(stderr, "ss: no socket tables to show with such filter.")
+		return nil
+	}
+	if sel.families == 0 {
+		fmt.Fprintln(stderr, "ss: no families to show with such filter.")
+		return nil
+	}
+	if states == 0 {
+		fmt.Fprintln(stderr, "ss: no socket states to show with such filter.")
+		return nil
+	}
+
+	var attr *attribution
+	if opts.Processes {
+		owners := opts.Owners
+		if owners == nil {
+			owners = ProcScan{}
+		}
+		scanCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		attr = startAttribution(scanCtx, owners)
+	}
+
+	var sink rowSink
+	names := env.names(opts.Extended || opts.JSON)
+	var ports ssfmt.PortRange
+	if !opts.Numeric {
+		ports = env.portRange() // only service names depend on it
+	}
+	if opts.JSON {
+		sink = jsonSink{ssfmt.NewJSONWriter(stdout, names)}
+	} else {
+		sink = ssfmt.NewTable(stdout, ssfmt.Options{
+			ShowNetid: sel.showNetid(),
+			ShowState: showState(states),
+			NoHeader:  opts.NoHeader,
+			Numeric:   opts.Numeric,
+			Resolve:   opts.Resolve,
+			Processes: opts.Processes,
+			Timers:    opts.Timers || opts.Extended,
+			Extended:  opts.Extended,
+			Memory:    opts.Memory,
+			Info:      opts.Info,
+			OneLine:   opts.OneLine,
+			Width:     terminalWidth(stdout),
+			Ephemeral: ports,
+			Names:     names,
+		})
+	}
+
+	emit := func(s *sock.Socket) error {
+		if !q.Match(s) {
+			return nil
+		}
+		if attr != nil {
+			return attr.add(s, sink)
+		}
+		sink.Add(s)
+		return nil
+	}
+	dumpErr := dump(ctx, src, &sel, states, q, &opts, emit)
+	if attr != nil {
+		// A failed scan (which also stops the dump) prints nothing, not
+		// even the header, as when ss -p scans first.
+		if err := attr.finish(sink); err != nil {
+			return fmt.Errorf("ss: %w", err)
+		}
+	}
+	closeErr := sink.Close()
+	if dumpErr != nil {
+		return fmt.Errorf("ss: %w", dumpErr)
+	}
+	return closeErr
+}
+
+// dump asks src for the tables in ss's order: unix, raw, udp, tcp, each
+// inet one IPv4 first (unless -6 was preferred), and passes the rows of the
+// selected UNIX types and families to emit.
+func dump(ctx context.Context, src Source, sel *Selection, states sock.StateSet,
+	q *filter.Query, o *Options, emit func(*sock.Socket) error) error {
+	kernelStates := states &^ 1
+	if kernelStates.Has(sock.SynRecv) {
+		// Request sockets are NEW_SYN_RECV in the kernel; ss gets them
+		// when it asks for SYN-RECV.
+		kernelStates = kernelStates.With(sock.NewSynRecv)
+	}
+	if sel.tables&unixTables != 0 && sel.hasFamily(afUnix) {
+		err := src.Dump(ctx, Request{
+			Protos: []sock.Proto{sock.ProtoUNIX},
+			States: kernelStates,
+			Mem:    o.Memory,
+		}, func(s *sock.Socket) error {
+			if !sel.unixTypeSelected(s) {
+				return nil
+			}
+			return emit(s)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, p := range [...]struct {
+		table Table
+		proto sock.Proto
+	}{{RAW, sock.ProtoRAW}, {UDP, sock.ProtoUDP}, {TCP, sock.ProtoTCP}} {
+		if !sel.hasTable(p.table) {
+			continue
+		}
+		fams := sel.inetFamilies()
+		if len(fams) == 0 {
+			continue
+		}
+		err := src.Dump(ctx, Request{
+			Protos:   []sock.Proto{p.proto},
+			Families: fams,
+			States:   kernelStates,
+			Bytecode: q.Bytecode,
+			Info:     o.Info && p.proto == sock.ProtoTCP,
+			Mem:      o.Memory,
+		}, func(s *sock.Socket) error {
+			if !sel.hasFamily(int(s.Family)) {
+				return nil
+			}
+			return emit(s)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jsonSink drops JSONWriter.Add's error: a write error comes back from
+// Close, which flushes.
+type jsonSink struct{ *ssfmt.JSONWriter }
+
+func (j jsonSink) Add(s *sock.Socket) { _ = j.JSONWriter.Add(s) }
+
+// terminalWidth is the width ss would use: the terminal's when stdout is
+// one, else 0 (ss's compact layout).
+func terminalWidth(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok {
+		return 0
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Col == 0 {
+		return 0
+	}
+	return int(ws.Col)
+}
+
+// unwrapPathErr drops the path from an *os.PathError: the message names the
+// namespace the user's way instead.
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
