@@ -1,0 +1,893 @@
+// Package table is sstrace's always-current table of the host's TCP sockets,
+// with the history of every connection: seeded from a sock_diag dump of
+// every network namespace, then kept exact by the tracer's events, keyed by
+// the socket cookie (the number sock_diag reports as idiag_cookie).
+//
+// Seeding without a race: the caller attaches the tracer first and feeds
+// every event to Apply from the start; while the table is seeding it only
+// buffers them. The caller then dumps every namespace and hands the rows to
+// Seed, and EndSeed applies the buffered events by cookie, in order, each
+// only if it continues from the state the dump saw (an event the dump already
+// reflects is skipped). So a socket born, changed or gone during the dump
+// ends up right. Reseeds after lost events work the same way.
+//
+// What the stream does not show is modelled (shared/SS-REFERENCE.md): a
+// FIN_WAIT2 or CLOSING -> CLOSE with the peer's FIN in leaves a TIME-WAIT
+// minisocket with the same cookie, and a FIN_WAIT2 -> CLOSE without it an
+// orphaned FIN-WAIT-2 one; no event announces their expiry, so Reconcile
+// compares them with a state-filtered dump, and counts every correction by
+// cause. Request sockets (SYN-RECV in ss) are not tracked: no event shows
+// them; queries that need them ask sock_diag.
+//
+// Memory: a live socket costs one record; a closed connection is kept, for
+// `history` and for queries of the past, until Options.Retain or
+// Options.RetainMax drops it. Records store transitions compactly (16 bytes
+// each, monotonic nanoseconds) and are expanded into Conn copies on query.
+//
+// All methods are safe for concurrent use: Apply runs in the event loop,
+// queries in the daemon's request handlers.
+package table
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/event"
+	"github.com/sstrace/sstrace/pkg/owner"
+	"github.com/sstrace/sstrace/pkg/sock"
+)
+
+// Options configure a Table. The zero value is usable.
+type Options struct {
+	// Retain is how long closed connections are kept (default 15m).
+	Retain time.Duration
+	// RetainMax is how many closed connections are kept at most
+	// (default 1 000 000); the oldest go first.
+	RetainMax int
+	// Resolve finds the cookie of a socket whose event carries none
+	// (kernels without the cookie helper, for sockets nobody asked a
+	// cookie for), by namespace and addresses through sock_diag. nil:
+	// such sockets are keyed by their kernel address.
+	Resolve func(e *event.Event) (uint64, bool)
+}
+
+// Default retention.
+const (
+	DefaultRetain    = 15 * time.Minute
+	DefaultRetainMax = 1_000_000
+)
+
+// Correction causes (Stats.Corrections keys).
+const (
+	// CauseTimeWaitExpired: a minisocket the kernel dropped (expected:
+	// no event announces it).
+	CauseTimeWaitExpired = "timewait_expired"
+	// CauseTimeWaitMissing: the table expected a minisocket the kernel
+	// never made (tw bucket overflow, or a FIN-WAIT-2 timeout).
+	CauseTimeWaitMissing = "timewait_missing"
+	// CauseMissingInTable: the kernel has a socket the table lacked.
+	CauseMissingInTable = "missing_in_table"
+	// CauseGoneFromKernel: the table had a socket the kernel no longer has.
+	CauseGoneFromKernel = "gone_from_kernel"
+	// CauseStateMismatch: the kernel shows another state than the table.
+	CauseStateMismatch = "state_mismatch"
+	// CauseSeedMismatch: an event did not continue from any state the
+	// seed saw for its socket.
+	CauseSeedMismatch = "seed_mismatch"
+)
+
+// Table is the socket table. Create it with New.
+type Table struct {
+	mu     sync.RWMutex
+	opts   Options
+	owners *owner.Tracker
+
+	// live holds every socket the kernel has (full sockets and
+	// minisockets), by key: the cookie, or the kernel address for a
+	// socket without one (kernel addresses never collide with cookies,
+	// which count up from 1).
+	live map[uint64]*record
+	// closed holds gone connections, oldest first, from closedHead on.
+	closed     []*record
+	closedHead int
+
+	seeding bool
+	buffer  []event.Event
+	// seedStart is the monotonic time the current seed began.
+	seedStart int64
+	// started is the monotonic time of the first seed: the table knows
+	// nothing before it.
+	started int64
+	seeded  bool
+
+	// monoToWall converts monotonic nanoseconds to Unix nanoseconds.
+	monoToWall int64
+
+	stats counters
+	gaps  []Gap
+	subs  map[*Subscription]struct{}
+}
+
+// Gap is a window in which events were lost.
+type Gap struct {
+	From, To time.Time
+	Lost     uint64
+}
+
+type counters struct {
+	events      uint64
+	lost        uint64
+	reseeds     uint64
+	corrections map[string]uint64
+	transitions [sock.MaxState + 1][sock.MaxState + 1]uint64
+	outcomes    map[Outcome]uint64
+	expired     uint64
+	dropped     uint64 // closed connections dropped by retention
+	lifetimes   Histogram
+	inState     [sock.MaxState + 1]Histogram
+}
+
+// New returns an empty table, in seeding mode: Apply buffers events until
+// EndSeed.
+func New(opts Options) *Table {
+	if opts.Retain <= 0 {
+		opts.Retain = DefaultRetain
+	}
+	if opts.RetainMax <= 0 {
+		opts.RetainMax = DefaultRetainMax
+	}
+	t := &Table{
+		opts:    opts,
+		owners:  owner.New(),
+		live:    make(map[uint64]*record),
+		seeding: true,
+		subs:    make(map[*Subscription]struct{}),
+	}
+	t.stats.corrections = make(map[string]uint64)
+	t.stats.outcomes = make(map[Outcome]uint64)
+	t.stats.lifetimes = newHistogram()
+	for i := range t.stats.inState {
+		t.stats.inState[i] = newHistogram()
+	}
+	t.monoToWall = time.Now().UnixNano() - monoNow()
+	return t
+}
+
+// monoNow reads CLOCK_MONOTONIC, the clock of the kernel's event times.
+func monoNow() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+func (t *Table) wall(mono int64) time.Time {
+	if mono == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, mono+t.monoToWall)
+}
+
+func (t *Table) mono(w time.Time) int64 { return w.UnixNano() - t.monoToWall }
+
+// key is the table key of an event's socket.
+func key(e *event.Event) uint64 {
+	if e.Cookie != 0 {
+		return e.Cookie
+	}
+	return e.Sock
+}
+
+// BeginSeed starts a (re)seed: from now on Apply buffers events until
+// EndSeed. Call it before dumping.
+func (t *Table) BeginSeed() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seeding = true
+	t.seedStart = monoNow()
+}
+
+// Seed adds the rows of a dump begun after BeginSeed (TCP sockets of every
+// namespace, all states), with the owners of their inodes when known (from
+// a process scan). On a reseed, sockets the table has that the dump lacks,
+// and that had no event since BeginSeed, are closed as gone (a correction),
+// and sockets the dump shows in another state are corrected.
+func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	first := !t.seeded
+	if first {
+		t.started = t.seedStart
+	}
+	inDump := make(map[uint64]bool, len(rows))
+	for _, s := range rows {
+		if s.Proto != sock.ProtoTCP || s.State == sock.NewSynRecv || s.Cookie == 0 {
+			continue // request sockets are not tracked (see the package doc)
+		}
+		inDump[s.Cookie] = true
+		r := t.live[s.Cookie]
+		if r != nil {
+			r.seedState = r.state
+			if r.state != s.State && !r.changedSince(t.seedStart) {
+				t.stats.corrections[CauseStateMismatch]++
+				r.gap = true
+				r.setState(s.State)
+				r.seedState = s.State
+			}
+			if r.inode == 0 {
+				r.inode = s.Inode
+			}
+			continue
+		}
+		r = &record{
+			cookie: s.Cookie, netns: s.NetNS, family: s.Family,
+			local: s.Local, peer: s.Peer,
+			opened: t.seedStart, uid: s.UID, inode: s.Inode,
+			origin: OriginBeforeStart,
+		}
+		r.setState(s.State)
+		r.seedState = s.State
+		if !first {
+			r.origin = OriginUnknown
+			r.gap = true
+			t.stats.corrections[CauseMissingInTable]++
+		}
+		if o, ok := owners[s.Inode]; ok && s.Inode != 0 {
+			r.owner = o
+			t.owners.Set(s.Cookie, s.NetNS, s.State, s.Local, o)
+		}
+		t.live[s.Cookie] = r
+	}
+	if !first {
+		for k, r := range t.live {
+			if k != r.cookie || inDump[k] || r.changedSince(t.seedStart) {
+				continue
+			}
+			t.stats.corrections[CauseGoneFromKernel]++
+			r.gap = true
+			t.retire(k, r, t.seedStart, OutcomeUnknown)
+		}
+		t.owners.Prune(func(c uint64) bool { return t.live[c] != nil })
+	}
+}
+
+// EndSeed applies the events buffered since BeginSeed and returns to live
+// mode. The table is seeded from then on.
+func (t *Table) EndSeed() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range t.buffer {
+		t.apply(&t.buffer[i], true)
+	}
+	t.buffer = nil
+	for _, r := range t.live {
+		r.seedState = 0
+	}
+	t.seeding = false
+	if !t.seeded {
+		t.seeded = true
+	} else {
+		t.stats.reseeds++
+	}
+}
+
+// Seeded reports whether the first seed has completed.
+func (t *Table) Seeded() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.seeded
+}
+
+// Apply takes one event from the tracer (it is copied when kept). It fills
+// e.Owner and e.InState, so that a caller streaming events after Apply
+// shows the owner.
+func (t *Table) Apply(e *event.Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stats.events++
+	if e.Cookie == 0 && t.opts.Resolve != nil {
+		if c, ok := t.opts.Resolve(e); ok {
+			e.Cookie, e.CookieSource = c, event.CookieResolved
+		}
+	}
+	t.monoToWall = e.Time.UnixNano() - int64(e.Mono)
+	t.owners.Observe(e)
+	if t.seeding {
+		t.buffer = append(t.buffer, *e)
+		return
+	}
+	t.apply(e, false)
+}
+
+// apply applies one event; fromSeed says it was buffered during a seed.
+func (t *Table) apply(e *event.Event, fromSeed bool) {
+	k := key(e)
+	r := t.live[k]
+	if r == nil && e.Cookie != 0 {
+		// A cookie-less socket whose cookie came later.
+		if r = t.live[e.Sock]; r != nil && r.cookie == 0 {
+			delete(t.live, e.Sock)
+			r.cookie = e.Cookie
+			t.live[k] = r
+		} else {
+			r = nil
+		}
+	}
+	if r != nil && r.seedState != 0 {
+		// The socket was in the dump: apply only what continues from
+		// the state the dump saw.
+		switch {
+		case e.OldState == r.state:
+			r.seedState = 0
+		case e.NewState == r.state:
+			r.seedState = 0
+			return // the dump already reflects it
+		case fromSeed:
+			return // older than the dump
+		default:
+			t.stats.corrections[CauseSeedMismatch]++
+			r.gap = true
+			r.seedState = 0
+		}
+	}
+	if r != nil && r.minisock {
+		// The kernel address of a closed socket was reused: the new
+		// socket is another connection (cookie-less case only).
+		if e.Cookie == 0 {
+			t.retire(k, r, int64(e.Mono), r.outcome)
+			r = nil
+		}
+	}
+	t.stats.transitions[e.OldState%(sock.MaxState+1)][e.NewState%(sock.MaxState+1)]++
+	if e.InState > 0 {
+		t.stats.inState[e.OldState%(sock.MaxState+1)].observe(e.InState.Seconds())
+	}
+	if r == nil {
+		r = &record{
+			cookie: e.Cookie, netns: e.NetNS, family: e.Family,
+			opened: int64(e.Mono), origin: originOf(e), uid: e.Owner.UID,
+		}
+		if r.origin == OriginUnknown {
+			r.gap = t.inGap(int64(e.Mono))
+		}
+		t.live[k] = r
+	}
+	r.local, r.peer = e.Local, e.Peer
+	r.owner = e.Owner
+	if r.uid == 0 {
+		r.uid = e.Owner.UID
+	}
+	r.addTransition(e)
+	r.setState(e.NewState)
+	t.publish(e, nil)
+	if e.NewState != sock.Close {
+		return
+	}
+	r.final = e.Final
+	r.fullClosed = int64(e.Mono)
+	outcome, by := classify(r, e)
+	r.by = by
+	if r.origin == OriginListen {
+		outcome = OutcomeClosed
+	}
+	if ms, ok := minisocketAfter(e); ok && r.origin != OriginListen {
+		// The connection lives on in the kernel as a minisocket.
+		r.minisock = true
+		r.outcome = outcome
+		r.setState(ms)
+		t.stats.outcomes[outcome]++
+		return
+	}
+	t.stats.outcomes[outcome]++
+	t.retire(k, r, int64(e.Mono), outcome)
+}
+
+// originOf says how a socket first seen at e began.
+func originOf(e *event.Event) Origin {
+	switch {
+	case e.OldState == sock.Close && e.NewState == sock.SynSent:
+		return OriginConnect
+	case e.OldState == sock.Listen && e.NewState == sock.SynRecv:
+		return OriginAccept
+	case e.OldState == sock.Close && e.NewState == sock.Listen:
+		return OriginListen
+	}
+	return OriginUnknown
+}
+
+// minisocketAfter tells whether a transition to CLOSE hands the connection
+// to a minisocket, and which state it shows: tcp_time_wait() runs from
+// FIN_WAIT2 (the peer's FIN came: TIME-WAIT; it did not: an orphaned
+// FIN-WAIT-2 minisocket) and from CLOSING (TIME-WAIT).
+func minisocketAfter(e *event.Event) (sock.State, bool) {
+	if e.Final.Err != 0 {
+		return 0, false
+	}
+	switch e.OldState {
+	case sock.Closing:
+		return sock.TimeWait, true
+	case sock.FinWait2:
+		if e.Final.PeerFIN {
+			return sock.TimeWait, true
+		}
+		return sock.FinWait2, true
+	}
+	return 0, false
+}
+
+// classify names how a connection ended, from the transition to CLOSE.
+func classify(r *record, e *event.Event) (Outcome, Side) {
+	switch e.Final.Err {
+	case uint16(unix.ECONNREFUSED):
+		return OutcomeRefused, SidePeer
+	case uint16(unix.ETIMEDOUT):
+		return OutcomeTimeout, SideNone
+	case uint16(unix.EHOSTUNREACH), uint16(unix.ENETUNREACH):
+		return OutcomeUnreachable, SideNone
+	case uint16(unix.ECONNRESET), uint16(unix.EPIPE):
+		return OutcomeReset, SidePeer
+	}
+	first := r.closedFirst()
+	switch e.OldState {
+	case sock.LastAck, sock.FinWait2, sock.Closing, sock.TimeWait:
+		return OutcomeClosed, first
+	case sock.SynSent:
+		// The local side gave up before the handshake ended.
+		return OutcomeAborted, SideLocal
+	}
+	if e.Context == event.ContextProcess {
+		// close() straight to CLOSE: the kernel sent an RST, because
+		// of unread data (aborted) or SO_LINGER 0 (reset).
+		if e.Final.Unread > 0 {
+			return OutcomeAborted, SideLocal
+		}
+		return OutcomeReset, SideLocal
+	}
+	if e.OldState == sock.FinWait1 {
+		return OutcomeClosed, first
+	}
+	return OutcomeUnknown, SideNone
+}
+
+// retire moves a record from the live map to the closed list.
+func (t *Table) retire(k uint64, r *record, at int64, outcome Outcome) {
+	delete(t.live, k)
+	if r.fullClosed == 0 {
+		r.fullClosed = at
+	}
+	r.gone = at
+	r.outcome = outcome
+	r.minisock = r.minisock && r.state != sock.Close
+	r.compact()
+	if r.origin == OriginConnect || r.origin == OriginAccept {
+		t.stats.lifetimes.observe(float64(r.fullClosed-r.opened) / 1e9)
+	}
+	t.closed = append(t.closed, r)
+	if r.origin != OriginListen {
+		t.publish(nil, r)
+	}
+	t.trim(at)
+}
+
+// trim drops closed connections past the retention limits.
+func (t *Table) trim(now int64) {
+	horizon := now - int64(t.opts.Retain)
+	for t.closedHead < len(t.closed) {
+		r := t.closed[t.closedHead]
+		if len(t.closed)-t.closedHead <= t.opts.RetainMax && r.gone >= horizon {
+			break
+		}
+		t.closed[t.closedHead] = nil
+		t.closedHead++
+		t.stats.dropped++
+	}
+	// Compact the queue once half of it is dead.
+	if t.closedHead > 1024 && t.closedHead*2 > len(t.closed) {
+		n := copy(t.closed, t.closed[t.closedHead:])
+		clear(t.closed[n:])
+		t.closed = t.closed[:n]
+		t.closedHead = 0
+	}
+}
+
+// Expire applies the retention window now (the event loop also trims as
+// connections close; this covers a quiet host).
+func (t *Table) Expire() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.trim(monoNow())
+}
+
+// Lost records that the tracer lost events (lost since the previous
+// call): every live connection's history gets a gap mark, and the window
+// since the previous loss check is recorded. The caller then reseeds.
+func (t *Table) Lost(lost uint64, since time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := monoNow()
+	t.stats.lost += lost
+	t.gaps = append(t.gaps, Gap{From: since, To: t.wall(now), Lost: lost})
+	if len(t.gaps) > 1000 {
+		t.gaps = t.gaps[len(t.gaps)-1000:]
+	}
+	for _, r := range t.live {
+		r.gap = true
+	}
+}
+
+// inGap reports whether mono falls within 1 s after a recorded loss.
+func (t *Table) inGap(mono int64) bool {
+	if len(t.gaps) == 0 {
+		return false
+	}
+	g := t.gaps[len(t.gaps)-1]
+	return mono <= t.mono(g.To)+int64(time.Second)
+}
+
+// Gaps returns the loss windows that overlap [from, to].
+func (t *Table) Gaps(from, to time.Time) []Gap {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var out []Gap
+	for _, g := range t.gaps {
+		if !g.To.Before(from) && !g.From.After(to) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// Reconcile compares the table's sockets in states with a dump of those
+// states (every namespace) begun at dumpStart, and corrects the table:
+// minisockets the kernel dropped are retired (CauseTimeWaitExpired),
+// anything else that differs is a correction by cause. Sockets that changed
+// after dumpStart are left alone: the dump may predate their event.
+func (t *Table) Reconcile(states sock.StateSet, rows []*sock.Socket, dumpStart time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	start := t.mono(dumpStart)
+	now := monoNow()
+	inDump := make(map[uint64]*sock.Socket, len(rows))
+	for _, s := range rows {
+		if s.Proto == sock.ProtoTCP && s.Cookie != 0 && states.Has(s.State) {
+			inDump[s.Cookie] = s
+		}
+	}
+	for k, r := range t.live {
+		if !states.Has(r.state) || r.changedSince(start) {
+			continue
+		}
+		s, ok := inDump[r.cookie]
+		if ok {
+			if s.State != r.state {
+				t.stats.corrections[CauseStateMismatch]++
+				r.setState(s.State)
+			}
+			if s.Inode == 0 && r.state == sock.FinWait2 && !r.minisock && r.fullClosed != 0 {
+				r.minisock = true
+			}
+			continue
+		}
+		if r.minisock {
+			t.stats.expired++
+			t.stats.corrections[CauseTimeWaitExpired]++
+			t.retire(k, r, now, r.outcome)
+			continue
+		}
+		t.stats.corrections[CauseGoneFromKernel]++
+		r.gap = true
+		t.retire(k, r, now, OutcomeUnknown)
+	}
+	for c, s := range inDump {
+		if t.live[c] != nil {
+			continue
+		}
+		if t.recentlyClosed(c, start) {
+			continue
+		}
+		// Find it among the closed: a connection whose minisocket the
+		// table did not expect.
+		if r := t.findClosed(c); r != nil && s.Inode == 0 {
+			t.stats.corrections[CauseTimeWaitMissing]++
+			continue
+		}
+		t.stats.corrections[CauseMissingInTable]++
+		r := &record{cookie: c, netns: s.NetNS, family: s.Family, local: s.Local, peer: s.Peer,
+			opened: now, origin: OriginUnknown, gap: true, uid: s.UID, inode: s.Inode}
+		r.setState(s.State)
+		r.minisock = s.Inode == 0 && (s.State == sock.TimeWait || s.State == sock.FinWait2)
+		t.live[c] = r
+	}
+}
+
+// recentlyClosed reports whether a closed connection's record changed
+// after start (so a dump begun at start may show it still alive).
+func (t *Table) recentlyClosed(cookie uint64, start int64) bool {
+	for i := len(t.closed) - 1; i >= t.closedHead; i-- {
+		r := t.closed[i]
+		if r.gone < start {
+			return false
+		}
+		if r.cookie == cookie {
+			return true
+		}
+	}
+	return false
+}
+
+// findClosed finds a closed connection by cookie (newest first).
+func (t *Table) findClosed(cookie uint64) *record {
+	for i := len(t.closed) - 1; i >= t.closedHead; i-- {
+		if t.closed[i].cookie == cookie {
+			return t.closed[i]
+		}
+	}
+	return nil
+}
+
+// ErrBeforeStart is returned for a moment before the table knew anything.
+var ErrBeforeStart = errors.New("before the table was seeded")
+
+// ErrNotSeeded is returned by queries before the first seed completed.
+var ErrNotSeeded = errors.New("the table is still being seeded")
+
+// Rows returns the TCP sockets the kernel had at time at (the zero time:
+// now), as rows for an ss query: state, addresses, namespace, cookie, uid,
+// inode where known and the owner as the only process (fd unknown: -1).
+// Queues, timers and TCP internals are not kept: they are zero. Request
+// sockets (SYN-RECV) are not included.
+func (t *Table) Rows(at time.Time) ([]*sock.Socket, error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if !t.seeded {
+		return nil, ErrNotSeeded
+	}
+	var out []*sock.Socket
+	row := func(r *record, st sock.State) {
+		s := &sock.Socket{
+			Proto: sock.ProtoTCP, Family: r.family, State: st, NetNS: r.netns,
+			Local: r.local, Peer: r.peer, UID: r.uid, Cookie: r.cookie, Inode: r.inode,
+		}
+		if r.minisock && (st == sock.TimeWait || st == sock.FinWait2) {
+			s.Inode = 0
+		}
+		if r.owner.Known() && s.Inode != 0 {
+			s.Procs = []sock.Process{{Comm: r.owner.Comm, PID: int(r.owner.PID), FD: -1}}
+		}
+		out = append(out, s)
+	}
+	if at.IsZero() {
+		out = make([]*sock.Socket, 0, len(t.live))
+		for _, r := range t.live {
+			if r.cookie != 0 {
+				row(r, r.state)
+			}
+		}
+		sortRows(out)
+		return out, nil
+	}
+	m := t.mono(at)
+	if m < t.started {
+		return nil, fmt.Errorf("%s is %w (%s)", at.Format(time.RFC3339Nano), ErrBeforeStart, t.wall(t.started).Format(time.RFC3339Nano))
+	}
+	if t.closedHead > 0 && t.stats.dropped > 0 && t.closedHead < len(t.closed) && m < t.closed[t.closedHead].gone {
+		return nil, fmt.Errorf("%s is older than the retained history (from %s; see --retain)", at.Format(time.RFC3339Nano), t.wall(t.closed[t.closedHead].gone).Format(time.RFC3339Nano))
+	}
+	for _, r := range t.live {
+		if st, ok := r.stateAt(m); ok && r.cookie != 0 {
+			row(r, st)
+		}
+	}
+	for _, r := range t.closed[t.closedHead:] {
+		if r.gone <= m {
+			continue
+		}
+		if st, ok := r.stateAt(m); ok && r.cookie != 0 {
+			row(r, st)
+		}
+	}
+	sortRows(out)
+	return out, nil
+}
+
+// sortRows orders rows by cookie: a stable order, as close as any to the
+// kernel's (which follows its hash tables).
+func sortRows(rows []*sock.Socket) {
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Cookie < rows[j].Cookie })
+}
+
+// Query selects connections for Conns.
+type Query struct {
+	// Since keeps connections alive at or after this time (zero: all).
+	Since time.Time
+	// Closed keeps only closed connections.
+	Closed bool
+	// Listeners includes listening sockets (left out by default).
+	Listeners bool
+	// NetNS keeps one namespace (0: all).
+	NetNS uint64
+	// States keeps live connections in these states (0: any).
+	States sock.StateSet
+	// Match, when set, keeps the connections it accepts.
+	Match func(*Conn) bool
+	// Limit caps the number returned, newest kept (0: no cap).
+	Limit int
+}
+
+// Conns returns copies of the connections q selects, oldest first: closed
+// ones in the order they closed, then live ones by opening time.
+func (t *Table) Conns(q Query) ([]Conn, error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if !t.seeded {
+		return nil, ErrNotSeeded
+	}
+	since := int64(0)
+	if !q.Since.IsZero() {
+		since = t.mono(q.Since)
+	}
+	var out []Conn
+	keep := func(r *record) {
+		if r.origin == OriginListen && !q.Listeners {
+			return
+		}
+		if q.NetNS != 0 && r.netns != q.NetNS {
+			return
+		}
+		if q.States != 0 && !q.States.Has(r.state) {
+			return
+		}
+		c := t.view(r)
+		if q.Match != nil && !q.Match(&c) {
+			return
+		}
+		out = append(out, c)
+	}
+	for _, r := range t.closed[t.closedHead:] {
+		if r.gone >= since {
+			keep(r)
+		}
+	}
+	if !q.Closed {
+		live := make([]*record, 0, len(t.live))
+		for _, r := range t.live {
+			live = append(live, r)
+		}
+		sort.Slice(live, func(i, j int) bool {
+			if live[i].opened != live[j].opened {
+				return live[i].opened < live[j].opened
+			}
+			return live[i].cookie < live[j].cookie
+		})
+		for _, r := range live {
+			keep(r)
+		}
+	}
+	if q.Limit > 0 && len(out) > q.Limit {
+		out = out[len(out)-q.Limit:]
+	}
+	return out, nil
+}
+
+// Lookup returns the connection with this cookie (live first, then the
+// newest closed one).
+func (t *Table) Lookup(cookie uint64) (Conn, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if r := t.live[cookie]; r != nil {
+		return t.view(r), true
+	}
+	if r := t.findClosed(cookie); r != nil {
+		return t.view(r), true
+	}
+	return Conn{}, false
+}
+
+// Now returns the current time on the table's clock.
+func (t *Table) Now() time.Time { return time.Now() }
+
+// Stats are the table's figures for status and metrics.
+type Stats struct {
+	Seeded bool
+	// Started is when the first seed began.
+	Started time.Time
+	// Live counts the kernel's sockets by state (minisockets included).
+	Live map[sock.State]int
+	// LiveByNetNS counts live sockets by namespace inode.
+	LiveByNetNS map[uint64]int
+	// Retained is the number of closed connections kept.
+	Retained int
+	// Events is the number of events applied (or buffered).
+	Events uint64
+	// Lost is the number of events the tracer reported lost.
+	Lost    uint64
+	Reseeds uint64
+	// Corrections counts corrections by cause (Cause* constants).
+	Corrections map[string]uint64
+	// Transitions counts transitions by old and new state.
+	Transitions map[[2]sock.State]uint64
+	// Outcomes counts connections by how they ended.
+	Outcomes map[Outcome]uint64
+	// Dropped counts closed connections dropped by retention.
+	Dropped uint64
+	// MemoryBytes estimates the table's memory (records and transitions).
+	MemoryBytes int64
+	// Lifetimes is the distribution of closed connections' lifetimes
+	// (seconds; connections whose start was seen).
+	Lifetimes Histogram
+	// InState is, per state, the distribution of the time sockets spent
+	// in it before leaving it (seconds).
+	InState map[sock.State]Histogram
+}
+
+// Stats returns a copy of the table's figures.
+func (t *Table) Stats() Stats {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s := Stats{
+		Seeded: t.seeded, Started: t.wall(t.started),
+		Live: map[sock.State]int{}, LiveByNetNS: map[uint64]int{},
+		Retained: len(t.closed) - t.closedHead,
+		Events:   t.stats.events, Lost: t.stats.lost, Reseeds: t.stats.reseeds,
+		Corrections: map[string]uint64{}, Transitions: map[[2]sock.State]uint64{},
+		Outcomes: map[Outcome]uint64{}, Dropped: t.stats.dropped,
+		Lifetimes: t.stats.lifetimes.clone(), InState: map[sock.State]Histogram{},
+	}
+	for st, h := range t.stats.inState {
+		if h.Count > 0 {
+			s.InState[sock.State(st)] = h.clone()
+		}
+	}
+	for _, r := range t.live {
+		s.Live[r.state]++
+		s.LiveByNetNS[r.netns]++
+		s.MemoryBytes += r.size()
+	}
+	for _, r := range t.closed[t.closedHead:] {
+		s.MemoryBytes += r.size()
+	}
+	for k, v := range t.stats.corrections {
+		s.Corrections[k] = v
+	}
+	for k, v := range t.stats.outcomes {
+		s.Outcomes[k] = v
+	}
+	for o := range t.stats.transitions {
+		for n, v := range t.stats.transitions[o] {
+			if v != 0 {
+				s.Transitions[[2]sock.State{sock.State(o), sock.State(n)}] = v
+			}
+		}
+	}
+	return s
+}
+
+// view expands a record into a Conn.
+func (t *Table) view(r *record) Conn {
+	c := Conn{
+		Cookie: r.cookie, NetNS: r.netns, Family: r.family, Local: r.local, Peer: r.peer,
+		State: r.state, Minisocket: r.minisock, Owner: r.owner, Origin: r.origin,
+		Opened: t.wall(r.opened), FullClosed: t.wall(r.fullClosed), Gone: t.wall(r.gone),
+		Outcome: r.outcome, By: r.by, Final: r.final, Gap: r.gap, UID: r.uid, Inode: r.inode,
+	}
+	if r.gone != 0 && !r.minisock {
+		c.State = sock.Close
+	}
+	if len(r.trans) > 0 {
+		c.Transitions = make([]Transition, len(r.trans))
+		for i, tr := range r.trans {
+			c.Transitions[i] = Transition{
+				Time: t.wall(tr.mono), OldState: tr.old, NewState: tr.new, Context: tr.ctx,
+			}
+			if tr.task > 0 && int(tr.task) <= len(r.tasks) {
+				task := r.tasks[tr.task-1]
+				c.Transitions[i].Task = &task
+			}
+		}
+	}
+	return c
+}
