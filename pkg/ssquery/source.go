@@ -109,9 +109,10 @@ func dumpInet(ctx context.Context, ns netns.Namespace, req sockdiag.Request, fam
 		err  error
 	}
 	later := make(chan result, 1)
+	// The goroutine gets a request of its own: req changes below.
+	r := req
+	r.Families = fams[1:]
 	go func() {
-		r := req
-		r.Families = fams[1:]
 		var res result
 		res.err = sockdiag.Dump(laterCtx, ns, r, func(s *sock.Socket) error {
 			res.rows = append(res.rows, sockdiag.Clone(s))
