@@ -36,7 +36,9 @@ const (
 // program for every inet family; family must be AF_INET, AF_INET6 or
 // AF_UNSPEC. ok is false when there is no expression, when some term cannot
 // be expressed (dev; ss then filters in userspace only, and so should the
-// caller), for a UNIX name pattern, and for other families.
+// caller), for a UNIX name pattern, when the program would not fit the
+// kernel's 16-bit lengths (ss sends it truncated; we send none, and Match
+// does all the filtering), and for other families.
 //
 // Mind that the kernel and ss's userspace evaluation differ in places (see
 // Match), so rows the kernel returns must still go through Match.
@@ -52,51 +54,188 @@ func (q *Query) Bytecode(family uint8) (prog []byte, ok bool) {
 	return append([]byte(nil), q.prog...), true
 }
 
+// maxProg is the longest program compile emits, as before: the kernel
+// takes the program in a netlink attribute whose 16-bit length counts its
+// 4-byte header, and an op's 16-bit "no" must still reach one op past the
+// end (len+4, the reject exit). ss sends a longer program with its lengths
+// truncated; we send none and leave the filtering to Match.
+const maxProg = 0xffff - 4
+
 // compile returns the program, or nil and why there is none.
+//
+// It does what ss's ssfilter_bytecompile does (each `and`/`or`/`!` a copy
+// of its operands' programs plus a patch) in one pass over one buffer,
+// because ss's way copies the whole program again at every level of a
+// left-leaning chain, which is quadratic: a 40 000-term `or` allocated
+// gigabytes before the length was checked. Here time is linear in the
+// tree and memory is bounded by maxProg whatever the tree's size; the
+// bytes are the same (compileRef in the tests is ss's algorithm).
+//
+// The reasons for having no program keep their old meaning, with one
+// fixed order: a UNIX name pattern anywhere wins (Match depends on it),
+// then a dev condition, then the length.
 func compile(n Node) ([]byte, string) {
-	prog, err := bytecompile(n)
-	if err != "" {
-		return nil, err
+	why, costly := scan(n)
+	if why != "" {
+		return nil, why
 	}
-	if len(prog) > 0xffff-4 {
+	// Every node but an `and` adds at least one 4-byte op, so a tree this
+	// big cannot fit, and compiling it would only cost time and frames.
+	if costly > maxProg/4 {
 		return nil, noProgLong
 	}
-	return prog, ""
+	var c compiler
+	if !c.run(n) {
+		return nil, noProgLong
+	}
+	return c.prog, ""
 }
 
-func op(code uint8, yes uint8, no uint16) []byte {
-	b := []byte{code, yes, 0, 0}
-	binary.NativeEndian.PutUint16(b[2:], no)
-	return b
+// scan finds the reason a tree has no program, if any, and counts the
+// nodes that emit at least one op (all but And). It walks the tree
+// without recursion, right operands first, so the pending stack holds
+// only the left operands of right-leaning nodes: a parsed `a or b or ...`
+// leans left and needs none.
+func scan(root Node) (why string, costly int) {
+	pending := []Node{root}
+	for len(pending) > 0 {
+		n := pending[len(pending)-1]
+		pending = pending[:len(pending)-1]
+		for descend := true; descend; {
+			descend = false
+			costly++
+			switch x := n.(type) {
+			case And:
+				costly-- // and emits nothing of its own
+				pending = append(pending, x.L)
+				n, descend = x.R, true
+			case Or:
+				pending = append(pending, x.L)
+				n, descend = x.R, true
+			case Not:
+				n, descend = x.X, true
+			case HostCond:
+				if x.Family == unix.AF_UNIX {
+					return noProgUnix, 0
+				}
+			case AutoBound, PortRange, MarkCond, CgroupCond:
+			case DevCond:
+				// ss 6.1: "bytecompile for SSF_DEVCOND not supported yet".
+				why = noProgDev // right to left: the leftmost reason stays
+			default:
+				why = fmt.Sprintf("unknown node %T", n)
+			}
+		}
+	}
+	return why, costly
 }
 
-// Every op's "no" jumps to len+4 of its fragment to mean "fail"; AND moves
-// those failures past the second fragment (ss's ssfilter_patch).
-func patchFails(a []byte, l1, reloc int) bool {
-	for off := 0; off < l1; {
-		no := int(binary.NativeEndian.Uint16(a[off+2:]))
-		remaining := l1 - off
-		if no == remaining+4 {
-			if no+reloc > 0xffff {
+// compiler emits a tree's program into one buffer. Every fragment (the
+// program of a subtree) passes by falling off its end and fails by
+// jumping one op past it; fails holds the offsets of the ops whose "no"
+// is such a fail exit and whose target is not known yet. A fragment's
+// fail exits are always the tail of fails from where it started, since
+// fragments are emitted in order.
+type compiler struct {
+	prog  []byte
+	fails []int
+}
+
+// frame is a node of the tree being compiled and how far it has got.
+type frame struct {
+	n     Node
+	step  uint8
+	fails int // len(fails) when the node started
+	jmp   int // an Or's JMP, patched once its right operand is emitted
+}
+
+// run emits the program of root, and reports false as soon as it grows
+// past maxProg. It uses an explicit stack rather than recursion; compile
+// has bounded the tree's size already.
+func (c *compiler) run(root Node) bool {
+	stack := []frame{{n: root}}
+	for len(stack) > 0 {
+		f := &stack[len(stack)-1]
+		var child Node
+		switch n := f.n.(type) {
+		case And:
+			// The left operand's fail exits become the and's: they jump
+			// past the right operand too (ss's ssfilter_patch).
+			switch f.step {
+			case 0:
+				child = n.L
+			case 1:
+				child = n.R
+			}
+		case Or:
+			switch f.step {
+			case 0:
+				f.fails = len(c.fails)
+				child = n.L
+			case 1:
+				// Left failed: try the right operand, just past the
+				// JMP that skips it when the left one passed.
+				c.resolve(f.fails, len(c.prog)+4)
+				f.jmp = len(c.prog)
+				c.prog = append(c.prog, bcJMP, 4, 0, 0)
+				child = n.R
+			case 2:
+				binary.NativeEndian.PutUint16(c.prog[f.jmp+2:], uint16(len(c.prog)-f.jmp))
+			}
+		case Not:
+			switch f.step {
+			case 0:
+				f.fails = len(c.fails)
+				child = n.X
+			case 1:
+				// X failed: pass, past the JMP that fails when X passed.
+				c.resolve(f.fails, len(c.prog)+4)
+				c.fails = append(c.fails, len(c.prog))
+				c.prog = append(c.prog, op(bcJMP, 4, 8)...)
+			}
+		default:
+			if !c.leaf(n) {
 				return false
 			}
-			binary.NativeEndian.PutUint16(a[off+2:], uint16(no+reloc))
 		}
-		yes := int(a[off+1])
-		if yes == 0 {
+		if len(c.prog) > maxProg {
 			return false
 		}
-		off += yes
+		if child == nil {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		f.step++
+		stack = append(stack, frame{n: child})
 	}
+	c.resolve(0, len(c.prog)+4)
 	return true
 }
 
-func bytecompile(n Node) ([]byte, string) {
+// resolve points the fail exits pending since from at target, an offset
+// in the program. compile keeps the program within maxProg, so every
+// distance fits the 16-bit field.
+func (c *compiler) resolve(from, target int) {
+	for _, off := range c.fails[from:] {
+		binary.NativeEndian.PutUint16(c.prog[off+2:], uint16(target-off))
+	}
+	c.fails = c.fails[:from]
+}
+
+// leaf emits a condition and records its fail exits: walking its ops as
+// ssfilter_patch does (by their "yes" lengths), those whose "no" reaches
+// one op past the fragment. It reports false when the condition alone
+// would take the program past maxProg.
+func (c *compiler) leaf(n Node) bool {
+	start := len(c.prog)
 	switch n := n.(type) {
 	case AutoBound:
-		return op(bcAUTO, 4, 8), ""
+		c.prog = append(c.prog, op(bcAUTO, 4, 8)...)
 	case HostCond:
-		return hostBytecode(n)
+		var ok bool
+		if c.prog, ok = appendHost(c.prog, n); !ok {
+			return false
+		}
 	case PortRange:
 		code := uint8(bcSLE)
 		switch {
@@ -109,69 +248,41 @@ func bytecompile(n Node) ([]byte, string) {
 		}
 		// The port rides in the "no" field of a second op: 16 bits, so
 		// ss's int port is truncated here (`sport > *` has port -1, 65535).
-		return append(op(code, 8, 12), op(0, 0, uint16(n.Port))...), ""
-	case And:
-		a1, e1 := bytecompile(n.L)
-		a2, e2 := bytecompile(n.R)
-		if e := firstErr(e1, e2); e != "" {
-			return nil, e
-		}
-		out := append(append([]byte(nil), a1...), a2...)
-		if !patchFails(out, len(a1), len(a2)) {
-			return nil, noProgLong
-		}
-		return out, ""
-	case Or:
-		a1, e1 := bytecompile(n.L)
-		a2, e2 := bytecompile(n.R)
-		if e := firstErr(e1, e2); e != "" {
-			return nil, e
-		}
-		if len(a2)+4 > 0xffff {
-			return nil, noProgLong
-		}
-		out := append(append([]byte(nil), a1...), op(bcJMP, 4, uint16(len(a2)+4))...)
-		return append(out, a2...), ""
-	case Not:
-		a1, e := bytecompile(n.X)
-		if e != "" {
-			return nil, e
-		}
-		return append(append([]byte(nil), a1...), op(bcJMP, 4, 8)...), ""
-	case DevCond:
-		// ss 6.1: "bytecompile for SSF_DEVCOND not supported yet".
-		return nil, noProgDev
+		c.prog = append(c.prog, op(code, 8, 12)...)
+		c.prog = append(c.prog, op(0, 0, uint16(n.Port))...)
 	case MarkCond:
-		b := op(bcMARKCOND, 12, 16)
-		b = binary.NativeEndian.AppendUint32(b, n.Mark)
-		return binary.NativeEndian.AppendUint32(b, n.Mask), ""
+		c.prog = append(c.prog, op(bcMARKCOND, 12, 16)...)
+		c.prog = binary.NativeEndian.AppendUint32(c.prog, n.Mark)
+		c.prog = binary.NativeEndian.AppendUint32(c.prog, n.Mask)
 	case CgroupCond:
-		b := op(bcCGROUPCOND, 12, 16)
-		return binary.NativeEndian.AppendUint64(b, n.ID), ""
+		c.prog = append(c.prog, op(bcCGROUPCOND, 12, 16)...)
+		c.prog = binary.NativeEndian.AppendUint64(c.prog, n.ID)
+	default:
+		return false // scan has refused every other node
 	}
-	return nil, fmt.Sprintf("unknown node %T", n)
+	end := len(c.prog)
+	for off := start; off < end; {
+		if int(binary.NativeEndian.Uint16(c.prog[off+2:])) == end-off+4 {
+			c.fails = append(c.fails, off)
+		}
+		off += int(c.prog[off+1])
+	}
+	return true
 }
 
-// prioritise the reason that changes what Match does.
-func firstErr(a, b string) string {
-	if a == noProgUnix || b == noProgUnix {
-		return noProgUnix
-	}
-	if a != "" {
-		return a
-	}
+func op(code uint8, yes uint8, no uint16) []byte {
+	b := []byte{code, yes, 0, 0}
+	binary.NativeEndian.PutUint16(b[2:], no)
 	return b
 }
 
-// hostBytecode emits one S_COND/D_COND per address, each followed by a
+// appendHost emits one S_COND/D_COND per address, each followed by a
 // jump to the end when it matched. ss 6.1 fills every entry from the
 // *first* address (it reads a, not b, in its loop), so a host name that
 // resolves to 127.0.0.1 and ::1 asks the kernel for 127.0.0.1 twice; we
-// send the same bytes, and Match inherits the consequence.
-func hostBytecode(h HostCond) ([]byte, string) {
-	if h.Family == unix.AF_UNIX {
-		return nil, noProgUnix
-	}
+// send the same bytes, and Match inherits the consequence. It reports
+// false, having appended nothing, when the result would pass maxProg.
+func appendHost(out []byte, h HostCond) ([]byte, bool) {
 	alen := 4
 	if h.Family == unix.AF_INET6 {
 		alen = 16
@@ -185,25 +296,25 @@ func hostBytecode(h HostCond) ([]byte, string) {
 		first = h.Addrs[0]
 	}
 	oplen := 4 + 8 + alen
-	total := entries*oplen + (entries-1)*4
-	if total > 0xffff-4 {
-		return nil, noProgLong
+	if entries > maxProg/(oplen+4)+1 || len(out)+entries*oplen+(entries-1)*4 > maxProg {
+		return out, false
 	}
+	total := entries*oplen + (entries-1)*4
 	code := uint8(bcSCOND)
 	if h.Side == Dst {
 		code = bcDCOND
 	}
-	out := make([]byte, 0, total)
+	start := len(out)
 	for i := 0; i < entries; i++ {
 		out = append(out, op(code, uint8(oplen), uint16(oplen+4))...)
 		out = append(out, h.Family, uint8(first.Bits), 0, 0)
 		out = binary.NativeEndian.AppendUint32(out, uint32(int32(h.Port)))
 		out = append(out, first.Addr[:alen]...)
 		if i < entries-1 {
-			out = append(out, op(bcJMP, 4, uint16(total-len(out)))...)
+			out = append(out, op(bcJMP, 4, uint16(total-(len(out)-start)))...)
 		}
 	}
-	return out, ""
+	return out, true
 }
 
 // kentry is what the kernel's inet_diag_bc_run sees of a socket

@@ -20,6 +20,7 @@
 package filter
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/netip"
@@ -114,6 +115,11 @@ func (e *Error) Error() string {
 // Parse parses a command tail: `state`/`exclude` words (each a whole
 // argument, as in ss), then the filter expression. Arguments are split on
 // spaces and tabs, so the filter may come as one quoted argument.
+//
+// Time and memory are linear in the filter's length. Like ss, Parse
+// refuses an expression nested deeper than ss's parser stack holds (some
+// 10 000 open "(" and "!"; see yyMaxDepth), while a flat `a or b or ...`
+// may be as long as one likes.
 func Parse(args []string, opts ParseOptions) (*Query, error) {
 	return ParseReader(args, nil, opts)
 }
@@ -167,22 +173,12 @@ func ParseReader(args []string, r io.Reader, opts ParseOptions) (*Query, error) 
 		q.States = opts.DefaultStates
 	}
 
-	var words []word
-	for _, a := range args {
-		for _, w := range splitWords(a) {
-			words = append(words, word{text: w, pos: pos})
-			pos++
-		}
-	}
+	lex := &lexer{args: args, pos: pos}
 	if r != nil {
-		fw, err := readFileWords(r, pos)
-		if err != nil {
-			return nil, err
-		}
-		words = append(words, fw...)
+		// Any line ss accepts fits in one read (see readLine).
+		lex.file = bufio.NewReaderSize(r, 4*maxFilterLine)
 	}
-
-	p := &parser{words: words, opts: &opts, family: opts.Family}
+	p := &parser{lex: lex, opts: &opts, family: opts.Family}
 	expr, err := p.parse()
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
@@ -21,7 +22,7 @@ var fuzzRows = []*sock.Socket{
 // FuzzParse feeds arbitrary command tails (newline-separated arguments)
 // under each preferred family. Parse must never panic; whatever it
 // accepts must print back to the same tree, compile without panicking, and
-// evaluate on every kind of row.
+// evaluate on every kind of row; its program must be ss's, byte for byte.
 func FuzzParse(f *testing.F) {
 	for _, c := range parseCases {
 		f.Add(c.in, uint8(0))
@@ -48,7 +49,13 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		q.Bytecode(unix.AF_INET)
+		if q.Expr != nil {
+			got, gotOK := q.Bytecode(unix.AF_INET)
+			want, wantOK := compileRef(q.Expr)
+			if gotOK != wantOK || !bytes.Equal(got, want) {
+				t.Fatalf("%q compiles to %v %x, ss's algorithm to %v %x", tail, gotOK, got, wantOK, want)
+			}
+		}
 		for _, s := range fuzzRows {
 			q.Match(s)
 		}

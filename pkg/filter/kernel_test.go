@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -127,12 +128,8 @@ func parseDiagMsg(t *testing.T, b []byte) sock.Socket {
 // dual-stack addresses, connections over each (one v4-mapped), an
 // explicitly bound client, a marked one, one bound to lo, and a TIME-WAIT.
 func sockets(t *testing.T, ns *testutil.NS) {
-	var closers []func()
-	t.Cleanup(func() {
-		for _, c := range closers {
-			c()
-		}
-	})
+	closers := &closerList{}
+	t.Cleanup(closers.closeAll)
 	listen := func(network, addr string) net.Listener {
 		var l net.Listener
 		if err := ns.Do(func() (err error) {
@@ -141,14 +138,14 @@ func sockets(t *testing.T, ns *testutil.NS) {
 		}); err != nil {
 			t.Fatalf("listen %s: %v", addr, err)
 		}
-		closers = append(closers, func() { l.Close() })
+		closers.add(func() { l.Close() })
 		go func() {
 			for {
 				c, err := l.Accept()
 				if err != nil {
 					return
 				}
-				closers = append(closers, func() { c.Close() })
+				closers.add(func() { c.Close() })
 			}
 		}()
 		return l
@@ -174,7 +171,7 @@ func sockets(t *testing.T, ns *testutil.NS) {
 		}); err != nil {
 			t.Fatalf("dial %s: %v", addr, err)
 		}
-		closers = append(closers, func() { c.Close() })
+		closers.add(func() { c.Close() })
 		return c
 	}
 	listen("tcp4", "127.0.0.1:22")
@@ -196,6 +193,38 @@ func sockets(t *testing.T, ns *testutil.NS) {
 	c.Close()
 	tw.Close()
 	time.Sleep(50 * time.Millisecond)
+}
+
+// closerList gathers what a test opened, from the test's goroutine and
+// from the accept loops, which run concurrently with it; whatever an
+// accept loop hands over after the cleanup ran is closed at once, so no
+// accepted connection outlives the test.
+type closerList struct {
+	mu     sync.Mutex
+	closed bool
+	fns    []func()
+}
+
+func (c *closerList) add(f func()) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		f()
+		return
+	}
+	c.fns = append(c.fns, f)
+	c.mu.Unlock()
+}
+
+func (c *closerList) closeAll() {
+	c.mu.Lock()
+	c.closed = true
+	fns := c.fns
+	c.fns = nil
+	c.mu.Unlock()
+	for _, f := range fns {
+		f()
+	}
 }
 
 const explicitClient = "127.0.0.1:1500"

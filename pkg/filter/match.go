@@ -157,15 +157,38 @@ func newView(s *sock.Socket) *view {
 
 func (q *Query) matchUser(v *view) bool { return evalUser(q.Expr, v) }
 
-// evalUser is ss's run_ssfilter.
+// evalUser is ss's run_ssfilter. ss recurses into both operands; a parsed
+// `a or b or ...` leans left as deep as it is long, so evalUser loops down
+// left operands and `!` chains instead, deciding on the right operand
+// first (the conditions have no side effects, so the order cannot change
+// the result) and recursing only into right operands, which the parser
+// keeps as shallow as ss's parser stack allows.
 func evalUser(n Node, v *view) bool {
+	neg := false // an odd number of `!` above n
+	for {
+		switch x := n.(type) {
+		case And:
+			if !evalUser(x.R, v) {
+				return neg
+			}
+			n = x.L
+		case Or:
+			if evalUser(x.R, v) {
+				return !neg
+			}
+			n = x.L
+		case Not:
+			neg = !neg
+			n = x.X
+		default:
+			return evalCond(n, v) != neg
+		}
+	}
+}
+
+// evalCond is run_ssfilter on one condition.
+func evalCond(n Node, v *view) bool {
 	switch n := n.(type) {
-	case And:
-		return evalUser(n.L, v) && evalUser(n.R, v)
-	case Or:
-		return evalUser(n.L, v) || evalUser(n.R, v)
-	case Not:
-		return !evalUser(n.X, v)
 	case HostCond:
 		return hostUser(n, v)
 	case PortRange:

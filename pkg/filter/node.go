@@ -121,29 +121,98 @@ func (DevCond) node()    {}
 func (MarkCond) node()   {}
 func (CgroupCond) node() {}
 
-// The parser is strictly left-associative with no precedence between `and`
-// and `or` (ss's grammar), so only a binary node on the right of another,
-// or under a `!`, needs parentheses to keep its grouping.
-func operand(n Node) string {
-	switch n.(type) {
-	case And, Or, *And, *Or:
-		return "( " + n.String() + " )"
-	}
-	return n.String()
-}
-
 // The String methods print a node in the filter language, parenthesised
-// where needed, so that the text parses back to the same tree.
+// where needed, so that the text parses back to the same tree. The parser
+// is strictly left-associative with no precedence between `and` and `or`
+// (ss's grammar), so only a binary node on the right of another, or under
+// a `!`, needs parentheses to keep its grouping.
 
 // String prints the conjunction.
-func (n And) String() string { return n.L.String() + " and " + operand(n.R) }
+func (n And) String() string { return nodeString(n) }
 
 // String prints the disjunction.
-func (n Or) String() string { return n.L.String() + " or " + operand(n.R) }
+func (n Or) String() string { return nodeString(n) }
 
 // String prints the negation.
-func (n Not) String() string {
-	return "! " + operand(n.X)
+func (n Not) String() string { return nodeString(n) }
+
+// nodeString prints into one builder: concatenating each operand's
+// String would copy a long `a or b or ...` once per term.
+func nodeString(n Node) string {
+	var b strings.Builder
+	writeNode(&b, n)
+	return b.String()
+}
+
+// binaryParts splits an and/or node, pointer or not.
+func binaryParts(n Node) (l, r Node, op string, ok bool) {
+	switch x := n.(type) {
+	case And:
+		return x.L, x.R, " and ", true
+	case *And:
+		return x.L, x.R, " and ", true
+	case Or:
+		return x.L, x.R, " or ", true
+	case *Or:
+		return x.L, x.R, " or ", true
+	}
+	return nil, nil, "", false
+}
+
+// writeNode walks down the left operands of a chain without recursing (a
+// parsed chain leans left as deep as it is long), then prints it from its
+// first operand on. It recurses only into right operands and under `!`,
+// which the parser keeps as shallow as ss's parser stack allows.
+func writeNode(b *strings.Builder, n Node) {
+	// The chain's binary nodes, top first; counted first so the slice is
+	// allocated once.
+	depth := 0
+	for x := n; ; depth++ {
+		l, _, _, ok := binaryParts(x)
+		if !ok {
+			break
+		}
+		x = l
+	}
+	chain := make([]Node, 0, depth)
+	for {
+		l, _, _, ok := binaryParts(n)
+		if !ok {
+			break
+		}
+		chain = append(chain, n)
+		n = l
+	}
+	writeOperand(b, n)
+	for i := len(chain) - 1; i >= 0; i-- {
+		_, r, op, _ := binaryParts(chain[i])
+		b.WriteString(op)
+		writeOperand(b, r)
+	}
+}
+
+// writeOperand prints an operand of and/or/!: a binary node in
+// parentheses, `!` chains in a loop.
+func writeOperand(b *strings.Builder, n Node) {
+	for {
+		if _, _, _, ok := binaryParts(n); ok {
+			b.WriteString("( ")
+			writeNode(b, n)
+			b.WriteString(" )")
+			return
+		}
+		switch x := n.(type) {
+		case Not:
+			b.WriteString("! ")
+			n = x.X
+		case *Not:
+			b.WriteString("! ")
+			n = x.X
+		default:
+			b.WriteString(n.String())
+			return
+		}
+	}
 }
 
 // String prints the src/dst or sport/dport = condition.

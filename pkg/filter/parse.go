@@ -30,6 +30,7 @@ const (
 	tGT
 	tLT
 	tValue // any other word: an address, port, device, mark or path
+	tErr   // the filter file could not be read on (lexer.err)
 )
 
 // keywords maps every reserved word to its class. A reserved word is never
@@ -65,9 +66,12 @@ const expectCond = `a condition (src, dst, sport, dport, dev, fwmark, cgroup, au
 // no precedence between and/or: `a or b and c` is `(a or b) and c`, as on
 // the real binary.
 type parser struct {
-	words []word
-	i     int
-	opts  *ParseOptions
+	lex *lexer
+	// ahead is the lookahead word and its class, valid when peeked.
+	ahead     word
+	aheadKind tokKind
+	peeked    bool
+	opts      *ParseOptions
 	// family is ss's preferred_family while parsing: from -4/-6/-x, then
 	// from each `inet:`/`inet6:`/`unix:` word.
 	family uint8
@@ -75,43 +79,78 @@ type parser struct {
 	pinned uint8
 	// portRange is read once, on the first `autobound`.
 	portRange *[2]int
+	// stack counts the symbols ss's bison parser would hold on its stack
+	// at this point, to refuse what ss refuses (see push).
+	stack int
+}
+
+// yyMaxDepth is bison's YYMAXDEPTH, the size of the parser stack ss gives
+// up at with "memory exhausted". ss's grammar is left-recursive, so a long
+// `a or b or ...` needs only a few entries, but every open "(" and "!"
+// holds one until its operand is done, and so does a pending `exprlist
+// or`. Refusing what ss refuses also bounds our recursion (parser, Match,
+// String) by a few thousand levels whatever the input's size.
+const yyMaxDepth = 10000
+
+// push records one more symbol on ss's parser stack, w being the word it
+// came from, and fails where bison would: when the stack, with its initial
+// state, would reach yyMaxDepth entries. Checked against ss 6.1: 9995 "!"
+// before `sport = :22` parse, 9996 do not.
+func (p *parser) push(w word) error {
+	p.stack++
+	if 1+p.stack >= yyMaxDepth {
+		if w.pos == 0 { // bison was reducing the empty `eq` at the end
+			w = word{pos: p.endPos()}
+		}
+		return &Error{Word: w.text, Pos: w.pos, Line: w.line, What: "too deeply nested",
+			Detail: fmt.Sprintf("ss's parser gives up when its stack of %d entries fills; each open \"(\" or \"!\" takes one, each \"and\"/\"or\" waiting for its right operand two", yyMaxDepth)}
+	}
+	return nil
 }
 
 func (p *parser) peek() (word, tokKind) {
-	if p.i >= len(p.words) {
-		return word{}, tEOF
+	if !p.peeked {
+		w, ok := p.lex.next()
+		p.ahead, p.aheadKind, p.peeked = w, tValue, true
+		if k, kw := keywords[w.text]; kw {
+			p.aheadKind = k
+		}
+		switch {
+		case ok:
+		case p.lex.err != nil:
+			p.aheadKind = tErr
+		default:
+			p.aheadKind = tEOF
+		}
 	}
-	w := p.words[p.i]
-	if k, ok := keywords[w.text]; ok {
-		return w, k
-	}
-	return w, tValue
+	return p.ahead, p.aheadKind
 }
 
 func (p *parser) next() (word, tokKind) {
 	w, k := p.peek()
-	if k != tEOF {
-		p.i++
+	if k != tEOF && k != tErr {
+		p.peeked = false
 	}
 	return w, k
 }
 
-// unexpected reports the word at the cursor (or the end of the filter).
+// unexpected reports the word at the cursor (or the end of the filter),
+// or the filter file's error if that is where the words stopped.
 func (p *parser) unexpected(expected string) error {
 	w, k := p.peek()
-	if k == tEOF {
-		e := &Error{Pos: p.endPos(), Detail: "expected " + expected, AtEnd: true}
-		if n := len(p.words); n > 0 {
-			e.Line = p.words[n-1].line
-		}
-		return e
+	switch k {
+	case tErr:
+		return p.lex.err
+	case tEOF:
+		return &Error{Pos: p.endPos(), Line: p.lex.last.line, Detail: "expected " + expected, AtEnd: true}
 	}
 	return &Error{Word: w.text, Pos: w.pos, Line: w.line, Detail: "expected " + expected}
 }
 
+// endPos is one past the last word, 1 when there was none.
 func (p *parser) endPos() int {
-	if n := len(p.words); n > 0 {
-		return p.words[n-1].pos + 1
+	if p.lex.last.pos > 0 {
+		return p.lex.last.pos + 1
 	}
 	return 1
 }
@@ -133,16 +172,23 @@ func (p *parser) parse() (Node, error) {
 	return n, nil
 }
 
+// exprList parses `expr (and|or|) expr ...`. On ss's stack it leaves one
+// symbol, the exprlist, and holds it plus the operator while parsing each
+// right operand.
 func (p *parser) exprList() (Node, error) {
+	base := p.stack
 	l, err := p.expr()
 	if err != nil {
 		return nil, err
 	}
 	for {
-		_, k := p.peek()
+		w, k := p.peek()
 		switch {
 		case k == tOr || k == tAnd:
 			p.next()
+			if err := p.push(w); err != nil {
+				return nil, err
+			}
 			r, err := p.expr()
 			if err != nil {
 				return nil, err
@@ -161,68 +207,86 @@ func (p *parser) exprList() (Node, error) {
 		default:
 			return l, nil
 		}
+		p.stack = base + 1
 	}
 }
 
+// expr parses one condition, "!" expr or "( exprlist )". It pushes what
+// bison would push, in the same order, and leaves one symbol (the expr).
 func (p *parser) expr() (Node, error) {
+	base := p.stack
+	defer func() { p.stack = base + 1 }()
 	w, k := p.peek()
 	switch k {
-	case tLParen:
+	case tLParen, tNot, tDst, tSrc, tDport, tSport, tDev, tFwmark, tCgroup, tAuto:
 		p.next()
+		if err := p.push(w); err != nil {
+			return nil, err
+		}
+	}
+	switch k {
+	case tLParen:
 		n, err := p.exprList()
 		if err != nil {
 			return nil, err
 		}
-		if _, k := p.peek(); k != tRParen {
+		c, ck := p.peek()
+		if ck != tRParen {
 			return nil, p.unexpected(fmt.Sprintf(`"and", "or", a condition or ")" closing the "(" at word %d`, w.pos))
 		}
 		p.next()
+		if err := p.push(c); err != nil {
+			return nil, err
+		}
 		return n, nil
 	case tNot:
-		p.next()
 		x, err := p.expr()
 		if err != nil {
 			return nil, err
 		}
 		return Not{X: x}, nil
 	case tDst, tSrc:
-		p.next()
 		side := Src
 		if k == tDst {
 			side = Dst
 		}
-		if _, k := p.peek(); k == tEQ {
-			p.next()
-		}
-		v, err := p.value(w.text+" [=]", "a host (ADDR[/PLEN][:PORT], [V6ADDR]:PORT, *:PORT, :PORT, NAME)")
+		hadOp, err := p.operator(tEQ)
 		if err != nil {
 			return nil, err
 		}
-		h, err := p.parseHost(v.text, false, side)
+		var h HostCond
+		err = p.value(hadOp, w.text+" [=]", "a host (ADDR[/PLEN][:PORT], [V6ADDR]:PORT, *:PORT, :PORT, NAME)", func(v word) (err error) {
+			if h, err = p.parseHost(v.text, false, side); err != nil {
+				return valueError(v, "bad host", err)
+			}
+			return nil
+		})
 		if err != nil {
-			return nil, valueError(v, "bad host", err)
+			return nil, err
 		}
 		return h, nil
 	case tDport, tSport:
-		p.next()
 		side := Src
 		if k == tDport {
 			side = Dst
 		}
 		_, op := p.peek()
-		switch op {
-		case tEQ, tNEQ, tGEQ, tLEQ, tGT, tLT:
-			p.next()
-		default:
-			op = tEQ
-		}
-		v, err := p.value(w.text+" OP", "a port (NUMBER, :NUMBER, SERVICE or *)")
+		hadOp, err := p.operator(tEQ, tNEQ, tGEQ, tLEQ, tGT, tLT)
 		if err != nil {
 			return nil, err
 		}
-		h, err := p.parseHost(v.text, true, side)
+		if !hadOp {
+			op = tEQ
+		}
+		var h HostCond
+		err = p.value(hadOp, w.text+" OP", "a port (NUMBER, :NUMBER, SERVICE or *)", func(v word) (err error) {
+			if h, err = p.parseHost(v.text, true, side); err != nil {
+				return valueError(v, "bad port", err)
+			}
+			return nil
+		})
 		if err != nil {
-			return nil, valueError(v, "bad port", err)
+			return nil, err
 		}
 		rng := func(ge bool) Node { return PortRange{Side: side, GE: ge, Word: h.Word, Port: h.Port} }
 		switch op {
@@ -239,66 +303,92 @@ func (p *parser) expr() (Node, error) {
 		}
 		return h, nil
 	case tDev, tFwmark, tCgroup:
-		p.next()
 		_, op := p.peek()
-		if op == tEQ || op == tNEQ {
-			p.next()
-		} else {
-			op = tEQ
+		hadOp, err := p.operator(tEQ, tNEQ)
+		if err != nil {
+			return nil, err
 		}
 		var n Node
 		switch k {
 		case tDev:
-			v, err := p.value("dev [=|!=]", "an interface name or index")
-			if err != nil {
-				return nil, err
-			}
-			d, err := p.parseDev(v.text)
-			if err != nil {
-				return nil, valueError(v, "bad device", err)
-			}
-			n = d
+			err = p.value(hadOp, "dev [=|!=]", "an interface name or index", func(v word) error {
+				d, err := p.parseDev(v.text)
+				if err != nil {
+					return valueError(v, "bad device", err)
+				}
+				n = d
+				return nil
+			})
 		case tFwmark:
-			v, err := p.value("fwmark [=|!=]", "a mark, MARK or MARK/MASK")
-			if err != nil {
-				return nil, err
-			}
-			m, err := parseMark(v.text)
-			if err != nil {
-				return nil, valueError(v, "bad mark", err)
-			}
-			n = m
+			err = p.value(hadOp, "fwmark [=|!=]", "a mark, MARK or MARK/MASK", func(v word) error {
+				m, err := parseMark(v.text)
+				if err != nil {
+					return valueError(v, "bad mark", err)
+				}
+				n = m
+				return nil
+			})
 		default:
-			v, err := p.value("cgroup [=|!=]", "a cgroup v2 path")
-			if err != nil {
-				return nil, err
-			}
-			c, err := p.parseCgroup(v.text)
-			if err != nil {
-				return nil, valueError(v, "bad cgroup", err)
-			}
-			n = c
+			err = p.value(hadOp, "cgroup [=|!=]", "a cgroup v2 path", func(v word) error {
+				c, err := p.parseCgroup(v.text)
+				if err != nil {
+					return valueError(v, "bad cgroup", err)
+				}
+				n = c
+				return nil
+			})
 		}
-		if op == tNEQ {
+		if err != nil {
+			return nil, err
+		}
+		if hadOp && op == tNEQ {
 			return Not{X: n}, nil
 		}
 		return n, nil
 	case tAuto:
-		p.next()
 		lo, hi := p.localPortRange()
 		return AutoBound{Lo: lo, Hi: hi}, nil
 	}
 	return nil, p.unexpected(expectCond)
 }
 
-// value consumes the value word after a keyword (and its operator).
-func (p *parser) value(after, expected string) (word, error) {
+// operator consumes the operator after a keyword if it is one of ops.
+func (p *parser) operator(ops ...tokKind) (bool, error) {
 	w, k := p.peek()
+	for _, op := range ops {
+		if k == op {
+			p.next()
+			return true, p.push(w)
+		}
+	}
+	return false, nil
+}
+
+// value consumes the value word after a keyword (and its operator), in
+// the order ss meets things: its lexer parses the value as it reads the
+// word, so a bad value is reported first; bison then reduces the empty
+// `eq` when there was no operator (a push, even before a syntax error),
+// checks the word is a value at all, and pushes it.
+func (p *parser) value(hadOp bool, after, expected string, parse func(word) error) error {
+	w, k := p.peek()
+	switch k {
+	case tValue:
+		if err := parse(w); err != nil {
+			return err
+		}
+	case tErr:
+		return p.unexpected("") // ss's lexer stops at a bad line at once
+	}
+	if !hadOp {
+		if err := p.push(w); err != nil {
+			return err
+		}
+	}
 	if k != tValue {
-		return word{}, p.unexpected(expected + " after " + after)
+		return p.unexpected(expected + " after " + after)
 	}
 	p.next()
-	return w, nil
+	return p.push(w)
 }
 
 func valueError(w word, what string, err error) error {
