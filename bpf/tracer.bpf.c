@@ -152,7 +152,7 @@ static __always_inline void final_counters(struct event *e, struct sock *sk, int
 		e->srtt_us = 0;
 		e->unread = 0;
 		e->sk_err = 0;
-		e->shutdown = 0;
+		e->peer_fin = 0;
 		e->__pad = 0;
 		return;
 	}
@@ -161,14 +161,21 @@ static __always_inline void final_counters(struct event *e, struct sock *sk, int
 	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
 	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
 	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	__u8 shutdown = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown);
+	/* sk_flags lives in struct sock up to 6.12 and in sock_common
+	 * (skc_flags) after: CO-RE keeps the branch the running kernel has. */
+	unsigned long flags;
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
+		flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	else
+		flags = BPF_CORE_READ(sk, sk_flags);
+	__u8 peer_fin = (flags >> SOCK_DONE) & 1;
 	__u32 unread = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
 	/* rcv_nxt counts the peer's FIN as one byte. */
-	if ((shutdown & RCV_SHUTDOWN) && unread > 0)
+	if (peer_fin && unread > 0)
 		unread--;
 	e->unread = unread;
 	e->sk_err = BPF_CORE_READ(sk, sk_err);
-	e->shutdown = shutdown;
+	e->peer_fin = peer_fin;
 	e->__pad = 0;
 }
 

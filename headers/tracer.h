@@ -69,6 +69,7 @@ struct sock_common {
 	struct in6_addr skc_v6_daddr;    /* IPv6 peer */
 	struct in6_addr skc_v6_rcv_saddr;/* IPv6 local */
 	atomic64_t skc_cookie;           /* cookie, where the helper is missing */
+	unsigned long skc_flags;         /* sk_flags moved here in 6.1x (see struct sock) */
 } __attribute__((preserve_access_index));
 
 typedef struct {
@@ -80,10 +81,12 @@ struct sock {
 	socket_lock_t sk_lock;
 	__u16 sk_protocol; /* IPPROTO_TCP only: DCCP/SCTP share inet_sk_set_state */
 	int sk_err;        /* at CLOSE: ECONNREFUSED, ETIMEDOUT, ECONNRESET... (outcome) */
-	__u8 sk_shutdown;  /* at CLOSE: RCV_SHUTDOWN = the peer's FIN came (a bitfield before 5.x: read with the bitfield macro) */
+	unsigned long sk_flags; /* at CLOSE: SOCK_DONE = the peer's FIN came (tcp_fin sets it); in sock_common on newer kernels */
 } __attribute__((preserve_access_index));
 
-#define RCV_SHUTDOWN 1
+/* enum sock_flags: SOCK_DEAD, SOCK_DONE, ... (stable since 2.6). Not
+ * sk_shutdown's RCV_SHUTDOWN: close() sets both shutdown bits, FIN or not. */
+#define SOCK_DONE 1
 
 /* inet_sock extends struct sock. inet_sport is the local port that stays
  * set when a closing socket gives its port back (skc_num is zeroed then),
@@ -166,7 +169,7 @@ struct event {
 	__u32 srtt_us;    /* smoothed RTT in microseconds (already >> 3) */
 	__u32 unread;     /* received bytes never read (FIN excluded) */
 	__u16 sk_err;     /* pending socket error (errno) */
-	__u8 shutdown;    /* sk_shutdown: RCV_SHUTDOWN = the peer's FIN came */
+	__u8 peer_fin;    /* SOCK_DONE: the peer's FIN came */
 	__u8 __pad;
 };
 

@@ -170,13 +170,19 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	out.Flush()
 	st, serr := t.Stats()
 	if serr == nil {
-		fmt.Fprintf(os.Stderr, "sstrace: hook %s: %d events received, %d submitted, %d lost\n", st.Hook, st.Received, st.Submitted, st.Lost)
+		fmt.Fprintf(os.Stderr, "sstrace: hook %s: %d events received, %d submitted, %d lost\n", st.Hook, st.Received, st.Submitted, st.Lost+st.Missed)
+		if st.Missed > 0 {
+			fmt.Fprintf(os.Stderr, "sstrace: %d of the lost transitions were skipped by the kernel: it does not re-enter a tracing program a softirq interrupted on the same CPU\n", st.Missed)
+		}
 	}
 	if err != nil {
 		return err
 	}
 	if serr == nil && st.Lost > 0 {
 		return exitError{code: 3, msg: fmt.Sprintf("%d events were lost (ring buffer full): raise --ring-size", st.Lost)}
+	}
+	if serr == nil && st.Missed > 0 {
+		return exitError{code: 3, msg: fmt.Sprintf("%d transitions were missed by the kernel (program recursion)", st.Missed)}
 	}
 	return nil
 }
@@ -195,9 +201,9 @@ func reportLosses(ctx context.Context, t *tracer.Tracer) {
 		if err != nil {
 			continue
 		}
-		if st.Lost > last {
-			fmt.Fprintf(os.Stderr, "sstrace: lost %d events (%d in all): the ring buffer was full; raise --ring-size\n", st.Lost-last, st.Lost)
-			last = st.Lost
+		if lost := st.Lost + st.Missed; lost > last {
+			fmt.Fprintf(os.Stderr, "sstrace: lost %d events (%d in all: %d ring buffer full, raise --ring-size; %d skipped by the kernel)\n", lost-last, lost, st.Lost, st.Missed)
+			last = lost
 		}
 	}
 }

@@ -173,8 +173,9 @@ type Final struct {
 	// refused connect, ETIMEDOUT for an unanswered SYN, ECONNRESET or EPIPE
 	// after a peer's RST; 0 otherwise.
 	Err uint16
-	// PeerFIN reports that the peer's FIN had arrived (RCV_SHUTDOWN): a
-	// FIN_WAIT2 -> CLOSE with it leaves a TIME-WAIT minisocket behind.
+	// PeerFIN reports that the peer's FIN had arrived (SOCK_DONE): a
+	// FIN_WAIT2 -> CLOSE with it leaves a TIME-WAIT minisocket behind,
+	// without it an orphaned FIN-WAIT-2 one.
 	PeerFIN bool
 }
 

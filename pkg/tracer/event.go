@@ -124,7 +124,7 @@ func (d *decoder) decode(raw []byte, e *event.Event) bool {
 		SRTT:          time.Duration(k.SrttUs) * time.Microsecond,
 		Unread:        k.Unread,
 		Err:           k.SkErr,
-		PeerFIN:       k.Shutdown&1 != 0, // RCV_SHUTDOWN
+		PeerFIN:       k.PeerFin != 0,
 	}
 	return true
 }

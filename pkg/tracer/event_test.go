@@ -33,7 +33,7 @@ func TestDecodeIPv4(t *testing.T) {
 		Sport: 8080, Dport: 443, Family: unix.AF_INET,
 		Oldstate: uint8(sock.SynSent), Newstate: uint8(sock.Established),
 		Context: uint8(TracerEventContextCTX_SOFTIRQ), Hook: uint8(TracerEventHookHOOK_TRACEPOINT), CookieSrc: uint8(TracerCookieSourceCOOKIE_DEFERRED), Cpu: 1,
-		BytesAcked: 10, BytesReceived: 20, TotalRetrans: 3, SrttUs: 250, Unread: 5, SkErr: 104, Shutdown: 1,
+		BytesAcked: 10, BytesReceived: 20, TotalRetrans: 3, SrttUs: 250, Unread: 5, SkErr: 104, PeerFin: 1,
 		Comm: comm("curl"),
 	}
 	copy(k.Saddr[:], []byte{10, 0, 0, 1})

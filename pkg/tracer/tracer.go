@@ -310,6 +310,13 @@ type Stats struct {
 	Lost uint64
 	// Received is the number of events delivered to the handler.
 	Received uint64
+	// Missed counts transitions the kernel did not run the program for:
+	// a tracing program is not re-entered on a CPU where it is already
+	// running, so a softirq transition that interrupts the program
+	// (running for a process-context transition) is skipped by the kernel
+	// and counted in the program's recursion misses (kernel >= 5.12).
+	// These are lost events too: Run reports them with Lost.
+	Missed uint64
 	// DeferFull counts new children's first events sent as they were
 	// (listener's addresses and cookie) because the map that holds them
 	// back was full.
@@ -318,7 +325,7 @@ type Stats struct {
 
 // Stats reads the kernel counters. Safe to call while Run is running.
 func (t *Tracer) Stats() (Stats, error) {
-	s := Stats{Hook: t.hook, Received: t.received.Load()}
+	s := Stats{Hook: t.hook, Received: t.received.Load(), Missed: t.missed()}
 	m := t.coll.Maps[TracerMapCounters]
 	for _, c := range []struct {
 		slot TracerCounter
@@ -475,15 +482,31 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	}
 }
 
-// lostCount reads the kernel's lost counter (0 if it cannot be read).
+// lostCount reads the kernel's lost counter plus the programs' recursion
+// misses (0 for what cannot be read).
 func (t *Tracer) lostCount() uint64 {
+	n := t.missed()
 	var perCPU []uint64
 	if err := t.coll.Maps[TracerMapCounters].Lookup(uint32(TracerCounterCOUNTER_LOST), &perCPU); err != nil {
-		return 0
+		return n
 	}
-	var n uint64
 	for _, v := range perCPU {
 		n += v
+	}
+	return n
+}
+
+// missed sums the recursion misses of the hook's programs.
+func (t *Tracer) missed() uint64 {
+	var n uint64
+	for _, p := range programs(t.hook) {
+		prog := t.coll.Programs[p.name]
+		if prog == nil {
+			continue
+		}
+		if st, err := prog.Stats(); err == nil {
+			n += st.RecursionMisses
+		}
 	}
 	return n
 }

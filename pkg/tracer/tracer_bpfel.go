@@ -60,7 +60,7 @@ type TracerEvent struct {
 	SrttUs        uint32
 	Unread        uint32
 	SkErr         uint16
-	Shutdown      uint8
+	PeerFin       uint8
 	Pad           uint8
 }
 

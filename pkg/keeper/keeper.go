@@ -1,0 +1,265 @@
+// Package keeper keeps a table.Table true to the kernel: it feeds the
+// tracer's events to the table, seeds it from a sock_diag dump of every
+// network namespace (attach first, dump second, so nothing slips between),
+// reconciles the minisockets no event announces the expiry of, and reseeds
+// after the ring buffer lost events. It is the daemon's event loop, apart
+// from the daemon's server so that it can be tested on its own.
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sstrace/sstrace/pkg/event"
+	"github.com/sstrace/sstrace/pkg/netns"
+	"github.com/sstrace/sstrace/pkg/procs"
+	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/sockdiag"
+	"github.com/sstrace/sstrace/pkg/table"
+	"github.com/sstrace/sstrace/pkg/tracer"
+)
+
+// Options configure Run.
+type Options struct {
+	// ReconcileEvery is the period of the minisocket reconcile (default
+	// 5 s): a TIME-WAIT socket that expired stays in the table at most
+	// that long.
+	ReconcileEvery time.Duration
+	// ReconcileStates are the states the periodic reconcile dumps
+	// (default TIME-WAIT and FIN-WAIT-2: the minisockets' states).
+	ReconcileStates sock.StateSet
+	// Log receives the keeper's log lines (default: discarded).
+	Log *slog.Logger
+	// OnSeeded, when set, is called once the first seed is done.
+	OnSeeded func(rows int, took time.Duration)
+}
+
+// Source is where events come from: *tracer.Tracer, or a fake in tests.
+type Source interface {
+	Run(ctx context.Context, h tracer.Handler) error
+}
+
+// DefaultReconcileStates are the minisockets' states.
+const DefaultReconcileStates = sock.StateSet(1<<sock.TimeWait | 1<<sock.FinWait2)
+
+// Run keeps tbl until ctx ends: it starts reading events from src (tbl
+// must be new, in its seeding mode), seeds, then reconciles every
+// ReconcileEvery and reseeds after losses. It returns nil when ctx ends,
+// or the error that stopped the event stream.
+func Run(ctx context.Context, src Source, tbl *table.Table, opts Options) error {
+	if opts.ReconcileEvery <= 0 {
+		opts.ReconcileEvery = 5 * time.Second
+	}
+	if opts.ReconcileStates == 0 {
+		opts.ReconcileStates = DefaultReconcileStates
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	tbl.BeginSeed()
+	reseed := make(chan struct{}, 1)
+	var lastIdle sync.Mutex
+	idleAt := time.Now()
+	h := tracer.HandlerFuncs{
+		OnEvent: func(e *event.Event) error { tbl.Apply(e); return nil },
+		OnIdle: func() error {
+			lastIdle.Lock()
+			idleAt = time.Now()
+			lastIdle.Unlock()
+			return nil
+		},
+		OnLost: func(lost, total uint64) error {
+			lastIdle.Lock()
+			since := idleAt
+			lastIdle.Unlock()
+			log.Warn("ring buffer lost events; reseeding", "lost", lost, "total", total)
+			tbl.Lost(lost, since)
+			select {
+			case reseed <- struct{}{}:
+			default:
+			}
+			return nil
+		},
+	}
+	streamErr := make(chan error, 1)
+	go func() { streamErr <- src.Run(ctx, h) }()
+
+	start := time.Now()
+	n, err := Seed(ctx, tbl)
+	if err != nil {
+		cancel()
+		<-streamErr
+		return fmt.Errorf("seed: %w", err)
+	}
+	log.Info("table seeded", "sockets", n, "took", time.Since(start).Round(time.Millisecond))
+	if opts.OnSeeded != nil {
+		opts.OnSeeded(n, time.Since(start))
+	}
+
+	tick := time.NewTicker(opts.ReconcileEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return waitStream(streamErr)
+		case err := <-streamErr:
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err == nil {
+				err = errors.New("event stream ended")
+			}
+			return err
+		case <-reseed:
+			tbl.BeginSeed()
+			if n, err := Seed(ctx, tbl); err != nil {
+				if ctx.Err() != nil {
+					return waitStream(streamErr)
+				}
+				log.Error("reseed failed", "err", err)
+			} else {
+				log.Info("table reseeded after lost events", "sockets", n)
+			}
+		case <-tick.C:
+			if err := Reconcile(ctx, tbl, opts.ReconcileStates); err != nil && ctx.Err() == nil {
+				log.Warn("reconcile failed", "err", err)
+			}
+			tbl.Expire()
+		}
+	}
+}
+
+func waitStream(ch chan error) error {
+	if err := <-ch; err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// Seed dumps every namespace's TCP sockets (all states) and the processes
+// holding them, hands them to tbl.Seed and ends the seed (tbl.BeginSeed
+// must have been called, before the dump). It returns the number of rows.
+func Seed(ctx context.Context, tbl *table.Table) (int, error) {
+	// The process scan and the dump are independent: run them together.
+	type scan struct {
+		ix  *procs.Index
+		err error
+	}
+	scanned := make(chan scan, 1)
+	go func() {
+		ix, err := procs.Scan(ctx, procs.Options{})
+		scanned <- scan{ix, err}
+	}()
+	rows, err := DumpAll(ctx, sock.AllStates)
+	sc := <-scanned
+	if err != nil {
+		return 0, err
+	}
+	owners := map[uint64]event.Owner{}
+	if sc.err == nil {
+		for _, s := range rows {
+			if s.Inode == 0 {
+				continue
+			}
+			if ps := sc.ix.Lookup(s.Inode); len(ps) > 0 {
+				owners[s.Inode] = event.Owner{PID: uint32(ps[0].PID), UID: s.UID, Comm: ps[0].Comm}
+			}
+		}
+	}
+	tbl.Seed(rows, owners)
+	tbl.EndSeed()
+	return len(rows), nil
+}
+
+// Reconcile dumps the sockets in states from every namespace and lets the
+// table correct itself against them.
+func Reconcile(ctx context.Context, tbl *table.Table, states sock.StateSet) error {
+	start := time.Now()
+	rows, err := DumpAll(ctx, states)
+	if err != nil {
+		return err
+	}
+	tbl.Reconcile(states, rows, start)
+	return nil
+}
+
+// DumpAll dumps the TCP sockets in states of every network namespace on
+// the host, each namespace once. A namespace that vanishes while listing
+// (its last process exited) is skipped: its sockets went with it.
+func DumpAll(ctx context.Context, states sock.StateSet) ([]*sock.Socket, error) {
+	nss, err := netns.All()
+	if err != nil {
+		return nil, err
+	}
+	kernelStates := states
+	var rows []*sock.Socket
+	for _, ns := range nss {
+		err := sockdiag.Dump(ctx, ns, sockdiag.Request{
+			Protos: []sock.Proto{sock.ProtoTCP},
+			States: kernelStates,
+		}, func(s *sock.Socket) error {
+			rows = append(rows, sockdiag.Clone(s))
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if ns.Path != "" && isGone(err) {
+				continue
+			}
+			return nil, fmt.Errorf("dump %s: %w", ns, err)
+		}
+	}
+	return rows, nil
+}
+
+// isGone reports an error that means the namespace disappeared.
+func isGone(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// Resolver returns a table.Options.Resolve function: it finds the cookie of
+// a cookie-less event's socket with a sock_diag lookup by namespace and
+// addresses, in the namespace with the event's inode.
+func Resolver() func(e *event.Event) (uint64, bool) {
+	var mu sync.Mutex
+	cache := map[uint64]netns.Namespace{}
+	return func(e *event.Event) (uint64, bool) {
+		if e.NewState == sock.Close || e.Local.Port() == 0 {
+			return 0, false
+		}
+		mu.Lock()
+		ns, ok := cache[e.NetNS]
+		mu.Unlock()
+		if !ok {
+			found, err := netns.Resolve(fmt.Sprint(e.NetNS))
+			if err != nil {
+				return 0, false
+			}
+			ns = found
+			mu.Lock()
+			cache[e.NetNS] = ns
+			mu.Unlock()
+		}
+		peer := e.Peer
+		if e.NewState == sock.Listen {
+			peer = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		s, err := sockdiag.Lookup(ctx, ns, sock.ProtoTCP, e.Local, peer)
+		if err != nil || s == nil || s.Cookie == 0 {
+			return 0, false
+		}
+		return s.Cookie, true
+	}
+}
