@@ -1,0 +1,204 @@
+// Package connfmt renders the daemon's connections for people and
+// scripts: the tcplife-like lines of `sstrace history` (one line per
+// connection, with its timeline under -v) and the CLOSE-WAIT report of
+// `sstrace closewait`, grouped so that a leak stands out. JSON forms use the
+// one vocabulary of docs/JSON.md (saddr, sport, daddr, dport, a decimal
+// cookie, kernel state names).
+//
+// Rendering is a pure function of its inputs (the connections and "now"):
+// the daemon gathers, this package prints, and tests feed it synthetic
+// connections.
+package connfmt
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/sstrace/sstrace/pkg/event"
+	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/table"
+)
+
+// HistoryHeader is the header of `sstrace history`'s lines.
+const HistoryHeader = "PID     COMM             LADDR           LPORT RADDR           RPORT   TX_KB   RX_KB         MS STATE        OUTCOME\n"
+
+// AppendHistory appends one line for c (and, with verbose, its timeline
+// below it). now is used for an open connection's lifetime.
+//
+// Columns, as tcplife's: the owner's pid and comm ("-" when unknown), the
+// local and remote address and port, kilobytes sent (acknowledged by the
+// peer) and received, the lifetime in milliseconds (up to now while open);
+// then the state (CLOSED once gone, TIME_WAIT while a minisocket lives on)
+// and how it ended, with the side that closed first or sent the reset:
+// "closed(local)", "reset(peer)", "refused", "-" while open. A "!" after
+// the outcome marks a history with a gap (events were lost while it
+// lived).
+func AppendHistory(b []byte, c *table.Conn, now time.Time, verbose bool) []byte {
+	if c.Owner.Known() {
+		b = pad(b, strconv.FormatUint(uint64(c.Owner.PID), 10), 8)
+		b = pad(b, c.Owner.Comm, 17)
+	} else {
+		b = pad(b, "-", 8)
+		b = pad(b, "-", 17)
+	}
+	b = pad(b, addrText(c.Local.Addr()), 16)
+	b = padLeft(b, strconv.Itoa(int(c.Local.Port())), 5)
+	b = append(b, ' ')
+	b = pad(b, addrText(c.Peer.Addr()), 16)
+	b = padLeft(b, strconv.Itoa(int(c.Peer.Port())), 5)
+	b = append(b, ' ')
+	b = padLeft(b, strconv.FormatUint(c.Final.BytesAcked/1024, 10), 7)
+	b = append(b, ' ')
+	b = padLeft(b, strconv.FormatUint(c.Final.BytesReceived/1024, 10), 7)
+	b = append(b, ' ')
+	ms := float64(c.Lifetime(now)) / float64(time.Millisecond)
+	b = padLeft(b, strconv.FormatFloat(ms, 'f', 2, 64), 10)
+	b = append(b, ' ')
+	state := c.State.String()
+	if c.State == sock.Close {
+		state = "CLOSED"
+	}
+	b = pad(b, state, 13)
+	b = append(b, OutcomeText(c)...)
+	if c.Gap {
+		b = append(b, '!')
+	}
+	b = append(b, '\n')
+	if verbose {
+		b = AppendTimeline(b, c)
+	}
+	return b
+}
+
+// OutcomeText is the outcome column: "-" while open, else the outcome and,
+// when known, the side: "closed(peer)".
+func OutcomeText(c *table.Conn) string {
+	if c.Outcome == table.OutcomeOpen {
+		return "-"
+	}
+	if c.By != table.SideNone {
+		return string(c.Outcome) + "(" + string(c.By) + ")"
+	}
+	return string(c.Outcome)
+}
+
+// AppendTimeline appends c's transitions, one indented line each: the
+// offset from the first, the time, old -> new, the context and, in process
+// context, the task that ran it.
+func AppendTimeline(b []byte, c *table.Conn) []byte {
+	if len(c.Transitions) == 0 {
+		b = append(b, "        (no transition seen: "...)
+		b = append(b, originText(c.Origin)...)
+		return append(b, ")\n"...)
+	}
+	if c.Origin == table.OriginBeforeStart {
+		b = append(b, "        (open before the daemon started: earlier transitions unknown)\n"...)
+	}
+	first := c.Transitions[0].Time
+	for _, t := range c.Transitions {
+		b = append(b, "        +"...)
+		b = padLeft(b, strconv.FormatFloat(float64(t.Time.Sub(first))/float64(time.Millisecond), 'f', 3, 64)+"ms", 12)
+		b = append(b, ' ')
+		b = t.Time.Local().AppendFormat(b, "15:04:05.000000")
+		b = append(b, ' ', ' ')
+		b = pad(b, t.OldState.String(), 12)
+		b = append(b, "-> "...)
+		b = pad(b, t.NewState.String(), 12)
+		b = pad(b, t.Context.String(), 8)
+		if t.Task != nil {
+			b = strconv.AppendUint(b, uint64(t.Task.PID), 10)
+			b = append(b, ' ')
+			b = append(b, t.Task.Comm...)
+		}
+		b = trimSpace(b)
+		b = append(b, '\n')
+	}
+	if c.Gap {
+		b = append(b, "        ! events were lost while this connection lived: transitions may be missing\n"...)
+	}
+	return b
+}
+
+// AppendHistoryJSON appends c as one JSON object and a newline, with the
+// keys of table.ConnJSON.
+func AppendHistoryJSON(b []byte, c *table.Conn, now time.Time) ([]byte, error) {
+	j, err := json.Marshal(c.JSON(now))
+	if err != nil {
+		return b, err
+	}
+	return append(append(b, j...), '\n'), nil
+}
+
+// originText says how a connection began, for people.
+func originText(o table.Origin) string {
+	switch o {
+	case table.OriginConnect:
+		return "connect"
+	case table.OriginAccept:
+		return "accept"
+	case table.OriginListen:
+		return "listen"
+	case table.OriginBeforeStart:
+		return "open before the daemon started"
+	}
+	return "began unseen (events were lost)"
+}
+
+// addrText is an address as ss and tcplife print it (IPv4-mapped IPv6
+// addresses stay as the kernel has them).
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return "*"
+	}
+	return a.String()
+}
+
+// taskText is "pid comm", or "-".
+func taskText(pid uint32, comm string) string {
+	if pid == 0 {
+		return "-"
+	}
+	return strconv.FormatUint(uint64(pid), 10) + " " + comm
+}
+
+// ownerOf returns the owner at the connection's start: the task of its
+// first process-context transition, else the current owner.
+func ownerOf(c *table.Conn) event.Owner {
+	for _, t := range c.Transitions {
+		if t.Task != nil {
+			return event.Owner{PID: t.Task.PID, UID: t.Task.UID, Comm: t.Task.Comm}
+		}
+	}
+	return c.Owner
+}
+
+// pad appends s padded with spaces to width, and at least one space.
+func pad(b []byte, s string, width int) []byte {
+	start := len(b)
+	b = append(b, s...)
+	if len(b)-start >= width {
+		return append(b, ' ')
+	}
+	for len(b)-start < width {
+		b = append(b, ' ')
+	}
+	return b
+}
+
+// padLeft appends s right-aligned in width.
+func padLeft(b []byte, s string, width int) []byte {
+	for i := len(s); i < width; i++ {
+		b = append(b, ' ')
+	}
+	return append(b, s...)
+}
+
+// trimSpace drops trailing spaces.
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == ' ' {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,395 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/connfmt"
+	"github.com/sstrace/sstrace/pkg/event"
+	"github.com/sstrace/sstrace/pkg/eventfmt"
+	"github.com/sstrace/sstrace/pkg/filter"
+	"github.com/sstrace/sstrace/pkg/netns"
+	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/sockdiag"
+	"github.com/sstrace/sstrace/pkg/table"
+)
+
+// run dispatches a request; the int is the exit status.
+func (s *Server) run(ctx context.Context, p *Peer, req *Request, w *replyWriter) (int, error) {
+	switch req.Op {
+	case OpStatus:
+		return s.runStatus(w, req)
+	case OpSS:
+		return s.runSS(ctx, p, req, w)
+	case OpHistory:
+		return s.runHistory(ctx, p, req, w)
+	case OpCloseWait:
+		return s.runCloseWait(ctx, p, req, w)
+	case OpTrace:
+		return s.runTrace(ctx, p, req, w)
+	}
+	return 2, fmt.Errorf("unknown op %q", req.Op)
+}
+
+// notSeeded turns the table's ErrNotSeeded into a message for people.
+func notSeeded(err error) error {
+	if errors.Is(err, table.ErrNotSeeded) {
+		return errors.New("the daemon's table is still being seeded: try again in a moment (`sstrace status --socket` exits 0 once it is)")
+	}
+	return err
+}
+
+// connFilter parses history/closewait filter words (ss's language: state
+// words and an expression) into a match on table connections. Without
+// state words every state matches, CLOSED included: these commands are
+// about connections, not about ss's default of established ones.
+func connFilter(args []string) (func(*table.Conn) bool, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	q, err := filter.Parse(args, filter.ParseOptions{DefaultStates: sock.AllStates})
+	if err != nil {
+		return nil, err
+	}
+	var row sock.Socket
+	return func(c *table.Conn) bool {
+		row = sock.Socket{
+			Proto: sock.ProtoTCP, Family: c.Family, State: c.State, NetNS: c.NetNS,
+			Local: c.Local, Peer: c.Peer, UID: c.UID, Inode: c.Inode, Cookie: c.Cookie,
+		}
+		return q.Match(&row)
+	}, nil
+}
+
+// visibleConn blanks what the caller may not see in c: the owner and the
+// tasks of its transitions.
+func visibleConn(p *Peer, c *table.Conn) {
+	if p.Root() {
+		return
+	}
+	c.Owner = p.Owner(c.Owner)
+	for i := range c.Transitions {
+		c.Transitions[i].Task = p.Task(c.Transitions[i].Task)
+	}
+}
+
+// gapWarning prints the loss warning for a query that touches [from, to].
+func gapWarning(w *replyWriter, gaps []table.Gap) {
+	if len(gaps) == 0 {
+		return
+	}
+	from, to := gaps[0].From, gaps[len(gaps)-1].To
+	fmt.Fprintf(w.Err, "sstrace: events were lost between %s and %s: the answer may miss transitions\n",
+		from.Local().Format("15:04:05.000"), to.Local().Format("15:04:05.000"))
+}
+
+// runHistory answers "history".
+func (s *Server) runHistory(ctx context.Context, p *Peer, req *Request, w *replyWriter) (int, error) {
+	ns, err := p.scope(req)
+	if err != nil {
+		return 2, err
+	}
+	match, err := connFilter(req.Args)
+	if err != nil {
+		return 2, err
+	}
+	var sub *table.Subscription
+	if req.Follow {
+		// Subscribe before the listing: a connection that closes in
+		// between is then seen twice, never missed (printed is checked).
+		sub = s.cfg.Table.Subscribe(false, true, 4096)
+		defer sub.Close()
+	}
+	conns, err := s.cfg.Table.Conns(table.Query{Since: req.Since, Closed: req.Closed, NetNS: ns, Match: match})
+	if err != nil {
+		return 1, notSeeded(err)
+	}
+	now := time.Now()
+	var b []byte
+	if !req.JSON && !req.NoHeader {
+		b = append(b, connfmt.HistoryHeader...)
+	}
+	gaps := 0
+	printed := make(map[uint64]bool)
+	emit := func(c *table.Conn) error {
+		visibleConn(p, c)
+		if c.Gap {
+			gaps++
+		}
+		if req.JSON {
+			b, err = connfmt.AppendHistoryJSON(b, c, now)
+			if err != nil {
+				return err
+			}
+		} else {
+			b = connfmt.AppendHistory(b, c, now, req.Verbose)
+		}
+		if len(b) > 32<<10 {
+			_, err := w.Out.Write(b)
+			b = b[:0]
+			return err
+		}
+		return nil
+	}
+	for i := range conns {
+		if err := ctx.Err(); err != nil {
+			return 1, err
+		}
+		if req.Follow && !conns[i].Live() {
+			printed[conns[i].Cookie] = true
+		}
+		if err := emit(&conns[i]); err != nil {
+			return 1, err
+		}
+	}
+	if _, err := w.Out.Write(b); err != nil {
+		return 1, err
+	}
+	b = b[:0]
+	if gaps > 0 {
+		fmt.Fprintf(w.Err, "sstrace: %d of these connections have a gap (marked !): events were lost while they lived, so their histories may miss transitions\n", gaps)
+	}
+	if !req.Follow {
+		return 0, nil
+	}
+	w.Flush()
+	return s.follow(ctx, p, req, w, sub, ns, match, printed)
+}
+
+// follow streams connections as they close, until the client leaves.
+func (s *Server) follow(ctx context.Context, p *Peer, req *Request, w *replyWriter, sub *table.Subscription,
+	ns uint64, match func(*table.Conn) bool, printed map[uint64]bool) (int, error) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var b []byte
+	var dropped uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, nil
+		case u, ok := <-sub.C:
+			if !ok {
+				return 0, nil
+			}
+			c := u.Conn
+			if c == nil || (ns != 0 && c.NetNS != ns) || (match != nil && !match(c)) {
+				continue
+			}
+			if printed[c.Cookie] {
+				delete(printed, c.Cookie)
+				continue
+			}
+			if len(printed) > 0 && time.Since(c.Gone) > time.Minute {
+				clear(printed) // the listing's connections are long past
+			}
+			visibleConn(p, c)
+			if req.JSON {
+				var err error
+				if b, err = connfmt.AppendHistoryJSON(b, c, time.Now()); err != nil {
+					return 1, err
+				}
+			} else {
+				b = connfmt.AppendHistory(b, c, time.Now(), req.Verbose)
+			}
+			if c.Gap {
+				fmt.Fprintf(w.Err, "sstrace: connection %d has a gap: events were lost while it lived\n", c.Cookie)
+			}
+		case <-tick.C:
+			if len(b) > 0 {
+				if _, err := w.Out.Write(b); err != nil {
+					return 1, err
+				}
+				b = b[:0]
+				if err := w.Flush(); err != nil {
+					return 1, err
+				}
+			}
+			if d := sub.Dropped(); d > dropped {
+				fmt.Fprintf(w.Err, "sstrace: %d closed connections not shown: this client did not keep up\n", d-dropped)
+				dropped = d
+			}
+		}
+	}
+}
+
+// runTrace answers "trace": the table's event stream, rendered as
+// `sstrace trace` renders it, until the client leaves.
+func (s *Server) runTrace(ctx context.Context, p *Peer, req *Request, w *replyWriter) (int, error) {
+	if s.cfg.Events == nil {
+		return 1, errors.New("this daemon does not stream events")
+	}
+	ns, err := p.scope(req)
+	if err != nil {
+		return 2, err
+	}
+	if len(req.Args) > 0 {
+		return 2, errors.New("trace takes no arguments")
+	}
+	sub := s.cfg.Events(16384)
+	defer sub.Close()
+	var b []byte
+	var render func([]byte, *event.Event) []byte
+	if req.JSON {
+		var j eventfmt.JSON
+		render = j.Append
+	} else {
+		t := eventfmt.NewText()
+		render = t.Append
+		if !req.NoHeader {
+			b = append(b, eventfmt.TextHeader...)
+		}
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var dropped uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, nil
+		case u, ok := <-sub.C:
+			if !ok {
+				return 0, nil
+			}
+			e := u.Event
+			if e == nil || (ns != 0 && e.NetNS != ns) {
+				continue
+			}
+			p.Event(e)
+			b = render(b, e)
+			if len(b) < 32<<10 {
+				continue
+			}
+		case <-tick.C:
+			if d := sub.Dropped(); d > dropped {
+				fmt.Fprintf(w.Err, "sstrace: %d events not shown: this client did not keep up with the daemon's stream\n", d-dropped)
+				dropped = d
+			}
+		}
+		if len(b) > 0 {
+			if _, err := w.Out.Write(b); err != nil {
+				return 1, err
+			}
+			b = b[:0]
+		}
+		if err := w.Flush(); err != nil {
+			return 1, err
+		}
+	}
+}
+
+// runCloseWait answers "closewait": the table's CLOSE-WAIT connections
+// joined by cookie with a dump of that state (Recv-Q) and a process scan
+// (who holds each socket now).
+func (s *Server) runCloseWait(ctx context.Context, p *Peer, req *Request, w *replyWriter) (int, error) {
+	ns, err := p.scope(req)
+	if err != nil {
+		return 2, err
+	}
+	match, err := connFilter(req.Args)
+	if err != nil {
+		return 2, err
+	}
+	conns, err := s.cfg.Table.Conns(table.Query{States: sock.StateSet(0).With(sock.CloseWait), NetNS: ns, Match: match})
+	if err != nil {
+		return 1, notSeeded(err)
+	}
+	rows, err := s.closeWaitRows(ctx, p, req, ns)
+	if err != nil {
+		return 1, err
+	}
+	ix, err := s.scanOwners(ctx)
+	if err != nil {
+		return 1, fmt.Errorf("processes: %w", err)
+	}
+	entries := make([]connfmt.CloseWait, 0, len(conns))
+	seen := make(map[uint64]bool, len(conns))
+	for i := range conns {
+		c := conns[i]
+		visibleConn(p, &c)
+		e := connfmt.CloseWait{Conn: c, Known: true}
+		if r, ok := rows[c.Cookie]; ok {
+			e.RecvQ = r.RecvQ
+			e.Owners = p.Processes(ix.Lookup(r.Inode))
+		} else if c.Inode != 0 {
+			e.Owners = p.Processes(ix.Lookup(c.Inode))
+		}
+		seen[c.Cookie] = true
+		entries = append(entries, e)
+	}
+	// Sockets the kernel has in CLOSE-WAIT and the table does not (it
+	// should not happen; say what the kernel knows rather than hide it).
+	for cookie, r := range rows {
+		if seen[cookie] {
+			continue
+		}
+		c := table.Conn{Cookie: cookie, NetNS: r.NetNS, Family: r.Family, Local: r.Local, Peer: r.Peer,
+			State: sock.CloseWait, UID: r.UID, Inode: r.Inode, Origin: table.OriginUnknown}
+		if match != nil && !match(&c) {
+			continue
+		}
+		entries = append(entries, connfmt.CloseWait{Conn: c, RecvQ: r.RecvQ, Owners: p.Processes(ix.Lookup(r.Inode))})
+	}
+	groups := connfmt.GroupCloseWait(entries)
+	now := time.Now()
+	var b []byte
+	if req.JSON {
+		if b, err = connfmt.AppendCloseWaitJSON(nil, groups, now); err != nil {
+			return 1, err
+		}
+	} else {
+		b = connfmt.AppendCloseWait(nil, groups, now)
+		if len(groups) == 0 {
+			fmt.Fprintln(w.Err, "sstrace: no socket in CLOSE-WAIT")
+		}
+	}
+	_, err = w.Out.Write(b)
+	return 0, err
+}
+
+// closeWaitRows dumps the CLOSE-WAIT sockets of the namespaces a request
+// covers (the caller's, one, or all), by cookie.
+func (s *Server) closeWaitRows(ctx context.Context, p *Peer, req *Request, ns uint64) (map[uint64]*sock.Socket, error) {
+	var spaces []netns.Namespace
+	switch {
+	case ns == p.NetNS:
+		spaces = []netns.Namespace{p.NS}
+	case ns != 0:
+		n, err := netns.Resolve(fmt.Sprint(ns))
+		if err != nil {
+			return nil, err
+		}
+		spaces = []netns.Namespace{n}
+	default:
+		all, err := netns.All()
+		if err != nil {
+			return nil, fmt.Errorf("list network namespaces: %w", err)
+		}
+		spaces = all
+	}
+	rows := make(map[uint64]*sock.Socket)
+	dreq := sockdiag.Request{
+		Protos:   []sock.Proto{sock.ProtoTCP},
+		Families: []uint8{unix.AF_INET, unix.AF_INET6},
+		States:   sock.StateSet(0).With(sock.CloseWait),
+	}
+	for _, n := range spaces {
+		err := sockdiag.Dump(ctx, n, dreq, func(r *sock.Socket) error {
+			if r.State == sock.CloseWait && r.Cookie != 0 {
+				rows[r.Cookie] = sockdiag.Clone(r)
+			}
+			return nil
+		})
+		if err != nil {
+			if ns == 0 && strings.Contains(err.Error(), "no such") {
+				continue // a namespace that vanished while listing
+			}
+			return nil, fmt.Errorf("dump %s: %w", n, err)
+		}
+	}
+	return rows, nil
+}

@@ -1,0 +1,149 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/sstrace/sstrace/pkg/netns"
+	"github.com/sstrace/sstrace/pkg/procs"
+	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/ssflags"
+	"github.com/sstrace/sstrace/pkg/ssquery"
+)
+
+// runSS answers "ss" with the shared engine (pkg/ssquery).
+//
+// Now (no at): a live sock_diag dump in the caller's namespace, so the
+// output is what `ss` prints there, byte for byte. The whole query runs on
+// a thread inside that namespace, because ss reads more than sockets from
+// it (the local port range, interface names, the -s counters).
+//
+// At a past moment: the rows of the table as it stood then (TCP only),
+// in the caller's namespace. The table keeps states, addresses, owners and
+// cookies, not queues, timers or TCP internals: those print as zero, and
+// -p shows the owner the table recorded, without its fd (fd=-1). A moment
+// that falls in a window of lost events is answered with a warning.
+func (s *Server) runSS(ctx context.Context, p *Peer, req *Request, w *replyWriter) (int, error) {
+	opts, words, err := ssflags.Parse(req.Args)
+	if err != nil {
+		return 1, err
+	}
+	if opts.FilterFile != "" {
+		// The client read the file (the daemon opens no file for a
+		// client) and sent its text.
+		opts.FilterFile = "-"
+		opts.Stdin = strings.NewReader(req.Filter)
+	}
+	if opts.NetNS != "" && !p.Root() {
+		return 1, errors.New("ss: -N: only root may list another network namespace")
+	}
+	if req.AllNetNS && !p.Root() {
+		return 1, errAllNetNS
+	}
+	if opts.Processes {
+		opts.Owners = peerOwners{s: s, p: p}
+	}
+	if !req.At.IsZero() {
+		return s.ssAt(ctx, p, req, w, opts, words)
+	}
+	if req.AllNetNS {
+		return 1, errors.New("ss: all_netns is for --at only: a live query lists one namespace, as ss does (-N NAME)")
+	}
+	src := ssquery.LiveSource{NS: p.NS}
+	if opts.NetNS != "" {
+		src.NS = netns.ByName(opts.NetNS)
+	}
+	err = p.NS.Do(func() error {
+		return ssquery.Run(ctx, w.Out, w.Err, opts, words, src)
+	})
+	if err != nil {
+		return 1, err
+	}
+	return 0, nil
+}
+
+// ssAt answers ss for a past moment from the table's rows.
+func (s *Server) ssAt(ctx context.Context, p *Peer, req *Request, w *replyWriter, opts ssquery.Options, words []string) (int, error) {
+	if opts.NetNS != "" {
+		return 1, errors.New("ss: -N does not apply with --at: the table has every namespace (root: all_netns)")
+	}
+	rows, err := s.cfg.Table.Rows(req.At)
+	if err != nil {
+		return 1, fmt.Errorf("ss: %w", notSeeded(err))
+	}
+	ns := p.NetNS
+	if req.AllNetNS {
+		ns = 0
+	}
+	kept := rows[:0]
+	for _, r := range rows {
+		if ns != 0 && r.NetNS != ns {
+			continue
+		}
+		kept = append(kept, r)
+	}
+	gapWarning(w, s.cfg.Table.Gaps(req.At, req.At))
+	if opts.Processes {
+		opts.Owners = rowOwners{p: p}
+	}
+	// Names (interfaces, port range) are read in the caller's namespace.
+	err = p.NS.Do(func() error {
+		return ssquery.Run(ctx, w.Out, w.Err, opts, words, ssquery.RowsSource(kept))
+	})
+	if err != nil {
+		return 1, err
+	}
+	return 0, nil
+}
+
+// scanOwners runs one process scan with the server's scanner (one at a
+// time: a Scanner is not safe for concurrent use).
+func (s *Server) scanOwners(ctx context.Context) (*procs.Index, error) {
+	s.scanMu.Lock()
+	defer s.scanMu.Unlock()
+	return s.scanner.Scan(ctx)
+}
+
+// peerOwners answers ss -p from a fresh scan of the host, showing a
+// caller who is not root only its own processes.
+type peerOwners struct {
+	s *Server
+	p *Peer
+}
+
+// Scan runs the scan.
+func (o peerOwners) Scan(ctx context.Context) (ssquery.OwnerIndex, error) {
+	ix, err := o.s.scanOwners(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return peerIndex{ix: ix, p: o.p}, nil
+}
+
+type peerIndex struct {
+	ix *procs.Index
+	p  *Peer
+}
+
+func (i peerIndex) Owners(s *sock.Socket) []sock.Process {
+	return i.p.Processes(i.ix.Lookup(s.Inode))
+}
+
+// rowOwners answers ss -p at a past moment: the owner the table recorded
+// in the row, if the caller may see it.
+type rowOwners struct{ p *Peer }
+
+// Scan needs no scan: the rows carry their owner.
+func (o rowOwners) Scan(context.Context) (ssquery.OwnerIndex, error) { return o, nil }
+
+// Owners returns the row's recorded owner.
+func (o rowOwners) Owners(s *sock.Socket) []sock.Process {
+	if o.p.Root() {
+		return s.Procs
+	}
+	// The table knows the owner's uid only as the socket's; a process
+	// that is gone cannot be checked, so only a live own process shows.
+	return o.p.Processes(s.Procs)
+}

@@ -1,0 +1,184 @@
+// Package ssflags is the command line of `ss`: its options, defined once
+// for two parsers. `sstrace ss` adds them to its cobra command; the daemon
+// parses the same options from the arguments a client forwards (an
+// `sstrace ss --socket PATH ...` query), so that both read an option the
+// same way and a new option cannot reach one and not the other.
+//
+// Options that select tables, families and states apply in command-line
+// order, as in ss (`-t -a` and `-a -t` differ for some combinations), so
+// they call the ssquery.Selection as they are parsed. Every option set is
+// also recorded, in order and in `--name=value` form: Args returns that
+// record, the form a client forwards to the daemon.
+//
+//	s := ssflags.New(nil)
+//	if err := s.Flags.Parse([]string{"-tan", "dport", "=", ":22"}); err != nil { ... }
+//	opts := s.Options // -t -a -n
+//	words := s.Flags.Args()
+package ssflags
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/ssquery"
+)
+
+// Set is the ss options of one command line: the flag set that parses
+// them and the Options they build. It must not be copied once made: the
+// flags point into it.
+type Set struct {
+	// Options is what the parsed flags chose.
+	Options ssquery.Options
+	// Flags parses the options; add it to a cobra command with
+	// AddFlagSet, or call Parse.
+	Flags *pflag.FlagSet
+	// args records every option set, in order (see Args).
+	args []string
+}
+
+// New defines ss's options on a new flag set. daemonSocket, when not nil,
+// receives the value of a --socket option that names a path (it contains a
+// "/"): `sstrace ss --socket /run/sstrace/sstrace.sock` asks the daemon,
+// while `--socket tcp` keeps ss's meaning (an alias of -A). Socket query
+// names never contain a slash, so the two cannot be confused. With nil,
+// --socket is only ss's.
+func New(daemonSocket *string) *Set {
+	s := &Set{Flags: pflag.NewFlagSet("ss", pflag.ContinueOnError)}
+	s.Flags.SetOutput(io.Discard)
+	s.define(daemonSocket)
+	return s
+}
+
+// Args returns the options parsed so far, in command-line order, in
+// `--name=value` form, without the daemon socket: parsing them again with
+// New gives the same Options.
+func (s *Set) Args() []string { return append([]string(nil), s.args...) }
+
+// Parse parses a whole forwarded ss command line (options, then the state
+// words and filter) and returns the Options and the remaining words. It is
+// the daemon's side of Args.
+func Parse(args []string) (ssquery.Options, []string, error) {
+	s := New(nil)
+	if err := s.Flags.Parse(args); err != nil {
+		return ssquery.Options{}, nil, fmt.Errorf("ss: %w", err)
+	}
+	return s.Options, s.Flags.Args(), nil
+}
+
+// orderedFlag is a boolean-looking flag whose effect depends on where it
+// sits on the command line (ss applies -t, -a, -4, ... in order).
+type orderedFlag struct {
+	apply func() error
+}
+
+func (f *orderedFlag) String() string   { return "false" }
+func (f *orderedFlag) Type() string     { return "bool" }
+func (f *orderedFlag) IsBoolFlag() bool { return true }
+func (f *orderedFlag) Set(v string) error {
+	if b, err := strconv.ParseBool(v); err != nil || !b {
+		return fmt.Errorf("takes no value")
+	}
+	return f.apply()
+}
+
+// orderedValue is an option with an argument applied in command-line order
+// (-A, -f).
+type orderedValue struct {
+	apply func(string) error
+}
+
+func (f *orderedValue) String() string     { return "" }
+func (f *orderedValue) Type() string       { return "string" }
+func (f *orderedValue) Set(v string) error { return f.apply(v) }
+
+// recorded wraps a flag's value so that setting it is recorded in args.
+type recorded struct {
+	pflag.Value
+	name string
+	args *[]string
+	// skip says not to record a value (the daemon socket).
+	skip func(string) bool
+}
+
+func (r *recorded) Set(v string) error {
+	if err := r.Value.Set(v); err != nil {
+		return err
+	}
+	if r.skip == nil || !r.skip(v) {
+		*r.args = append(*r.args, "--"+r.name+"="+v)
+	}
+	return nil
+}
+
+// IsBoolFlag keeps a wrapped boolean flag boolean for parsers that ask.
+func (r *recorded) IsBoolFlag() bool { return r.Value.Type() == "bool" }
+
+// define adds ss's options, in ss's --help order.
+func (s *Set) define(daemonSocket *string) {
+	o := &s.Options
+	fl := s.Flags
+	fl.SortFlags = false
+	fl.BoolVarP(&o.Numeric, "numeric", "n", false, "don't resolve service names")
+	fl.BoolVarP(&o.Resolve, "resolve", "r", false, "resolve host names (from /etc/hosts only)")
+	ordered := func(name, short, usage string, apply func() error) {
+		f := fl.VarPF(&orderedFlag{apply: apply}, name, short, usage)
+		f.NoOptDefVal = "true"
+	}
+	sel := &o.Selection
+	ordered("all", "a", "display all sockets", func() error { sel.All(); return nil })
+	ordered("listening", "l", "display listening sockets", func() error { sel.Listening(); return nil })
+	fl.BoolVarP(&o.Timers, "options", "o", false, "show timer information")
+	fl.BoolVarP(&o.Extended, "extended", "e", false, "show detailed socket information")
+	fl.BoolVarP(&o.Memory, "memory", "m", false, "show socket memory usage")
+	fl.BoolVarP(&o.Processes, "processes", "p", false, "show process using socket")
+	fl.BoolVarP(&o.Info, "info", "i", false, "show internal TCP information")
+	fl.BoolVarP(&o.Summary, "summary", "s", false, "show socket usage summary")
+	fl.StringVarP(&o.NetNS, "net", "N", "", "switch to the specified network namespace name")
+	ordered("ipv4", "4", "display only IP version 4 sockets", func() error { sel.Family(unix.AF_INET); return nil })
+	ordered("ipv6", "6", "display only IP version 6 sockets", func() error { sel.Family(unix.AF_INET6); return nil })
+	ordered("tcp", "t", "display only TCP sockets", func() error { sel.Table(ssquery.TCP); return nil })
+	ordered("udp", "u", "display only UDP sockets", func() error { sel.Table(ssquery.UDP); return nil })
+	ordered("raw", "w", "display only RAW sockets", func() error { sel.Table(ssquery.RAW); return nil })
+	ordered("unix", "x", "display only Unix domain sockets", func() error { sel.Family(unix.AF_UNIX); return nil })
+	// Tables sstrace cannot dump: the flags exist so that asking for one
+	// says so (the Selection records it) instead of being an unknown flag.
+	unsupported := "sockets (not supported by sstrace)"
+	ordered("packet", "0", "display only packet "+unsupported, func() error { sel.Family(unix.AF_PACKET); return nil })
+	ordered("mptcp", "M", "display only mptcp "+unsupported, func() error { sel.Table(ssquery.MPTCP); return nil })
+	ordered("sctp", "S", "display only sctp "+unsupported, func() error { sel.Table(ssquery.SCTP); return nil })
+	ordered("dccp", "d", "display only dccp "+unsupported, func() error { sel.Table(ssquery.DCCP); return nil })
+	ordered("vsock", "", "display only vsock "+unsupported, func() error { sel.Family(unix.AF_VSOCK); return nil })
+	ordered("tipc", "", "display only tipc "+unsupported, func() error { sel.Family(unix.AF_TIPC); return nil })
+	ordered("xdp", "", "display only xdp "+unsupported, func() error { sel.Family(unix.AF_XDP); return nil })
+	fl.VarP(&orderedValue{apply: sel.FamilyName}, "family", "f", "display sockets of type FAMILY: inet|inet6|unix")
+	fl.VarP(&orderedValue{apply: sel.Query}, "query", "A", "QUERY := {all|inet|tcp|udp|raw|unix|unix_dgram|unix_stream|unix_seqpacket}[,QUERY]")
+	isPath := func(v string) bool { return daemonSocket != nil && strings.Contains(v, "/") }
+	socketUsage := "same as --query"
+	if daemonSocket != nil {
+		socketUsage = "same as --query; a PATH (with a /) instead asks the sstrace daemon listening there"
+	}
+	fl.Var(&orderedValue{apply: func(v string) error {
+		if isPath(v) {
+			*daemonSocket = v
+			return nil
+		}
+		return sel.Query(v)
+	}}, "socket", socketUsage)
+	fl.StringVarP(&o.FilterFile, "filter", "F", "", "read filter information from FILE")
+	fl.BoolVarP(&o.NoHeader, "no-header", "H", false, "suppress header line")
+	fl.BoolVarP(&o.OneLine, "oneline", "O", false, "socket's data printed on a single line")
+	fl.BoolVar(&o.JSON, "json", false, "one JSON object per socket per line (keys: see docs/JSON.md)")
+
+	fl.VisitAll(func(f *pflag.Flag) {
+		r := &recorded{Value: f.Value, name: f.Name, args: &s.args}
+		if f.Name == "socket" {
+			r.skip = isPath
+		}
+		f.Value = r
+	})
+}
