@@ -8,5 +8,7 @@ func subcommands() []*cobra.Command {
 		newTraceCmd(),
 		newSSCmd(),
 		newStatusCmd(),
+		newHistoryCmd(),
+		newCloseWaitCmd(),
 	}
 }

@@ -2,47 +2,28 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"runtime/debug"
-	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/netns"
+	"github.com/sstrace/sstrace/pkg/ssflags"
 	"github.com/sstrace/sstrace/pkg/ssquery"
 )
 
-// orderedFlag is a boolean-looking flag whose effect depends on where it
-// sits on the command line (ss applies -t, -a, -4, ... in order).
-type orderedFlag struct {
-	apply func() error
-}
-
-func (f *orderedFlag) String() string   { return "false" }
-func (f *orderedFlag) Type() string     { return "bool" }
-func (f *orderedFlag) IsBoolFlag() bool { return true }
-func (f *orderedFlag) Set(v string) error {
-	if b, err := strconv.ParseBool(v); err != nil || !b {
-		return fmt.Errorf("takes no value")
-	}
-	return f.apply()
-}
-
-// orderedValue is an option with an argument applied in command-line order
-// (-A, -f).
-type orderedValue struct {
-	apply func(string) error
-}
-
-func (f *orderedValue) String() string     { return "" }
-func (f *orderedValue) Type() string       { return "string" }
-func (f *orderedValue) Set(v string) error { return f.apply(v) }
-
-// newSSCmd builds `sstrace ss`. Flags that select tables, families and
-// states call the Selection as cobra parses them, so they apply in
+// newSSCmd builds `sstrace ss`. Its options are ss's (pkg/ssflags, shared
+// with the daemon, which parses the same options when a query is
+// forwarded); those that select tables, families and states apply in
 // command-line order as in ss.
 func newSSCmd() *cobra.Command {
-	o := &ssquery.Options{}
+	var daemonSocket, at string
+	var allNetNS bool
+	set := ssflags.New(&daemonSocket)
 	cmd := &cobra.Command{
 		Use:   "ss [options] [state STATE | exclude STATE]... [FILTER]",
 		Short: "socket statistics, as iproute2 ss prints them, answered from sock_diag",
@@ -52,10 +33,27 @@ and the filter pushed down to the kernel. --json prints one JSON object per
 socket per line instead.
 
 sstrace dumps TCP, UDP, RAW and UNIX sockets; asking for another table
-(-0, -M, -S, -d, --vsock, --tipc, --xdp, -A packet, ...) is an error.`,
+(-0, -M, -S, -d, --vsock, --tipc, --xdp, -A packet, ...) is an error.
+
+--socket PATH (a path: it contains a "/"; without one, --socket is ss's
+alias of -A) asks the sstrace daemon listening there, which answers in the
+caller's network namespace with the same engine: the same output as ss.
+--at TIME (RFC 3339, or relative: -30s) answers from the daemon's table as
+it stood then (TCP only; queues, timers and TCP internals are not kept and
+print as zero; -p shows the recorded owner with fd=-1); it implies the
+default socket ` + daemon.DefaultSocket + `.`,
 		Args:                  cobra.ArbitraryArgs,
 		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o := set.Options
+			if at != "" || allNetNS {
+				if daemonSocket == "" {
+					daemonSocket = daemon.DefaultSocket
+				}
+			}
+			if daemonSocket != "" {
+				return ssFromDaemon(cmd, daemonSocket, at, allNetNS, set, args)
+			}
 			// A one-shot dump allocates a little per row and frees it
 			// all at exit: collecting garbage on the way costs a large
 			// share of the CPU (7 cycles for 100 000 rows). Collect
@@ -66,7 +64,7 @@ sstrace dumps TCP, UDP, RAW and UNIX sockets; asking for another table
 			if o.NetNS != "" {
 				src.NS = netns.ByName(o.NetNS)
 			}
-			return ssquery.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), *o, args, src)
+			return ssquery.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o, args, src)
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
@@ -74,44 +72,41 @@ sstrace dumps TCP, UDP, RAW and UNIX sockets; asking for another table
 	})
 	fl := cmd.Flags()
 	fl.SortFlags = false
-	fl.BoolVarP(&o.Numeric, "numeric", "n", false, "don't resolve service names")
-	fl.BoolVarP(&o.Resolve, "resolve", "r", false, "resolve host names (from /etc/hosts only)")
-	ordered := func(name, short, usage string, apply func() error) {
-		f := fl.VarPF(&orderedFlag{apply: apply}, name, short, usage)
-		f.NoOptDefVal = "true"
-	}
-	sel := &o.Selection
-	ordered("all", "a", "display all sockets", func() error { sel.All(); return nil })
-	ordered("listening", "l", "display listening sockets", func() error { sel.Listening(); return nil })
-	fl.BoolVarP(&o.Timers, "options", "o", false, "show timer information")
-	fl.BoolVarP(&o.Extended, "extended", "e", false, "show detailed socket information")
-	fl.BoolVarP(&o.Memory, "memory", "m", false, "show socket memory usage")
-	fl.BoolVarP(&o.Processes, "processes", "p", false, "show process using socket")
-	fl.BoolVarP(&o.Info, "info", "i", false, "show internal TCP information")
-	fl.BoolVarP(&o.Summary, "summary", "s", false, "show socket usage summary")
-	fl.StringVarP(&o.NetNS, "net", "N", "", "switch to the specified network namespace name")
-	ordered("ipv4", "4", "display only IP version 4 sockets", func() error { sel.Family(unix.AF_INET); return nil })
-	ordered("ipv6", "6", "display only IP version 6 sockets", func() error { sel.Family(unix.AF_INET6); return nil })
-	ordered("tcp", "t", "display only TCP sockets", func() error { sel.Table(ssquery.TCP); return nil })
-	ordered("udp", "u", "display only UDP sockets", func() error { sel.Table(ssquery.UDP); return nil })
-	ordered("raw", "w", "display only RAW sockets", func() error { sel.Table(ssquery.RAW); return nil })
-	ordered("unix", "x", "display only Unix domain sockets", func() error { sel.Family(unix.AF_UNIX); return nil })
-	// Tables sstrace cannot dump: the flags exist so that asking for one
-	// says so (the Selection records it) instead of being an unknown flag.
-	unsupported := "sockets (not supported by sstrace)"
-	ordered("packet", "0", "display only packet "+unsupported, func() error { sel.Family(unix.AF_PACKET); return nil })
-	ordered("mptcp", "M", "display only mptcp "+unsupported, func() error { sel.Table(ssquery.MPTCP); return nil })
-	ordered("sctp", "S", "display only sctp "+unsupported, func() error { sel.Table(ssquery.SCTP); return nil })
-	ordered("dccp", "d", "display only dccp "+unsupported, func() error { sel.Table(ssquery.DCCP); return nil })
-	ordered("vsock", "", "display only vsock "+unsupported, func() error { sel.Family(unix.AF_VSOCK); return nil })
-	ordered("tipc", "", "display only tipc "+unsupported, func() error { sel.Family(unix.AF_TIPC); return nil })
-	ordered("xdp", "", "display only xdp "+unsupported, func() error { sel.Family(unix.AF_XDP); return nil })
-	fl.VarP(&orderedValue{apply: sel.FamilyName}, "family", "f", "display sockets of type FAMILY: inet|inet6|unix")
-	fl.VarP(&orderedValue{apply: sel.Query}, "query", "A", "QUERY := {all|inet|tcp|udp|raw|unix|unix_dgram|unix_stream|unix_seqpacket}[,QUERY]")
-	fl.Var(&orderedValue{apply: sel.Query}, "socket", "same as --query")
-	fl.StringVarP(&o.FilterFile, "filter", "F", "", "read filter information from FILE")
-	fl.BoolVarP(&o.NoHeader, "no-header", "H", false, "suppress header line")
-	fl.BoolVarP(&o.OneLine, "oneline", "O", false, "socket's data printed on a single line")
-	fl.BoolVar(&o.JSON, "json", false, "one JSON object per socket per line (keys: see pkg/ssfmt)")
+	fl.AddFlagSet(set.Flags)
+	fl.StringVar(&at, "at", "", "answer as the daemon's table stood at TIME (RFC 3339 or relative: -30s)")
+	fl.BoolVar(&allNetNS, "all-netns", false, "with --at: every network namespace (root only)")
 	return cmd
+}
+
+// ssFromDaemon forwards the query: the options as parsed, in order, then
+// the filter words after "--" (so that none is taken for an option).
+func ssFromDaemon(cmd *cobra.Command, path, at string, allNetNS bool, set *ssflags.Set, args []string) error {
+	req := daemon.Request{Op: daemon.OpSS, AllNetNS: allNetNS}
+	req.Args = append(set.Args(), "--")
+	req.Args = append(req.Args, args...)
+	if at != "" {
+		t, err := daemon.ParseTime(at, time.Now())
+		if err != nil {
+			return exitError{code: 1, msg: "ss: --at: " + err.Error()}
+		}
+		req.At = t
+	}
+	if file := set.Options.FilterFile; file != "" {
+		// The daemon opens no file for a client: send the text.
+		var r io.Reader = os.Stdin
+		if !strings.HasPrefix(file, "-") {
+			f, err := os.Open(file)
+			if err != nil {
+				return fmt.Errorf("ss: open filter file: %w", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		b, err := io.ReadAll(io.LimitReader(r, daemon.MaxRequestBytes))
+		if err != nil {
+			return fmt.Errorf("ss: read filter file: %w", err)
+		}
+		req.Filter = string(b)
+	}
+	return askDaemon(cmd.Context(), path, req)
 }

@@ -6,19 +6,29 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/tracer"
 )
 
 func newStatusCmd() *cobra.Command {
 	var asJSON bool
+	var socket string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show which kernel hooks work here, which would be chosen, and why the others do not",
 		Long: `Show the kernel, whether it has BTF, and for every hook (tp_btf, tracepoint,
 fentry, kprobe) whether it loads and attaches here, found by trying it for
-real, and how events would get their socket cookies. Needs root.`,
+real, and how events would get their socket cookies. Needs root.
+
+With --socket PATH, report the running daemon's state instead: hook, kernel,
+table size by state, events/s, lost events, re-seeds, corrections, memory,
+retained connections. It exits 0 only once the daemon's table is seeded (a
+script can wait on it), 1 before.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if socket != "" {
+				return askDaemon(cmd.Context(), socket, daemon.Request{Op: daemon.OpStatus, JSON: asJSON})
+			}
 			r := tracer.Probe()
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
@@ -39,6 +49,7 @@ real, and how events would get their socket cookies. Needs root.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().StringVar(&socket, "socket", "", "report the daemon listening on this socket ("+daemon.DefaultSocket+" by default)")
 	return cmd
 }
 

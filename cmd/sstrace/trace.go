@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/eventfmt"
 	"github.com/sstrace/sstrace/pkg/owner"
@@ -28,6 +29,7 @@ type traceFlags struct {
 	duration time.Duration
 	noHeader bool
 	cpuProf  string
+	socket   string
 }
 
 func newTraceCmd() *cobra.Command {
@@ -45,9 +47,15 @@ the task that happened to run, and shows "-" when the owner is unknown (a
 socket older than the trace).
 
 --json prints one object per line; see README for the keys. Counters
-(events, lost) go to stderr on exit, and losses are reported as they happen.`,
+(events, lost) go to stderr on exit, and losses are reported as they happen.
+
+With --socket PATH, the running daemon's stream is shown instead (no
+programs are loaded; events a slow client misses are counted on stderr).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.socket != "" {
+				return traceFromDaemon(cmd.Context(), f)
+			}
 			return runTrace(cmd.Context(), f)
 		},
 	}
@@ -60,6 +68,7 @@ socket older than the trace).
 	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line (human form)")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a Go CPU profile of the tracer to this file (for benchmarking)")
 	_ = fl.MarkHidden("cpuprofile")
+	fl.StringVar(&f.socket, "socket", "", "stream from the daemon listening on this socket ("+daemon.DefaultSocket+" by default)")
 	return cmd
 }
 
@@ -185,6 +194,23 @@ func runTrace(ctx context.Context, f traceFlags) error {
 		return exitError{code: 3, msg: fmt.Sprintf("%d transitions were missed by the kernel (program recursion)", st.Missed)}
 	}
 	return nil
+}
+
+// traceFromDaemon streams the daemon's events. Like a local trace it shows
+// every namespace to root (one with --netns), and a user its own.
+func traceFromDaemon(ctx context.Context, f traceFlags) error {
+	netns, err := parseNetns(f.netns)
+	if err != nil {
+		return err
+	}
+	if f.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.duration)
+		defer cancel()
+	}
+	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, NetNS: uint64(netns)}
+	req.AllNetNS = os.Geteuid() == 0 && netns == 0
+	return askDaemon(ctx, f.socket, req)
 }
 
 func reportLosses(ctx context.Context, t *tracer.Tracer) {
