@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"os/user"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/daemon"
+	"github.com/sstrace/sstrace/pkg/keeper"
+	"github.com/sstrace/sstrace/pkg/metrics"
+	"github.com/sstrace/sstrace/pkg/table"
+	"github.com/sstrace/sstrace/pkg/tracer"
+)
+
+type daemonFlags struct {
+	socket         string
+	group          string
+	retain         time.Duration
+	retainMax      int
+	metricsAddr    string
+	hook           string
+	ringSize       int
+	reconcileEvery time.Duration
+	logFormat      string
+	logLevel       string
+}
+
+func newDaemonCmd() *cobra.Command {
+	var f daemonFlags
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Keep a table of every TCP socket with its history, and answer queries on a Unix socket",
+		Long: `daemon attaches the tracer, seeds a table of every TCP socket of every network
+namespace from sock_diag (events that race the dump are applied after it, by
+cookie and time), keeps it exact with the event stream, and answers
+` + "`sstrace ss --socket`, `sstrace history`, `sstrace closewait`, `sstrace status --socket`" + `
+and ` + "`sstrace trace --socket`" + ` on a Unix socket. Closed connections are kept
+for --retain (and at most --retain-max). Logs go to stderr (log/slog).
+SIGINT or SIGTERM stop it: programs detached, socket removed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDaemon(cmd.Context(), f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.socket, "socket", daemon.DefaultSocket, "Unix socket to answer on")
+	fl.StringVar(&f.group, "socket-group", "", "group (name or gid) allowed to connect besides root; non-root members see only their own namespace and processes")
+	fl.DurationVar(&f.retain, "retain", table.DefaultRetain, "keep closed connections this long")
+	fl.IntVar(&f.retainMax, "retain-max", table.DefaultRetainMax, "keep at most this many closed connections")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9477)")
+	fl.StringVar(&f.hook, "hook", "auto", "kernel hook: auto, tp_btf, tracepoint, fentry or kprobe")
+	fl.IntVar(&f.ringSize, "ring-size", 8<<20, "ring buffer size in bytes (a power of two)")
+	fl.DurationVar(&f.reconcileEvery, "reconcile-every", 5*time.Second, "how often expired TIME-WAIT sockets are looked for")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// parseGroup turns --socket-group into a gid (-1: none).
+func parseGroup(s string) (int, error) {
+	if s == "" {
+		return -1, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+		return n, nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		return 0, fmt.Errorf("--socket-group %q: %w", s, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func runDaemon(ctx context.Context, f daemonFlags) error {
+	log, err := newLogger(f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	gid, err := parseGroup(f.group)
+	if err != nil {
+		return err
+	}
+	hook, err := tracer.ParseHook(f.hook)
+	if err != nil {
+		return err
+	}
+	if f.retain <= 0 || f.retainMax <= 0 {
+		return errors.New("--retain and --retain-max must be positive")
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	tr, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	method, note := tr.CookieMethod()
+	log.Info("tracer attached", "hook", tr.Hook(), "cookies", method, "note", note)
+
+	opts := table.Options{Retain: f.retain, RetainMax: f.retainMax}
+	if method != tracer.CookieMethodHelper {
+		opts.Resolve = keeper.Resolver()
+	}
+	tbl := table.New(opts)
+
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	kernel := unix.ByteSliceToString(uts.Release[:])
+	rate := newEventRate()
+	srv, err := daemon.Listen(daemon.Config{
+		Path:  f.socket,
+		Group: gid,
+		Table: tbl,
+		Status: func() daemon.Status {
+			st, _ := tr.Stats()
+			return daemon.Status{
+				Hook: string(tr.Hook()), Kernel: kernel, Cookies: string(method), PID: os.Getpid(),
+				EventsPerSecond: rate.observe(st.Received),
+			}
+		},
+		Events: func(buf int) *table.Subscription { return tbl.Subscribe(true, false, buf) },
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ctx); err != nil {
+			log.Error("server", "err", err)
+		}
+	}()
+	defer func() {
+		srv.Close()
+		wg.Wait()
+	}()
+	log.Info("listening", "socket", srv.Path())
+
+	if f.metricsAddr != "" {
+		col := metrics.NewCollector(tbl, metrics.Options{Tracer: func() (metrics.TracerStats, error) {
+			st, err := tr.Stats()
+			return metrics.TracerStats{Submitted: st.Submitted, Received: st.Received, Lost: st.Lost + st.Missed, DeferFull: st.DeferFull}, err
+		}})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := metrics.Serve(ctx, f.metricsAddr, col, log); err != nil {
+				log.Error("metrics", "err", err)
+			}
+		}()
+	}
+
+	err = keeper.Run(ctx, tr, tbl, keeper.Options{ReconcileEvery: f.reconcileEvery, Log: log})
+	log.Info("stopping")
+	return err
+}
+
+// eventRate turns the received counter into a rate over the last status
+// request (or the last few seconds).
+type eventRate struct {
+	mu   sync.Mutex
+	last uint64
+	at   time.Time
+	rate float64
+}
+
+func newEventRate() *eventRate { return &eventRate{at: time.Now()} }
+
+func (r *eventRate) observe(received uint64) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if d := now.Sub(r.at); d >= time.Second {
+		r.rate = float64(received-r.last) / d.Seconds()
+		r.last, r.at = received, now
+	}
+	return r.rate
+}
