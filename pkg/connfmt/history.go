@@ -98,8 +98,8 @@ func AppendTimeline(b []byte, c *table.Conn) []byte {
 	}
 	first := c.Transitions[0].Time
 	for _, t := range c.Transitions {
-		b = append(b, "        +"...)
-		b = padLeft(b, strconv.FormatFloat(float64(t.Time.Sub(first))/float64(time.Millisecond), 'f', 3, 64)+"ms", 12)
+		b = append(b, "    "...)
+		b = padLeft(b, "+"+strconv.FormatFloat(float64(t.Time.Sub(first))/float64(time.Millisecond), 'f', 3, 64)+"ms", 14)
 		b = append(b, ' ')
 		b = t.Time.Local().AppendFormat(b, "15:04:05.000000")
 		b = append(b, ' ', ' ')

@@ -294,7 +294,8 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	}
 	defer peer.close()
 	c.SetReadDeadline(time.Now().Add(RequestReadTimeout))
-	br := bufio.NewReaderSize(c, 4096)
+	// The limit makes an over-long line end at once, not at the timeout.
+	br := bufio.NewReaderSize(&io.LimitedReader{R: c, N: MaxRequestBytes + 1}, 4096)
 	line, err := readRequest(br)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -324,7 +325,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	go func() {
 		var b [1]byte
 		for {
-			if _, err := br.Read(b[:]); err != nil {
+			if _, err := c.Read(b[:]); err != nil {
 				cancel()
 				return
 			}

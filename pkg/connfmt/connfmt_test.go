@@ -1,0 +1,77 @@
+package connfmt
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sstrace/sstrace/pkg/event"
+	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/table"
+)
+
+var t0 = time.Date(2025, 1, 2, 15, 4, 5, 0, time.Local)
+
+func conn(cookie uint64, peer string, origin table.Origin, fin time.Duration) table.Conn {
+	c := table.Conn{
+		Cookie: cookie, Family: 2, Local: netip.MustParseAddrPort("10.0.0.9:40000"),
+		Peer: netip.MustParseAddrPort(peer), State: sock.CloseWait, Origin: origin, Opened: t0,
+		Owner: event.Owner{PID: 7, Comm: "app"},
+	}
+	if origin == table.OriginConnect {
+		c.Transitions = []table.Transition{
+			{Time: t0, OldState: sock.Close, NewState: sock.SynSent, Context: event.ContextProcess, Task: &event.Task{PID: 7, Comm: "app"}},
+			{Time: t0.Add(fin), OldState: sock.Established, NewState: sock.CloseWait, Context: event.ContextSoftirq},
+		}
+	}
+	return c
+}
+
+func TestHistoryLine(t *testing.T) {
+	c := conn(1, "10.0.0.1:80", table.OriginConnect, time.Second)
+	c.State, c.Outcome, c.By = sock.Close, table.OutcomeClosed, table.SidePeer
+	c.FullClosed = t0.Add(1500 * time.Millisecond)
+	c.Final.BytesAcked, c.Final.BytesReceived = 4096, 10240
+	got := string(AppendHistory(nil, &c, t0.Add(time.Hour), true))
+	lines := strings.Split(got, "\n")
+	want := "7       app              10.0.0.9        40000 10.0.0.1           80       4      10    1500.00 CLOSED       closed(peer)"
+	if lines[0] != want {
+		t.Errorf("line:\n%q\nwant\n%q", lines[0], want)
+	}
+	if !strings.Contains(lines[1], "+0.000ms") || !strings.Contains(lines[1], "CLOSE       -> SYN_SENT") || !strings.HasSuffix(lines[1], "process 7 app") {
+		t.Errorf("timeline: %q", lines[1])
+	}
+	if len(strings.Fields(HistoryHeader)) != 11 {
+		t.Errorf("header columns: %q", HistoryHeader)
+	}
+	open := conn(2, "10.0.0.1:80", table.OriginConnect, time.Second)
+	open.Gap = true
+	if l := string(AppendHistory(nil, &open, t0.Add(2*time.Second), false)); !strings.HasSuffix(l, "CLOSE_WAIT   -!\n") || !strings.Contains(l, "2000.00") {
+		t.Errorf("open line: %q", l)
+	}
+}
+
+func TestGroupCloseWait(t *testing.T) {
+	ws := []CloseWait{
+		{Conn: conn(1, "10.0.0.2:443", table.OriginBeforeStart, 0), Owners: []sock.Process{{PID: 9, Comm: "old", FD: 3}}},
+		{Conn: conn(2, "10.0.0.1:80", table.OriginConnect, 2*time.Second), Owners: []sock.Process{{PID: 7, Comm: "app", FD: 5}}},
+		{Conn: conn(3, "10.0.0.1:80", table.OriginConnect, time.Second), Owners: []sock.Process{{PID: 7, Comm: "app", FD: 6}}},
+	}
+	g := GroupCloseWait(ws)
+	if len(g) != 2 || len(g[0].Sockets) != 2 || g[0].Comm != "app" || g[0].Port != 80 || g[0].Sockets[0].Conn.Cookie != 3 {
+		t.Fatalf("groups: %+v", g)
+	}
+	now := t0.Add(time.Minute)
+	text := string(AppendCloseWait(nil, g, now))
+	if !strings.HasPrefix(text, "app (pid 7): 2 sockets in CLOSE-WAIT to 10.0.0.1:80, oldest FIN 59s ago\n") ||
+		!strings.Contains(text, "began: connect by 7 app at") ||
+		!strings.Contains(text, "old (pid 9): 1 socket in CLOSE-WAIT to 10.0.0.2:443, oldest FIN at least 1m0s ago") ||
+		!strings.Contains(text, "FIN time unknown") {
+		t.Errorf("text:\n%s", text)
+	}
+	j := g[1].Sockets[0].JSON(2, now)
+	if j.Since != nil || !j.SinceUnknown || j.AgeSeconds != 60 || len(j.Owners) != 1 || *j.Owners[0].FD != 3 {
+		t.Errorf("json: %+v", j)
+	}
+}
