@@ -1,8 +1,8 @@
 package keeper
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/sockdiag"
@@ -346,4 +345,28 @@ func TestLossReseeds(t *testing.T) {
 	}
 }
 
-var _ = event.Owner{}
+// TestStopUnderChurn: the keeper (and so the daemon) stops within a second
+// of being asked while connections churn at full speed.
+func TestStopUnderChurn(t *testing.T) {
+	w := newWorld(t, 0)
+	w.start(t, 0)
+	select {
+	case <-w.ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not seeded within 10 s")
+	}
+	ctx, stopChurn := context.WithCancel(context.Background())
+	defer stopChurn()
+	n := w.churn(ctx, t)
+	n2 := w.churn(ctx, t)
+	time.Sleep(300 * time.Millisecond)
+	asked := time.Now()
+	w.stop()
+	select {
+	case err := <-w.done:
+		w.done <- err // for the cleanup
+	case <-time.After(time.Second):
+		t.Fatalf("still running 1 s after the stop, under churn (%d connections)", n.Load()+n2.Load())
+	}
+	t.Logf("stopped %v after the request, %d connections churned", time.Since(asked).Round(time.Millisecond), n.Load()+n2.Load())
+}
