@@ -56,7 +56,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/sstrace/sstrace/pkg/eventfmt"
 )
 
 // DefaultSocket is where the daemon listens unless told otherwise.
@@ -219,7 +220,7 @@ func appendFrame(b []byte, key string, text []byte) []byte {
 	b = append(b, `{"`...)
 	b = append(b, key...)
 	b = append(b, `":`...)
-	b = appendJSONString(b, text)
+	b = eventfmt.AppendJSONString(b, text)
 	return append(b, "}\n"...)
 }
 
@@ -228,41 +229,6 @@ func appendExit(b []byte, code int, msg string) []byte {
 	f := Frame{Exit: &code, Error: msg}
 	j, _ := json.Marshal(f) // cannot fail: a struct of strings and an int
 	return append(append(b, j...), '\n')
-}
-
-// appendJSONString appends s as a JSON string, invalid UTF-8 replaced.
-func appendJSONString(b []byte, s []byte) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c == '\n':
-				b = append(b, '\\', 'n')
-			case c == '\t':
-				b = append(b, '\\', 't')
-			case c == '\r':
-				b = append(b, '\\', 'r')
-			case c < 0x20 || c == 0x7f:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
-		} else {
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
 }
 
 // truncate shortens s for an error message.

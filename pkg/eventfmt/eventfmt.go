@@ -109,7 +109,7 @@ func (j *JSON) Append(b []byte, e *event.Event) []byte {
 	b = append(b, `,"comm":`...)
 	if j.commText == nil || e.Owner.Comm != j.comm {
 		j.comm = e.Owner.Comm
-		j.commText = appendJSONString(j.commText[:0], e.Owner.Comm)
+		j.commText = AppendJSONString(j.commText[:0], e.Owner.Comm)
 	}
 	b = append(b, j.commText...)
 	b = append(b, `,"uid":`...)
@@ -129,7 +129,7 @@ func (j *JSON) Append(b []byte, e *event.Event) []byte {
 		b = append(b, `,"task_uid":`...)
 		b = strconv.AppendUint(b, uint64(task.UID), 10)
 		b = append(b, `,"task_comm":`...)
-		b = appendJSONString(b, task.Comm)
+		b = AppendJSONString(b, task.Comm)
 		b = append(b, `,"task_cgroup":`...)
 		b = strconv.AppendUint(b, e.CgroupID, 10)
 	}
@@ -190,29 +190,36 @@ func appendPadded(b []byte, v uint64, width int) []byte {
 	return append(b, d[i:]...)
 }
 
-// appendJSONString quotes s. A comm is chosen by the process and may hold
-// any byte, so quotes, control characters and invalid UTF-8 are escaped.
-func appendJSONString(b []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string: the one quoter of
+// sstrace's hand-built JSON (events here, the daemon's reply frames). What
+// it quotes is chosen by others (a comm by any process, output text by the
+// kernel), so quotes, control characters and DEL are escaped and invalid
+// UTF-8 becomes U+FFFD.
+func AppendJSONString[T string | []byte](b []byte, s T) []byte {
+	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			b = append(b, c)
-			i++
-			continue
-		}
 		if c < utf8.RuneSelf {
-			switch c {
-			case '"', '\\':
+			switch {
+			case c == '"' || c == '\\':
 				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c < 0x20 || c == 0x7f:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
 			default:
-				b = append(b, `\u00`...)
-				b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&0xf])
+				b = append(b, c)
 			}
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		// At most UTFMax bytes: the conversion stays on the stack.
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, `\ufffd`...)
 		} else {
