@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -164,10 +165,42 @@ func (s *Server) runHistory(ctx context.Context, p *Peer, req *Request, w *reply
 // follow streams connections as they close, until the client leaves.
 func (s *Server) follow(ctx context.Context, p *Peer, req *Request, w *replyWriter, sub *table.Subscription,
 	ns uint64, match func(*table.Conn) bool, printed map[uint64]bool) (int, error) {
-	tick := time.NewTicker(200 * time.Millisecond)
+	return stream(ctx, w, sub, 200*time.Millisecond,
+		"sstrace: %d closed connections not shown: this client did not keep up\n",
+		func(b []byte, u table.Update) ([]byte, error) {
+			c := u.Conn
+			if c == nil || (ns != 0 && c.NetNS != ns) || (match != nil && !match(c)) {
+				return b, nil
+			}
+			if printed[c.Cookie] {
+				delete(printed, c.Cookie)
+				return b, nil
+			}
+			if len(printed) > 0 && time.Since(c.Gone) > time.Minute {
+				clear(printed) // the listing's connections are long past
+			}
+			visibleConn(p, c)
+			if c.Gap {
+				fmt.Fprintf(w.Err, "sstrace: connection %d has a gap: events were lost while it lived\n", c.Cookie)
+			}
+			if req.JSON {
+				return connfmt.AppendHistoryJSON(b, c, time.Now())
+			}
+			return connfmt.AppendHistory(b, c, time.Now(), req.Verbose), nil
+		})
+}
+
+// stream renders a subscription's updates for the client until it leaves
+// (or the subscription ends): render appends an update's output, or
+// nothing for an update the client does not see. Output goes out every
+// interval, and at once when 32 KiB are pending; updates the subscriber
+// dropped are reported on stderr with dropped (a format taking the count).
+func stream(ctx context.Context, w *replyWriter, sub *table.Subscription, interval time.Duration, dropped string,
+	render func(b []byte, u table.Update) ([]byte, error)) (int, error) {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var b []byte
-	var dropped uint64
+	var reported uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -176,43 +209,27 @@ func (s *Server) follow(ctx context.Context, p *Peer, req *Request, w *replyWrit
 			if !ok {
 				return 0, nil
 			}
-			c := u.Conn
-			if c == nil || (ns != 0 && c.NetNS != ns) || (match != nil && !match(c)) {
+			var err error
+			if b, err = render(b, u); err != nil {
+				return 1, err
+			}
+			if len(b) < 32<<10 {
 				continue
-			}
-			if printed[c.Cookie] {
-				delete(printed, c.Cookie)
-				continue
-			}
-			if len(printed) > 0 && time.Since(c.Gone) > time.Minute {
-				clear(printed) // the listing's connections are long past
-			}
-			visibleConn(p, c)
-			if req.JSON {
-				var err error
-				if b, err = connfmt.AppendHistoryJSON(b, c, time.Now()); err != nil {
-					return 1, err
-				}
-			} else {
-				b = connfmt.AppendHistory(b, c, time.Now(), req.Verbose)
-			}
-			if c.Gap {
-				fmt.Fprintf(w.Err, "sstrace: connection %d has a gap: events were lost while it lived\n", c.Cookie)
 			}
 		case <-tick.C:
-			if len(b) > 0 {
-				if _, err := w.Out.Write(b); err != nil {
-					return 1, err
-				}
-				b = b[:0]
-				if err := w.Flush(); err != nil {
-					return 1, err
-				}
+			if d := sub.Dropped(); d > reported {
+				fmt.Fprintf(w.Err, dropped, d-reported)
+				reported = d
 			}
-			if d := sub.Dropped(); d > dropped {
-				fmt.Fprintf(w.Err, "sstrace: %d closed connections not shown: this client did not keep up\n", d-dropped)
-				dropped = d
+		}
+		if len(b) > 0 {
+			if _, err := w.Out.Write(b); err != nil {
+				return 1, err
 			}
+			b = b[:0]
+		}
+		if err := w.Flush(); err != nil {
+			return 1, err
 		}
 	}
 }
@@ -232,54 +249,28 @@ func (s *Server) runTrace(ctx context.Context, p *Peer, req *Request, w *replyWr
 	}
 	sub := s.cfg.Events(16384)
 	defer sub.Close()
-	var b []byte
 	var render func([]byte, *event.Event) []byte
 	if req.JSON {
 		var j eventfmt.JSON
 		render = j.Append
 	} else {
-		t := eventfmt.NewText()
-		render = t.Append
+		render = eventfmt.NewText().Append
 		if !req.NoHeader {
-			b = append(b, eventfmt.TextHeader...)
-		}
-	}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var dropped uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return 0, nil
-		case u, ok := <-sub.C:
-			if !ok {
-				return 0, nil
-			}
-			e := u.Event
-			if e == nil || (ns != 0 && e.NetNS != ns) {
-				continue
-			}
-			p.Event(e)
-			b = render(b, e)
-			if len(b) < 32<<10 {
-				continue
-			}
-		case <-tick.C:
-			if d := sub.Dropped(); d > dropped {
-				fmt.Fprintf(w.Err, "sstrace: %d events not shown: this client did not keep up with the daemon's stream\n", d-dropped)
-				dropped = d
-			}
-		}
-		if len(b) > 0 {
-			if _, err := w.Out.Write(b); err != nil {
+			if _, err := io.WriteString(w.Out, eventfmt.TextHeader); err != nil {
 				return 1, err
 			}
-			b = b[:0]
-		}
-		if err := w.Flush(); err != nil {
-			return 1, err
 		}
 	}
+	return stream(ctx, w, sub, 100*time.Millisecond,
+		"sstrace: %d events not shown: this client did not keep up with the daemon's stream\n",
+		func(b []byte, u table.Update) ([]byte, error) {
+			e := u.Event
+			if e == nil || (ns != 0 && e.NetNS != ns) {
+				return b, nil
+			}
+			p.Event(e)
+			return render(b, e), nil
+		})
 }
 
 // runCloseWait answers "closewait": the table's CLOSE-WAIT connections
