@@ -256,14 +256,8 @@ func ago(d time.Duration) string {
 // --json`, docs/JSON.md).
 type CloseWaitJSON struct {
 	// Group is the rank of the socket's group (1: the worst).
-	Group  int    `json:"group"`
-	Cookie uint64 `json:"cookie"`
-	NetNS  uint64 `json:"netns"`
-	Family string `json:"family"`
-	Saddr  string `json:"saddr"`
-	Sport  uint16 `json:"sport"`
-	Daddr  string `json:"daddr"`
-	Dport  uint16 `json:"dport"`
+	Group int `json:"group"`
+	table.SocketJSON
 	// Since is when the peer's FIN arrived; null when unknown
 	// (SinceUnknown), and then AgeSeconds is a lower bound.
 	Since        *time.Time  `json:"since"`
@@ -291,9 +285,7 @@ type OwnerJSON struct {
 func (w *CloseWait) JSON(group int, now time.Time) CloseWaitJSON {
 	c := &w.Conn
 	j := CloseWaitJSON{
-		Group: group, Cookie: c.Cookie, NetNS: c.NetNS, Family: sock.FamilyName(c.Family),
-		Saddr: c.Local.Addr().String(), Sport: c.Local.Port(),
-		Daddr: c.Peer.Addr().String(), Dport: c.Peer.Port(),
+		Group: group, SocketJSON: c.SocketJSON(),
 		AgeSeconds: w.age(now).Seconds(), RecvQ: w.RecvQ,
 		Owners: []OwnerJSON{}, Origin: string(c.Origin), Opened: c.Opened.UTC(),
 		Gap: c.Gap, Transitions: c.Transitions,

@@ -166,16 +166,32 @@ func (t *Transition) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// SocketJSON names a socket in JSON with the shared vocabulary
+// (docs/JSON.md): every JSON form of a connection embeds it, so that the
+// keys cannot drift apart.
+type SocketJSON struct {
+	Cookie uint64 `json:"cookie"`
+	NetNS  uint64 `json:"netns"`
+	Family string `json:"family"`
+	Saddr  string `json:"saddr"`
+	Sport  uint16 `json:"sport"`
+	Daddr  string `json:"daddr"`
+	Dport  uint16 `json:"dport"`
+}
+
+// SocketJSON returns the keys that name c.
+func (c *Conn) SocketJSON() SocketJSON {
+	return SocketJSON{
+		Cookie: c.Cookie, NetNS: c.NetNS, Family: sock.FamilyName(c.Family),
+		Saddr: c.Local.Addr().String(), Sport: c.Local.Port(),
+		Daddr: c.Peer.Addr().String(), Dport: c.Peer.Port(),
+	}
+}
+
 // ConnJSON is a connection's JSON form, the keys of `sstrace history
 // --json` (docs/JSON.md).
 type ConnJSON struct {
-	Cookie        uint64       `json:"cookie"`
-	NetNS         uint64       `json:"netns"`
-	Family        string       `json:"family"`
-	Saddr         string       `json:"saddr"`
-	Sport         uint16       `json:"sport"`
-	Daddr         string       `json:"daddr"`
-	Dport         uint16       `json:"dport"`
+	SocketJSON
 	State         string       `json:"state"`
 	Minisocket    bool         `json:"minisocket,omitempty"`
 	PID           uint32       `json:"pid"`
@@ -199,10 +215,8 @@ type ConnJSON struct {
 // lifetime.
 func (c *Conn) JSON(now time.Time) ConnJSON {
 	j := ConnJSON{
-		Cookie: c.Cookie, NetNS: c.NetNS, Family: sock.FamilyName(c.Family),
-		Saddr: c.Local.Addr().String(), Sport: c.Local.Port(),
-		Daddr: c.Peer.Addr().String(), Dport: c.Peer.Port(),
-		State: c.State.String(), Minisocket: c.Minisocket,
+		SocketJSON: c.SocketJSON(),
+		State:      c.State.String(), Minisocket: c.Minisocket,
 		PID: c.Owner.PID, Comm: c.Owner.Comm, UID: c.UID,
 		Origin: string(c.Origin), Opened: c.Opened.UTC(),
 		LifetimeMs: float64(c.Lifetime(now)) / float64(time.Millisecond),
