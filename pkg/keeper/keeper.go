@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/sstrace/sstrace/pkg/event"
@@ -38,6 +37,12 @@ type Options struct {
 	Log *slog.Logger
 	// OnSeeded, when set, is called once the first seed is done.
 	OnSeeded func(rows int, took time.Duration)
+	// MinReseedInterval spaces reseeds (default 1 s): under churn the
+	// kernel may skip a transition every few milliseconds, and a reseed
+	// (a dump of every namespace and a process scan) answers all the
+	// losses since the previous one, so back-to-back reseeds would only
+	// repeat the dump.
+	MinReseedInterval time.Duration
 }
 
 // Source is where events come from: *tracer.Tracer, or a fake in tests.
@@ -59,6 +64,9 @@ func Run(ctx context.Context, src Source, tbl *table.Table, opts Options) error 
 	if opts.ReconcileStates == 0 {
 		opts.ReconcileStates = DefaultReconcileStates
 	}
+	if opts.MinReseedInterval <= 0 {
+		opts.MinReseedInterval = time.Second
+	}
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -68,22 +76,15 @@ func Run(ctx context.Context, src Source, tbl *table.Table, opts Options) error 
 
 	tbl.BeginSeed()
 	reseed := make(chan struct{}, 1)
-	var lastIdle sync.Mutex
+	// OnIdle and OnLost run on src.Run's goroutine, one after the other:
+	// idleAt needs no lock.
 	idleAt := time.Now()
 	h := tracer.HandlerFuncs{
 		OnEvent: func(e *event.Event) error { tbl.Apply(e); return nil },
-		OnIdle: func() error {
-			lastIdle.Lock()
-			idleAt = time.Now()
-			lastIdle.Unlock()
-			return nil
-		},
+		OnIdle:  func() error { idleAt = time.Now(); return nil },
 		OnLost: func(lost, total uint64) error {
-			lastIdle.Lock()
-			since := idleAt
-			lastIdle.Unlock()
-			log.Warn("ring buffer lost events; reseeding", "lost", lost, "total", total)
-			tbl.Lost(lost, since)
+			log.Warn("events lost; reseeding", "lost", lost, "total", total)
+			tbl.Lost(lost, idleAt)
 			select {
 			case reseed <- struct{}{}:
 			default:
@@ -94,8 +95,11 @@ func Run(ctx context.Context, src Source, tbl *table.Table, opts Options) error 
 	streamErr := make(chan error, 1)
 	go func() { streamErr <- src.Run(ctx, h) }()
 
+	// One process scanner for every seed: the BPF iterator is loaded once.
+	scanner := procs.NewScanner(procs.Options{})
+	defer scanner.Close()
 	start := time.Now()
-	n, err := Seed(ctx, tbl)
+	n, err := Seed(ctx, tbl, scanner)
 	if err != nil {
 		cancel()
 		<-streamErr
@@ -108,7 +112,10 @@ func Run(ctx context.Context, src Source, tbl *table.Table, opts Options) error 
 
 	tick := time.NewTicker(opts.ReconcileEvery)
 	defer tick.Stop()
+	lastReseed := time.Now()
+	var reseedLater <-chan time.Time // armed while a reseed waits for its turn
 	for {
+		doReseed := false
 		select {
 		case <-ctx.Done():
 			return waitStream(streamErr)
@@ -121,20 +128,33 @@ func Run(ctx context.Context, src Source, tbl *table.Table, opts Options) error 
 			}
 			return err
 		case <-reseed:
-			tbl.BeginSeed()
-			if n, err := Seed(ctx, tbl); err != nil {
-				if ctx.Err() != nil {
-					return waitStream(streamErr)
+			if wait := opts.MinReseedInterval - time.Since(lastReseed); wait > 0 {
+				if reseedLater == nil {
+					reseedLater = time.After(wait)
 				}
-				log.Error("reseed failed", "err", err)
-			} else {
-				log.Info("table reseeded after lost events", "sockets", n)
+				continue
 			}
+			doReseed = true
+		case <-reseedLater:
+			reseedLater, doReseed = nil, true
 		case <-tick.C:
 			if err := Reconcile(ctx, tbl, opts.ReconcileStates); err != nil && ctx.Err() == nil {
 				log.Warn("reconcile failed", "err", err)
 			}
 			tbl.Expire()
+		}
+		if !doReseed {
+			continue
+		}
+		lastReseed = time.Now()
+		tbl.BeginSeed()
+		if n, err := Seed(ctx, tbl, scanner); err != nil {
+			if ctx.Err() != nil {
+				return waitStream(streamErr)
+			}
+			log.Error("reseed failed", "err", err)
+		} else {
+			log.Info("table reseeded after lost events", "sockets", n)
 		}
 	}
 }
@@ -147,9 +167,14 @@ func waitStream(ch chan error) error {
 }
 
 // Seed dumps every namespace's TCP sockets (all states) and the processes
-// holding them, hands them to tbl.Seed and ends the seed (tbl.BeginSeed
-// must have been called, before the dump). It returns the number of rows.
-func Seed(ctx context.Context, tbl *table.Table) (int, error) {
+// holding them (with scanner; nil loads a scanner for this seed), hands
+// them to tbl.Seed and ends the seed (tbl.BeginSeed must have been called,
+// before the dump). It returns the number of rows.
+func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, error) {
+	if scanner == nil {
+		scanner = procs.NewScanner(procs.Options{})
+		defer scanner.Close()
+	}
 	// The process scan and the dump are independent: run them together.
 	type scan struct {
 		ix  *procs.Index
@@ -157,7 +182,7 @@ func Seed(ctx context.Context, tbl *table.Table) (int, error) {
 	}
 	scanned := make(chan scan, 1)
 	go func() {
-		ix, err := procs.Scan(ctx, procs.Options{})
+		ix, err := scanner.Scan(ctx)
 		scanned <- scan{ix, err}
 	}()
 	rows, err := DumpAll(ctx, sock.AllStates)
@@ -201,12 +226,11 @@ func DumpAll(ctx context.Context, states sock.StateSet) ([]*sock.Socket, error) 
 	if err != nil {
 		return nil, err
 	}
-	kernelStates := states
 	var rows []*sock.Socket
 	for _, ns := range nss {
 		err := sockdiag.Dump(ctx, ns, sockdiag.Request{
 			Protos: []sock.Proto{sock.ProtoTCP},
-			States: kernelStates,
+			States: states,
 		}, func(s *sock.Socket) error {
 			rows = append(rows, sockdiag.Clone(s))
 			return nil
@@ -231,24 +255,20 @@ func isGone(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 // a cookie-less event's socket with a sock_diag lookup by namespace and
 // addresses, in the namespace with the event's inode.
 func Resolver() func(e *event.Event) (uint64, bool) {
-	var mu sync.Mutex
+	// Called from table.Apply, under the table's lock: one at a time.
 	cache := map[uint64]netns.Namespace{}
 	return func(e *event.Event) (uint64, bool) {
 		if e.NewState == sock.Close || e.Local.Port() == 0 {
 			return 0, false
 		}
-		mu.Lock()
 		ns, ok := cache[e.NetNS]
-		mu.Unlock()
 		if !ok {
 			found, err := netns.Resolve(fmt.Sprint(e.NetNS))
 			if err != nil {
 				return 0, false
 			}
 			ns = found
-			mu.Lock()
 			cache[e.NetNS] = ns
-			mu.Unlock()
 		}
 		peer := e.Peer
 		if e.NewState == sock.Listen {

@@ -249,7 +249,7 @@ func TestSeedDuringChurn(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		t.Logf("the kernel skipped %d transitions; reseeding once quiet", st.Missed)
 		w.tbl.BeginSeed()
-		if _, err := Seed(context.Background(), w.tbl); err != nil {
+		if _, err := Seed(context.Background(), w.tbl, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -343,7 +343,7 @@ func TestLossReseeds(t *testing.T) {
 	// reseed may have run while churn still lost events).
 	time.Sleep(100 * time.Millisecond)
 	w.tbl.BeginSeed()
-	if _, err := Seed(context.Background(), w.tbl); err != nil {
+	if _, err := Seed(context.Background(), w.tbl, nil); err != nil {
 		t.Fatal(err)
 	}
 	settle(t, w)
