@@ -49,8 +49,6 @@ type ctrans struct {
 	task uint8
 }
 
-func (r *record) setState(s sock.State) { r.state = s }
-
 // changedSince reports whether the record saw a transition at or after mono.
 func (r *record) changedSince(mono int64) bool {
 	if n := len(r.trans); n > 0 && r.trans[n-1].mono >= mono {

@@ -129,7 +129,6 @@ type counters struct {
 	corrections map[string]uint64
 	transitions [sock.MaxState + 1][sock.MaxState + 1]uint64
 	outcomes    map[Outcome]uint64
-	expired     uint64
 	dropped     uint64 // closed connections dropped by retention
 	lifetimes   Histogram
 	inState     [sock.MaxState + 1]Histogram
@@ -231,7 +230,7 @@ func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
 			if r.state != s.State && !r.changedSince(t.seedStart) && !pending[s.Cookie] {
 				t.stats.corrections[CauseStateMismatch]++
 				r.gap = true
-				r.setState(s.State)
+				r.state = s.State
 				r.seedState = s.State
 			}
 			if r.inode == 0 {
@@ -245,7 +244,7 @@ func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
 			opened: t.seedStart, uid: s.UID, inode: s.Inode,
 			origin: OriginBeforeStart,
 		}
-		r.setState(s.State)
+		r.state = s.State
 		r.seedState = s.State
 		// Fix (tests): TIME-WAIT and orphaned FIN-WAIT-2 rows without an
 		// inode are minisockets (an orderly close), like those events
@@ -395,7 +394,7 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 		r.uid = e.Owner.UID
 	}
 	r.addTransition(e)
-	r.setState(e.NewState)
+	r.state = e.NewState
 	t.publish(e, nil)
 	if e.NewState != sock.Close {
 		return
@@ -411,7 +410,7 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 		// The connection lives on in the kernel as a minisocket.
 		r.minisock = true
 		r.outcome = outcome
-		r.setState(ms)
+		r.state = ms
 		t.stats.outcomes[outcome]++
 		return
 	}
@@ -606,7 +605,7 @@ func (t *Table) Reconcile(states sock.StateSet, rows []*sock.Socket, dumpStart t
 		if ok {
 			if s.State != r.state {
 				t.stats.corrections[CauseStateMismatch]++
-				r.setState(s.State)
+				r.state = s.State
 			}
 			if s.Inode == 0 && r.state == sock.FinWait2 && !r.minisock && r.fullClosed != 0 {
 				r.minisock = true
@@ -614,7 +613,6 @@ func (t *Table) Reconcile(states sock.StateSet, rows []*sock.Socket, dumpStart t
 			continue
 		}
 		if r.minisock {
-			t.stats.expired++
 			t.stats.corrections[CauseTimeWaitExpired]++
 			t.retire(k, r, now, r.outcome)
 			continue
@@ -639,7 +637,7 @@ func (t *Table) Reconcile(states sock.StateSet, rows []*sock.Socket, dumpStart t
 		t.stats.corrections[CauseMissingInTable]++
 		r := &record{cookie: c, netns: s.NetNS, family: s.Family, local: s.Local, peer: s.Peer,
 			opened: now, origin: OriginUnknown, gap: true, uid: s.UID, inode: s.Inode}
-		r.setState(s.State)
+		r.state = s.State
 		r.minisock = s.Inode == 0 && (s.State == sock.TimeWait || s.State == sock.FinWait2)
 		t.live[c] = r
 	}
@@ -831,9 +829,6 @@ func (t *Table) Lookup(cookie uint64) (Conn, bool) {
 	}
 	return Conn{}, false
 }
-
-// Now returns the current time on the table's clock.
-func (t *Table) Now() time.Time { return time.Now() }
 
 // Stats are the table's figures for status and metrics.
 type Stats struct {
