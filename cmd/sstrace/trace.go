@@ -95,6 +95,20 @@ func parseNetns(s string) (uint32, error) {
 	return uint32(st.Ino), nil
 }
 
+// traceScope reads what both kinds of trace share: --netns, and --duration
+// as a deadline on ctx (cancel releases it).
+func traceScope(ctx context.Context, f traceFlags) (context.Context, context.CancelFunc, uint32, error) {
+	netns, err := parseNetns(f.netns)
+	if err != nil {
+		return ctx, func() {}, 0, err
+	}
+	if f.duration > 0 {
+		ctx, cancel := context.WithTimeout(ctx, f.duration)
+		return ctx, cancel, netns, nil
+	}
+	return ctx, func() {}, netns, nil
+}
+
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func runTrace(ctx context.Context, f traceFlags) error {
@@ -106,15 +120,11 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	if err != nil {
 		return err
 	}
-	netns, err := parseNetns(f.netns)
+	ctx, cancel, netns, err := traceScope(ctx, f)
 	if err != nil {
 		return err
 	}
-	if f.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.duration)
-		defer cancel()
-	}
+	defer cancel()
 	if f.cpuProf != "" {
 		pf, err := os.Create(f.cpuProf)
 		if err != nil {
@@ -199,15 +209,11 @@ func runTrace(ctx context.Context, f traceFlags) error {
 // traceFromDaemon streams the daemon's events. Like a local trace it shows
 // every namespace to root (one with --netns), and a user its own.
 func traceFromDaemon(ctx context.Context, f traceFlags) error {
-	netns, err := parseNetns(f.netns)
+	ctx, cancel, netns, err := traceScope(ctx, f)
 	if err != nil {
 		return err
 	}
-	if f.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.duration)
-		defer cancel()
-	}
+	defer cancel()
 	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, NetNS: uint64(netns)}
 	req.AllNetNS = os.Geteuid() == 0 && netns == 0
 	return askDaemon(ctx, f.socket, req)
