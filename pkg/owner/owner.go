@@ -15,12 +15,15 @@
 // process that accept()ed it) names it precisely: accept() itself changes no
 // state, so the stream cannot see it.
 //
-// The tracker lives in userspace, behind the decoder, and is the same code
-// for `sstrace trace` alone and for the daemon's table. It could live in the
-// kernel (tcplife keeps such a map there), but here it costs no map update
-// per transition in the kernel, and the daemon can seed it with the owners
-// of sockets that existed before it started (Set), which a kernel map could
-// not learn. Memory is bounded by the live sockets: an entry goes at CLOSE.
+// The rule (Next, with Listeners for the children of listeners) runs in
+// userspace, behind the decoder: the Tracker applies it for `sstrace trace`
+// alone, and the daemon's table applies it to its own records (one map per
+// socket, and the owners the seed found are simply the records'). It could
+// live in the kernel (tcplife keeps such a map there), but here it costs no
+// map update per transition in the kernel, and the daemon knows the owners
+// of sockets older than itself from its seed, which a kernel map could not
+// learn. The Tracker's memory is bounded by the live sockets: an entry goes
+// at CLOSE.
 package owner
 
 import (
@@ -38,14 +41,83 @@ type listenKey struct {
 	port  uint16
 }
 
-// Tracker remembers the owner of every live socket it has seen. Not safe
-// for concurrent use: it sits in the single event loop.
+// Next returns the owner of e's socket once e has run, given the owner
+// known before it (the zero Owner when unknown): the task, in process
+// context; for a new child still unnamed, its listener's owner; otherwise
+// the owner known so far. Never the task of a softirq. This is the one rule
+// both the Tracker (for `sstrace trace`) and the daemon's table apply.
+func Next(prev event.Owner, e *event.Event, listeners *Listeners) event.Owner {
+	switch {
+	case e.Context == event.ContextProcess:
+		return event.Owner{PID: e.Task.PID, UID: e.Task.UID, Comm: e.Task.Comm}
+	case !prev.Known() && e.OldState == sock.Listen && e.NewState == sock.SynRecv:
+		// A new child: its listener's process, until accept()/close()
+		// says more.
+		if o, ok := listeners.Lookup(e.NetNS, e.Local); ok {
+			return o
+		}
+	}
+	return prev
+}
+
+// Listeners indexes the owners of listening sockets by what their children
+// inherit (namespace, local address and port). The zero value is ready.
+type Listeners struct {
+	m map[listenKey]event.Owner
+}
+
+func keyOf(netns uint64, local netip.AddrPort) listenKey {
+	return listenKey{netns, local.Addr().Unmap(), local.Port()}
+}
+
+// Add registers the owner of a listener bound to local.
+func (l *Listeners) Add(netns uint64, local netip.AddrPort, o event.Owner) {
+	if !o.Known() {
+		return
+	}
+	if l.m == nil {
+		l.m = make(map[listenKey]event.Owner)
+	}
+	l.m[keyOf(netns, local)] = o
+}
+
+// Remove forgets the listener bound to local.
+func (l *Listeners) Remove(netns uint64, local netip.AddrPort) { delete(l.m, keyOf(netns, local)) }
+
+// Observe registers or forgets a listener from its transition e (with
+// e.Owner already set): CLOSE -> LISTEN adds, LISTEN -> CLOSE removes.
+func (l *Listeners) Observe(e *event.Event) {
+	switch {
+	case e.NewState == sock.Listen:
+		l.Add(e.NetNS, e.Local, e.Owner)
+	case e.OldState == sock.Listen && e.NewState == sock.Close:
+		l.Remove(e.NetNS, e.Local)
+	}
+}
+
+// Lookup finds the owner of the listener a child at local came from: the
+// one bound to that address, else the wildcard one.
+func (l *Listeners) Lookup(netns uint64, local netip.AddrPort) (event.Owner, bool) {
+	if o, ok := l.m[keyOf(netns, local)]; ok {
+		return o, true
+	}
+	for _, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
+		if o, ok := l.m[listenKey{netns, any, local.Port()}]; ok {
+			return o, true
+		}
+	}
+	return event.Owner{}, false
+}
+
+// Tracker remembers the owner of every live socket it has seen, for a
+// stream without a table (`sstrace trace`). Not safe for concurrent use: it
+// sits in the single event loop.
 type Tracker struct {
-	// byCookie holds owners of sockets with a cookie; bySock those whose
-	// events carry none (kernel address, unique while the socket lives).
+	// byCookie holds sockets with a cookie; bySock those whose events
+	// carry none (kernel address, unique while the socket lives).
 	byCookie  map[uint64]entry
 	bySock    map[uint64]entry
-	listeners map[listenKey]event.Owner
+	listeners Listeners
 }
 
 // entry is what the tracker keeps per live socket.
@@ -57,46 +129,11 @@ type entry struct {
 
 // New returns an empty Tracker.
 func New() *Tracker {
-	return &Tracker{
-		byCookie:  make(map[uint64]entry),
-		bySock:    make(map[uint64]entry),
-		listeners: make(map[listenKey]event.Owner),
-	}
+	return &Tracker{byCookie: make(map[uint64]entry), bySock: make(map[uint64]entry)}
 }
 
 // Len is the number of live sockets the tracker remembers.
 func (t *Tracker) Len() int { return len(t.byCookie) + len(t.bySock) }
-
-// Set records the owner of the socket with this cookie, learned elsewhere
-// (a process scan at start). A listener is also registered under its local
-// address, for its children.
-func (t *Tracker) Set(cookie uint64, netns uint64, state sock.State, local netip.AddrPort, o event.Owner) {
-	if cookie == 0 || !o.Known() {
-		return
-	}
-	en := t.byCookie[cookie]
-	en.owner = o
-	t.byCookie[cookie] = en
-	if state == sock.Listen {
-		t.listeners[listenKey{netns, local.Addr().Unmap(), local.Port()}] = o
-	}
-}
-
-// Lookup returns the owner recorded for a cookie.
-func (t *Tracker) Lookup(cookie uint64) (event.Owner, bool) {
-	en, ok := t.byCookie[cookie]
-	return en.owner, ok && en.owner.Known()
-}
-
-// Prune forgets the sockets with a cookie for which live returns false.
-// Cookie-less entries are kept (they go at their CLOSE).
-func (t *Tracker) Prune(live func(cookie uint64) bool) {
-	for c := range t.byCookie {
-		if !live(c) {
-			delete(t.byCookie, c)
-		}
-	}
-}
 
 // Observe fills e.Owner and e.InState and updates what the tracker knows
 // from e. Call it for every event, in order.
@@ -114,56 +151,19 @@ func (t *Tracker) Observe(e *event.Event) {
 	if seen && en.since != 0 && e.Mono >= en.since {
 		e.InState = e.Mono - en.since
 	}
-	o, known := en.owner, en.owner.Known()
-	switch {
-	case e.Context == event.ContextProcess:
-		o = event.Owner{PID: e.Task.PID, UID: e.Task.UID, Comm: e.Task.Comm}
-		known = true
-	case !known && e.OldState == sock.Listen && e.NewState == sock.SynRecv:
-		// A new child: its listener's process, until accept()/close()
-		// says more.
-		o, known = t.listener(e.NetNS, e.Local)
-	}
-	if known {
-		e.Owner = o
-	} else {
-		e.Owner = event.Owner{}
-	}
-
-	lk := listenKey{e.NetNS, e.Local.Addr().Unmap(), e.Local.Port()}
-	switch {
-	case e.NewState == sock.Close:
+	e.Owner = Next(en.owner, e, &t.listeners)
+	t.listeners.Observe(e)
+	if e.NewState == sock.Close {
 		delete(m, key)
-		if e.OldState == sock.Listen {
-			delete(t.listeners, lk)
-		}
-		// A socket that had no cookie so far may carry one now, or the
-		// other way round: forget both names.
+		// A socket that had no cookie so far may carry one now: forget
+		// both names.
 		if e.Cookie != 0 {
 			delete(t.bySock, e.Sock)
 		}
-	default:
-		m[key] = entry{owner: o, since: e.Mono}
-		if e.Cookie != 0 {
-			delete(t.bySock, e.Sock) // promoted to its cookie
-		}
-		if known && e.NewState == sock.Listen {
-			t.listeners[lk] = o
-		}
+		return
 	}
-}
-
-// listener finds the owner of the listener a child at local came from: the
-// one bound to that address, else the wildcard one.
-func (t *Tracker) listener(netns uint64, local netip.AddrPort) (event.Owner, bool) {
-	a := local.Addr().Unmap()
-	if o, ok := t.listeners[listenKey{netns, a, local.Port()}]; ok {
-		return o, true
+	m[key] = entry{owner: e.Owner, since: e.Mono}
+	if e.Cookie != 0 {
+		delete(t.bySock, e.Sock) // promoted to its cookie
 	}
-	for _, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
-		if o, ok := t.listeners[listenKey{netns, any, local.Port()}]; ok {
-			return o, true
-		}
-	}
-	return event.Owner{}, false
 }

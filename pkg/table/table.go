@@ -83,9 +83,11 @@ const (
 
 // Table is the socket table. Create it with New.
 type Table struct {
-	mu     sync.RWMutex
-	opts   Options
-	owners *owner.Tracker
+	mu   sync.RWMutex
+	opts Options
+	// listeners are the owners of listening sockets, for their children
+	// (pkg/owner's rule runs on the records themselves).
+	listeners owner.Listeners
 
 	// live holds every socket the kernel has (full sockets and
 	// minisockets), by key: the cookie, or the kernel address for a
@@ -145,7 +147,6 @@ func New(opts Options) *Table {
 	}
 	t := &Table{
 		opts:    opts,
-		owners:  owner.New(),
 		live:    make(map[uint64]*record),
 		seeding: true,
 		subs:    make(map[*Subscription]struct{}),
@@ -262,7 +263,9 @@ func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
 		}
 		if o, ok := owners[s.Inode]; ok && s.Inode != 0 {
 			r.owner = o
-			t.owners.Set(s.Cookie, s.NetNS, s.State, s.Local, o)
+			if s.State == sock.Listen {
+				t.listeners.Add(s.NetNS, s.Local, o)
+			}
 		}
 		t.live[s.Cookie] = r
 	}
@@ -290,11 +293,6 @@ func (t *Table) EndSeed() {
 	for _, r := range t.live {
 		r.seedState = 0
 	}
-	// Fix (tests): forget the owners of sockets gone, once the buffered
-	// events are applied (in Seed, it forgot sockets born during the dump,
-	// whose later events then had no owner, and it kept the owners Seed
-	// set for sockets closed during the dump).
-	t.owners.Prune(func(c uint64) bool { return t.live[c] != nil })
 	t.seeding = false
 	if !t.seeded {
 		t.seeded = true
@@ -310,9 +308,9 @@ func (t *Table) Seeded() bool {
 	return t.seeded
 }
 
-// Apply takes one event from the tracer (it is copied when kept). It fills
-// e.Owner and e.InState, so that a caller streaming events after Apply
-// shows the owner.
+// Apply takes one event from the tracer (it is copied when kept). Once it
+// is applied (at once, or at EndSeed while seeding) its Owner and InState
+// are filled from the socket's record, and subscribers get it so.
 func (t *Table) Apply(e *event.Event) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -323,7 +321,6 @@ func (t *Table) Apply(e *event.Event) {
 		}
 	}
 	t.monoToWall = e.Time.UnixNano() - int64(e.Mono)
-	t.owners.Observe(e)
 	if t.seeding {
 		t.buffer = append(t.buffer, *e)
 		return
@@ -370,6 +367,19 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 			r = nil
 		}
 	}
+	// The owner and the time in the old state come from the record: the
+	// owner known so far (the seed's, for a socket older than the table)
+	// and its last transition.
+	var prev event.Owner
+	e.InState = 0
+	if r != nil {
+		prev = r.owner
+		if n := len(r.trans); n > 0 && int64(e.Mono) >= r.trans[n-1].mono {
+			e.InState = time.Duration(int64(e.Mono) - r.trans[n-1].mono)
+		}
+	}
+	e.Owner = owner.Next(prev, e, &t.listeners)
+	t.listeners.Observe(e)
 	t.stats.transitions[e.OldState%(sock.MaxState+1)][e.NewState%(sock.MaxState+1)]++
 	if e.InState > 0 {
 		t.stats.inState[e.OldState%(sock.MaxState+1)].observe(e.InState.Seconds())
@@ -385,11 +395,7 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 		t.live[k] = r
 	}
 	r.local, r.peer = e.Local, e.Peer
-	// Fix (tests): a buffered event was observed before Seed told the
-	// tracker the owner: it does not unname the seeded owner.
-	if e.Owner.Known() || !r.owner.Known() {
-		r.owner = e.Owner
-	}
+	r.owner = e.Owner
 	if r.uid == 0 {
 		r.uid = e.Owner.UID
 	}
@@ -488,6 +494,10 @@ func classify(r *record, e *event.Event) (Outcome, Side) {
 // retire moves a record from the live map to the closed list.
 func (t *Table) retire(k uint64, r *record, at int64, outcome Outcome) {
 	delete(t.live, k)
+	if r.state == sock.Listen {
+		// Gone without its LISTEN -> CLOSE (a reseed or reconcile).
+		t.listeners.Remove(r.netns, r.local)
+	}
 	if r.fullClosed == 0 {
 		r.fullClosed = at
 	}
