@@ -221,18 +221,26 @@ func Reconcile(ctx context.Context, tbl *table.Table, states sock.StateSet) erro
 // DumpAll dumps the TCP sockets in states of every network namespace on
 // the host, each namespace once. A namespace that vanishes while listing
 // (its last process exited) is skipped: its sockets went with it.
+//
+// The rows carry what the table reads (identity, state, uid, inode): the
+// optional attributes are dropped rather than copied, and the rows share
+// one backing array, so a dump of every socket costs no allocation per row.
 func DumpAll(ctx context.Context, states sock.StateSet) ([]*sock.Socket, error) {
 	nss, err := netns.All()
 	if err != nil {
 		return nil, err
 	}
-	var rows []*sock.Socket
+	var vals []sock.Socket
 	for _, ns := range nss {
 		err := sockdiag.Dump(ctx, ns, sockdiag.Request{
 			Protos: []sock.Proto{sock.ProtoTCP},
 			States: states,
 		}, func(s *sock.Socket) error {
-			rows = append(rows, sockdiag.Clone(s))
+			vals = append(vals, sock.Socket{
+				Proto: s.Proto, Family: s.Family, State: s.State, NetNS: s.NetNS,
+				Local: s.Local, Peer: s.Peer, Iface: s.Iface, RecvQ: s.RecvQ, SendQ: s.SendQ,
+				UID: s.UID, Inode: s.Inode, Cookie: s.Cookie, Timer: s.Timer,
+			})
 			return nil
 		})
 		if err != nil {
@@ -244,6 +252,10 @@ func DumpAll(ctx context.Context, states sock.StateSet) ([]*sock.Socket, error) 
 			}
 			return nil, fmt.Errorf("dump %s: %w", ns, err)
 		}
+	}
+	rows := make([]*sock.Socket, len(vals))
+	for i := range vals {
+		rows[i] = &vals[i]
 	}
 	return rows, nil
 }
