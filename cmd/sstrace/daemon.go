@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
-
 	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/keeper"
 	"github.com/sstrace/sstrace/pkg/metrics"
@@ -128,9 +126,7 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	}
 	tbl := table.New(opts)
 
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
-	kernel := unix.ByteSliceToString(uts.Release[:])
+	kernel := tracer.KernelRelease()
 	rate := newEventRate()
 	srv, err := daemon.Listen(daemon.Config{
 		Path:  f.socket,

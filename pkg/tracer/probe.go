@@ -27,14 +27,19 @@ type Report struct {
 	Chosen Hook `json:"chosen"`
 }
 
+// KernelRelease is the running kernel's release (uname -r), "" if unknown.
+func KernelRelease() string {
+	var uts unix.Utsname
+	if unix.Uname(&uts) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
 // Probe tries every hook for real (load, attach, detach), so the answer is
 // the kernel's, not a guess from its version.
 func Probe() Report {
-	var r Report
-	var uts unix.Utsname
-	if unix.Uname(&uts) == nil {
-		r.Kernel = unix.ByteSliceToString(uts.Release[:])
-	}
+	r := Report{Kernel: KernelRelease()}
 	_, err := os.Stat("/sys/kernel/btf/vmlinux")
 	r.BTF = err == nil
 	if err := CheckKernel(); err != nil {
