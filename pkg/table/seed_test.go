@@ -254,3 +254,20 @@ func TestReseedWithoutRace(t *testing.T) {
 		t.Errorf("e born during the reseed: %+v", ce)
 	}
 }
+
+// TestReseedAppliesEventsAfterAMissedTransition: a socket the table had
+// before the reseed, whose transition the kernel skipped (ESTABLISHED ->
+// CLOSE_WAIT, never seen), keeps every event buffered during the reseed:
+// they are newer than its record, not older than the dump.
+func TestReseedAppliesEventsAfterAMissedTransition(t *testing.T) {
+	a := newSk(1, "10.0.0.1:40001", "10.0.0.2:80", curl)
+	h := seeded(t, Options{}, []*sock.Socket{row(a, sock.Established, 1)}, nil)
+	h.tbl.BeginSeed()
+	// The skipped ESTABLISHED -> CLOSE_WAIT, then the close the stream sees.
+	h.run(a, st(sock.CloseWait, sock.LastAck, P))
+	h.tbl.Seed([]*sock.Socket{row(a, sock.CloseWait, 1)}, nil)
+	h.tbl.EndSeed()
+	if c := h.conn(1); c.State != sock.LastAck || len(c.Transitions) != 1 || c.Transitions[0].NewState != sock.LastAck {
+		t.Errorf("after the reseed: state %s, transitions %+v; want LAST_ACK from the buffered close", c.State, c.Transitions)
+	}
+}

@@ -227,12 +227,13 @@ func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
 		inDump[s.Cookie] = true
 		r := t.live[s.Cookie]
 		if r != nil {
-			r.seedState = r.state
-			if r.state != s.State && !r.changedSince(t.seedStart) && !pending[s.Cookie] {
+			// A socket the table already had: its buffered events are
+			// all newer than its record, so EndSeed applies them all
+			// (no seedState). Without any, the dump is the newest word.
+			if r.state != s.State && !pending[s.Cookie] {
 				t.stats.corrections[CauseStateMismatch]++
 				r.gap = true
 				r.state = s.State
-				r.seedState = s.State
 			}
 			if r.inode == 0 {
 				r.inode = s.Inode
@@ -271,7 +272,9 @@ func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
 	}
 	if !first {
 		for k, r := range t.live {
-			if k != r.cookie || inDump[k] || r.changedSince(t.seedStart) || pending[k] {
+			// Records change only through events, which are buffered
+			// while seeding: pending says whether this one changed.
+			if k != r.cookie || inDump[k] || pending[k] {
 				continue
 			}
 			t.stats.corrections[CauseGoneFromKernel]++
