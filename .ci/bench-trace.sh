@@ -10,6 +10,9 @@
 #   a bpftrace one-liner on the same tracepoint, printing JSON (yardstick)
 # Reported: churn time (median), ratio against no tracer, events expected
 # (10 per connection + 2 for the listener) vs received, lost.
+# BASE=REV adds the variant sstrace-base: sstrace built from that git
+# revision, to measure a change side by side (VARIANTS="none sstrace
+# sstrace-base").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${CONNS:-30000}
@@ -31,6 +34,12 @@ mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracin
 
 CGO_ENABLED=0 go build -o bin/sstrace ./cmd/sstrace
 go build -o bin/churn ./cmd/churn
+if [ -n "${BASE:-}" ]; then
+  base_tree=$(mktemp -d)
+  git worktree add -q --detach "$base_tree" "$BASE"
+  (cd "$base_tree" && CGO_ENABLED=0 go build -o "$OLDPWD/bin/sstrace-base" ./cmd/sstrace)
+  git worktree remove --force "$base_tree"
+fi
 
 cleanup() {
   # A tracer left behind by a failed round would skew every later run.
@@ -71,8 +80,8 @@ run_variant() { # name -> prints "seconds received lost"
   case $name in
     none)
       secs=$(churn); recv=0 ;;
-    sstrace)
-      bin/sstrace trace --json --netns "$NSINO" >/dev/null 2>"$OUT/sstrace.err" &
+    sstrace|sstrace-base)
+      bin/$name trace --json --netns "$NSINO" >/dev/null 2>"$OUT/sstrace.err" &
       pid=$!
       wait_ready "$OUT/sstrace.err" "tracing with hook"
       secs=$(churn)
