@@ -1,8 +1,8 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,10 +60,11 @@ func Do(ctx context.Context, path string, req Request, stdout, stderr io.Writer)
 	if _, err := c.Write(line); err != nil {
 		return Result{}, fmt.Errorf("send request: %w", err)
 	}
-	dec := json.NewDecoder(c)
+	r := bufio.NewReaderSize(c, 64<<10)
+	var buf []byte
 	for {
-		var f Frame
-		if err := dec.Decode(&f); err != nil {
+		f, err := ReadFrame(r, &buf)
+		if err != nil {
 			if ctx.Err() != nil {
 				return Result{}, ctx.Err()
 			}
@@ -75,12 +76,12 @@ func Do(ctx context.Context, path string, req Request, stdout, stderr io.Writer)
 		switch {
 		case f.Exit != nil:
 			return Result{Exit: *f.Exit, Error: f.Error}, nil
-		case f.Out != "":
-			if _, err := io.WriteString(stdout, f.Out); err != nil {
+		case f.Out > 0:
+			if _, err := stdout.Write(buf); err != nil {
 				return Result{}, err
 			}
-		case f.Err != "":
-			if _, err := io.WriteString(stderr, f.Err); err != nil {
+		case f.Err > 0:
+			if _, err := stderr.Write(buf); err != nil {
 				return Result{}, err
 			}
 		}

@@ -15,18 +15,23 @@
 // resolves a relative time such as "-30s" against its own clock
 // (ParseTime), so that the daemon never guesses what "now" meant.
 //
-// The daemon answers with a stream of frames, one JSON object per line:
+// The daemon answers with a stream of frames, each a JSON header on one
+// line; an output frame's header gives a byte count, and that many bytes
+// follow the newline as they are, unescaped:
 //
-//	{"out":"..."}            bytes for the client's standard output
-//	{"err":"..."}            bytes for its standard error
+//	{"out":N}\n<N bytes>      bytes for the client's standard output
+//	{"err":N}\n<N bytes>      bytes for its standard error
 //	{"exit":0}               the last frame: the exit status
 //	{"exit":1,"error":"..."} the last frame of a failed request
 //
-// A client prints out and err frames as they come and exits with the final
+// A client copies out and err bytes as they come and exits with the final
 // status, printing the error (one line) if there is one. Streaming requests
 // (trace, history with follow) send frames until the client closes the
-// connection or the daemon stops. A text that is not valid UTF-8 travels
-// with the invalid bytes replaced by U+FFFD (JSON strings are Unicode).
+// connection or the daemon stops. Why raw bytes after a header rather than
+// the text in a JSON string: an ss answer is megabytes of text, and escaping
+// it on one side and decoding it on the other cost more than the query
+// (about 80 ms of a 100 000-socket -tan); the bytes also arrive exactly as
+// written, invalid UTF-8 included (a process name is any bytes).
 //
 // # Limits
 //
@@ -50,14 +55,15 @@
 package daemon
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strconv"
 	"strings"
 	"time"
-
-	"github.com/sstrace/sstrace/pkg/eventfmt"
 )
 
 // DefaultSocket is where the daemon listens unless told otherwise.
@@ -209,19 +215,57 @@ func EncodeRequest(r Request) ([]byte, error) {
 // Exit is a pointer so that the final frame, even with status 0, is told
 // apart from the others.
 type Frame struct {
-	Out   string `json:"out,omitempty"`
-	Err   string `json:"err,omitempty"`
+	// Out and Err are the byte counts of an output frame: that many
+	// bytes follow the header line.
+	Out   int    `json:"out,omitempty"`
+	Err   int    `json:"err,omitempty"`
 	Exit  *int   `json:"exit,omitempty"`
 	Error string `json:"error,omitempty"`
 }
 
-// appendFrame appends one frame line: key is "out" or "err".
+// appendFrame appends one output frame, header and bytes: key is "out" or
+// "err".
 func appendFrame(b []byte, key string, text []byte) []byte {
 	b = append(b, `{"`...)
 	b = append(b, key...)
 	b = append(b, `":`...)
-	b = eventfmt.AppendJSONString(b, text)
-	return append(b, "}\n"...)
+	b = strconv.AppendInt(b, int64(len(text)), 10)
+	b = append(b, "}\n"...)
+	return append(b, text...)
+}
+
+// MaxFrameBytes bounds the bytes of one output frame a client accepts
+// (the daemon sends at most frameChunk).
+const MaxFrameBytes = 1 << 20
+
+// ReadFrame reads one frame from r: its header and, for an output frame,
+// its bytes into *buf (reused). A header line longer than MaxRequestBytes
+// or a count over MaxFrameBytes is an error, so a confused peer cannot make
+// a client allocate without bound.
+func ReadFrame(r *bufio.Reader, buf *[]byte) (Frame, error) {
+	var f Frame
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return f, errors.New("frame header too long")
+		}
+		return f, err
+	}
+	if err := json.Unmarshal(line, &f); err != nil {
+		return f, fmt.Errorf("frame header: %w", err)
+	}
+	n := f.Out + f.Err
+	if f.Out < 0 || f.Err < 0 || n > MaxFrameBytes || (f.Out > 0 && f.Err > 0) {
+		return f, fmt.Errorf("bad frame header %q", truncate(string(line), 80))
+	}
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	*buf = (*buf)[:n]
+	if _, err := io.ReadFull(r, *buf); err != nil {
+		return f, fmt.Errorf("frame of %d bytes: %w", n, err)
+	}
+	return f, nil
 }
 
 // appendExit appends the final frame.

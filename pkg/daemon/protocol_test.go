@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -79,17 +81,28 @@ func TestFrames(t *testing.T) {
 	b = appendFrame(b, "out", []byte("a\"b\\c\n\t\x01\xff é"))
 	b = appendFrame(b, "err", []byte("warning\n"))
 	b = appendExit(b, 3, "boom")
-	dec := json.NewDecoder(bytes.NewReader(b))
+	r := bufio.NewReader(bytes.NewReader(b))
+	var buf []byte
 	var fs []Frame
-	for dec.More() {
-		var f Frame
-		if err := dec.Decode(&f); err != nil {
+	var texts []string
+	for {
+		f, err := ReadFrame(r, &buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		fs = append(fs, f)
+		texts = append(texts, string(buf))
 	}
-	if len(fs) != 3 || fs[0].Out != "a\"b\\c\n\t\x01\ufffd é" || fs[1].Err != "warning\n" || fs[2].Exit == nil || *fs[2].Exit != 3 || fs[2].Error != "boom" {
-		t.Fatalf("frames: %+v", fs)
+	// The bytes arrive exactly as written, invalid UTF-8 included.
+	if len(fs) != 3 || texts[0] != "a\"b\\c\n\t\x01\xff é" || texts[1] != "warning\n" || fs[2].Exit == nil || *fs[2].Exit != 3 || fs[2].Error != "boom" {
+		t.Fatalf("frames: %+v %q", fs, texts)
+	}
+	// A header that claims too much is refused before anything is read.
+	if _, err := ReadFrame(bufio.NewReader(strings.NewReader("{\"out\":99999999}\n")), &buf); err == nil {
+		t.Fatal("oversized frame accepted")
 	}
 	// The final frame of a success still carries exit 0.
 	if !bytes.Contains(appendExit(nil, 0, ""), []byte(`"exit":0`)) {
