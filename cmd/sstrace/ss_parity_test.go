@@ -519,14 +519,14 @@ func TestSSJSON(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, l := range lines {
-		for _, key := range []string{`"netid":"tcp"`, `"state":`, `"src":`, `"sport":`, `"dst":`, `"dport":`, `"cookie":`} {
+		for _, key := range []string{`"netid":"tcp"`, `"state":`, `"saddr":`, `"sport":`, `"daddr":`, `"dport":`, `"cookie":`} {
 			if !strings.Contains(l, key) {
 				t.Errorf("line lacks %s: %s", key, l)
 			}
 		}
 		seen[l] = true
 	}
-	for _, want := range []string{`"state":"SYN-SENT"`, `"state":"CLOSE-WAIT"`, `"state":"TIME-WAIT"`, `"recv_q":1000`} {
+	for _, want := range []string{`"state":"SYN_SENT"`, `"state":"CLOSE_WAIT"`, `"state":"TIME_WAIT"`, `"recvq":1000`} {
 		found := false
 		for l := range seen {
 			found = found || strings.Contains(l, want)

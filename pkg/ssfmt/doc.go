@@ -21,18 +21,21 @@
 //
 // # JSON output
 //
-// JSON writes one object per socket per line (JSON Lines). Keys are stable;
-// a key whose value is absent or unknown is omitted, never null:
+// JSON writes one object per socket per line (JSON Lines). Keys are stable
+// and are those of every sstrace JSON (docs/JSON.md): kernel state names,
+// saddr/daddr, a decimal cookie; ss's own words (ESTAB, src, a hex sk:)
+// stay in its human output. A key whose value is absent or unknown is
+// omitted, never null:
 //
 //	netid        string  "tcp", "udp", "raw", "u_str", "u_dgr", "u_seq" (ss's Netid)
 //	family       string  "inet", "inet6" or "unix"
-//	state        string  ss's label: "ESTAB", "LISTEN", "UNCONN", "TIME-WAIT", ...
-//	kernel_state string  kernel name without TCP_: "ESTABLISHED", "CLOSE", ...
-//	recv_q       number  Recv-Q
-//	send_q       number  Send-Q
-//	src          string  local address, canonical text ("127.0.0.1", "::1"); inet only
+//	state        string  kernel name without TCP_: "ESTABLISHED", "LISTEN",
+//	                     "CLOSE" (ss's UNCONN), "TIME_WAIT", ...
+//	recvq        number  Recv-Q
+//	sendq        number  Send-Q
+//	saddr        string  local address, canonical text ("127.0.0.1", "::1"); inet only
 //	sport        number  local port (protocol number for raw sockets); inet only
-//	dst          string  peer address; inet only
+//	daddr        string  peer address; inet only
 //	dport        number  peer port; inet only
 //	iface        string  bound interface name (SO_BINDTODEVICE); omitted when unbound
 //	path         string  bound UNIX name ("@" prefix for abstract names); unix only
@@ -41,7 +44,7 @@
 //	netns        number  inode of the socket's network namespace
 //	uid          number  owner uid
 //	inode        number  socket inode (0 for TIME-WAIT and request sockets)
-//	cookie       string  socket cookie in hex, as ss -e prints it after "sk:"
+//	cookie       number  socket cookie, decimal (ss -e prints it in hex after "sk:")
 //	timer        object  {"name": "on"|"keepalive"|"timewait"|"persist"|"unknown",
 //	                      "expires_ms": number, "retrans": number}
 //	mark         number  SO_MARK (fwmark)
@@ -51,7 +54,7 @@
 //	shutdown     string  ss's shutdown arrows: "<->", "-->", "<--", "---"
 //	tos          number  IP TOS
 //	tclass       number  IPv6 traffic class
-//	processes    [object] [{"comm": string, "pid": number, "fd": number}], ss -p order
+//	owners       [object] [{"comm": string, "pid": number, "fd": number}], ss -p order
 //	skmem        object  {"rmem_alloc","rcvbuf","wmem_alloc","sndbuf","fwd_alloc",
 //	                      "wmem_queued","optmem","backlog","drops"} (bytes)
 //	tcp_info     object  see below

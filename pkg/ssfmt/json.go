@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/netip"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -41,12 +40,11 @@ type JSONRow struct {
 	Netid       string        `json:"netid"`
 	Family      string        `json:"family"`
 	State       string        `json:"state"`
-	KernelState string        `json:"kernel_state"`
-	RecvQ       uint32        `json:"recv_q"`
-	SendQ       uint32        `json:"send_q"`
-	Src         string        `json:"src,omitempty"`
+	RecvQ       uint32        `json:"recvq"`
+	SendQ       uint32        `json:"sendq"`
+	Saddr       string        `json:"saddr,omitempty"`
 	Sport       *uint16       `json:"sport,omitempty"`
-	Dst         string        `json:"dst,omitempty"`
+	Daddr       string        `json:"daddr,omitempty"`
 	Dport       *uint16       `json:"dport,omitempty"`
 	Iface       string        `json:"iface,omitempty"`
 	Path        string        `json:"path,omitempty"`
@@ -55,7 +53,7 @@ type JSONRow struct {
 	NetNS       uint64        `json:"netns,omitempty"`
 	UID         uint32        `json:"uid"`
 	Inode       uint64        `json:"inode"`
-	Cookie      string        `json:"cookie"`
+	Cookie      uint64        `json:"cookie"`
 	Timer       *JSONTimer    `json:"timer,omitempty"`
 	Mark        *uint32       `json:"mark,omitempty"`
 	CgroupID    *uint64       `json:"cgroup_id,omitempty"`
@@ -64,7 +62,7 @@ type JSONRow struct {
 	Shutdown    string        `json:"shutdown,omitempty"`
 	TOS         *uint8        `json:"tos,omitempty"`
 	TClass      *uint8        `json:"tclass,omitempty"`
-	Processes   []JSONProcess `json:"processes,omitempty"`
+	Owners      []JSONProcess `json:"owners,omitempty"`
 	Skmem       *JSONSkmem    `json:"skmem,omitempty"`
 	TCPInfo     *JSONTCPInfo  `json:"tcp_info,omitempty"`
 }
@@ -76,7 +74,7 @@ type JSONTimer struct {
 	Retrans   uint8  `json:"retrans"`
 }
 
-// JSONProcess is one entry of "processes".
+// JSONProcess is one entry of "owners".
 type JSONProcess struct {
 	Comm string `json:"comm"`
 	PID  int    `json:"pid"`
@@ -100,14 +98,13 @@ type JSONSkmem struct {
 func (j *JSONWriter) Row(s *sock.Socket) JSONRow {
 	r := JSONRow{
 		Netid:       Netid(s),
-		State:       s.State.SSLabel(),
-		KernelState: s.State.String(),
+		State:       s.State.String(),
 		RecvQ:       s.RecvQ,
 		SendQ:       s.SendQ,
 		NetNS:       s.NetNS,
 		UID:         s.UID,
 		Inode:       s.Inode,
-		Cookie:      strconv.FormatUint(s.Cookie, 16),
+		Cookie:      s.Cookie,
 		Mark:        s.Mark,
 		CgroupID:    s.CgroupID,
 		TOS:         s.TOS,
@@ -135,8 +132,8 @@ func (j *JSONWriter) Row(s *sock.Socket) JSONRow {
 		r.PeerInode = &peer
 	} else {
 		sp, dp := s.Local.Port(), s.Peer.Port()
-		r.Src, r.Sport = addrText(s.Local.Addr(), s.Family), &sp
-		r.Dst, r.Dport = addrText(s.Peer.Addr(), s.Family), &dp
+		r.Saddr, r.Sport = addrText(s.Local.Addr(), s.Family), &sp
+		r.Daddr, r.Dport = addrText(s.Peer.Addr(), s.Family), &dp
 		if s.Iface != 0 {
 			r.Iface = "if" + utoa(uint64(s.Iface))
 			if j.names != nil {
@@ -158,7 +155,7 @@ func (j *JSONWriter) Row(s *sock.Socket) JSONRow {
 		r.Shutdown = ShutdownString(*s.Shutdown)
 	}
 	for _, p := range s.Procs {
-		r.Processes = append(r.Processes, JSONProcess(p))
+		r.Owners = append(r.Owners, JSONProcess(p))
 	}
 	if m := s.Mem; m != nil {
 		r.Skmem = &JSONSkmem{m.RmemAlloc, m.RcvBuf, m.WmemAlloc, m.SndBuf, m.FwdAlloc, m.WmemQueued, m.OptMem, m.Backlog, m.Drops}

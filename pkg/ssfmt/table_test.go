@@ -364,9 +364,9 @@ func TestJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
 		t.Fatalf("line 1 is not JSON: %v", err)
 	}
-	want := map[string]any{"netid": "tcp", "family": "inet6", "state": "ESTAB", "kernel_state": "ESTABLISHED",
-		"recv_q": 300.0, "src": "::1", "sport": 8443.0, "dst": "::1", "dport": 46156.0, "iface": "lo",
-		"uid": 1000.0, "inode": 13639.0, "cookie": "24", "v6only": false}
+	want := map[string]any{"netid": "tcp", "family": "inet6", "state": "ESTABLISHED",
+		"recvq": 300.0, "saddr": "::1", "sport": 8443.0, "daddr": "::1", "dport": 46156.0, "iface": "lo",
+		"uid": 1000.0, "inode": 13639.0, "cookie": 36.0, "v6only": false}
 	for k, v := range want {
 		if m[k] != v {
 			t.Errorf("%s = %#v, want %#v", k, m[k], v)
@@ -376,8 +376,8 @@ func TestJSON(t *testing.T) {
 	if timer["name"] != "keepalive" || timer["expires_ms"] != 1500.0 {
 		t.Errorf("timer = %v", timer)
 	}
-	if p := m["processes"].([]any)[0].(map[string]any); p["comm"] != "python3" || p["pid"] != 9897.0 || p["fd"] != 6.0 {
-		t.Errorf("processes = %v", m["processes"])
+	if p := m["owners"].([]any)[0].(map[string]any); p["comm"] != "python3" || p["pid"] != 9897.0 || p["fd"] != 6.0 {
+		t.Errorf("owners = %v", m["owners"])
 	}
 	ti := m["tcp_info"].(map[string]any)
 	if ti["rtt_us"] != 30.0 || ti["snd_wscale"] != 10.0 || ti["delivery_rate_app_limited"] != true || ti["congestion"] != "bbr" {
