@@ -163,7 +163,7 @@ var (
 	}
 	knownCauses = []string{
 		table.CauseTimeWaitExpired, table.CauseTimeWaitMissing, table.CauseMissingInTable,
-		table.CauseGoneFromKernel, table.CauseStateMismatch, table.CauseSeedMismatch,
+		table.CauseGoneFromKernel, table.CauseStateMismatch, table.CauseSeedMismatch, table.CauseSkippedTransition,
 	}
 )
 

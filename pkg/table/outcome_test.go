@@ -300,3 +300,39 @@ func (h *harness) runPair(c, s *sk, close bool) {
 		}
 	}
 }
+
+// TestSkippedTransition: an event that does not continue from the state the
+// table has (the kernel skipped a transition in between) marks the history
+// with a gap and counts a correction; the socket goes on from the event's
+// state.
+func TestSkippedTransition(t *testing.T) {
+	h := seeded(t, Options{}, nil, nil)
+	c := newSk(1, "10.0.0.1:40001", "10.0.0.2:80", curl)
+	h.run(c, clientOpen...)
+	h.wantCorrections(map[string]uint64{})
+	// ESTABLISHED -> FIN_WAIT1 never arrived.
+	h.run(c, st(sock.FinWait1, sock.FinWait2, S))
+	h.wantCorrections(map[string]uint64{CauseSkippedTransition: 1})
+	if cn := h.conn(1); !cn.Gap || cn.State != sock.FinWait2 {
+		t.Errorf("after a skipped transition: %+v", cn)
+	}
+}
+
+// TestClosedLookupAfterRetention: the index of closed connections follows
+// retention: a dropped connection is no longer found, a kept one is.
+func TestClosedLookupAfterRetention(t *testing.T) {
+	h := seeded(t, Options{RetainMax: 2}, nil, nil)
+	for i := uint64(1); i <= 3; i++ {
+		c := newSk(i, "10.0.0.1:4000"+string(rune('0'+i)), "10.0.0.2:80", curl)
+		h.run(c, clientOpen...)
+		h.run(c, st(sock.Established, sock.Close, S))
+	}
+	if _, ok := h.tbl.Lookup(1); ok {
+		t.Error("connection 1 found after retention dropped it")
+	}
+	for _, k := range []uint64{2, 3} {
+		if c, ok := h.tbl.Lookup(k); !ok || c.Live() {
+			t.Errorf("connection %d: %+v %v", k, c, ok)
+		}
+	}
+}

@@ -79,6 +79,11 @@ const (
 	// CauseSeedMismatch: an event did not continue from any state the
 	// seed saw for its socket.
 	CauseSeedMismatch = "seed_mismatch"
+	// CauseSkippedTransition: an event did not continue from the state
+	// the table had for its socket: a transition between them never
+	// arrived (the kernel skips a tracing program that a softirq
+	// interrupts on the same CPU; it counts it in recursion_misses).
+	CauseSkippedTransition = "skipped_transition"
 )
 
 // Table is the socket table. Create it with New.
@@ -97,6 +102,11 @@ type Table struct {
 	// closed holds gone connections, oldest first, from closedHead on.
 	closed     []*record
 	closedHead int
+	// closedByCookie indexes the newest closed record of each cookie:
+	// reconciles and reseeds look up every socket of a dump, and a walk
+	// of a million retained records each time is what starved the event
+	// loop into ring-buffer losses.
+	closedByCookie map[uint64]*record
 	// forgotten is the latest gone time of a connection retention
 	// dropped: the history is complete only from then on.
 	forgotten int64
@@ -149,7 +159,9 @@ func New(opts Options) *Table {
 		opts:    opts,
 		live:    make(map[uint64]*record),
 		seeding: true,
-		subs:    make(map[*Subscription]struct{}),
+
+		closedByCookie: make(map[uint64]*record),
+		subs:           make(map[*Subscription]struct{}),
 	}
 	t.stats.corrections = make(map[string]uint64)
 	t.stats.outcomes = make(map[Outcome]uint64)
@@ -345,7 +357,8 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 			r = nil
 		}
 	}
-	if r != nil && r.seedState != 0 {
+	inSeed := r != nil && r.seedState != 0
+	if inSeed {
 		// The socket was in the dump: apply only what continues from
 		// the state the dump saw.
 		switch {
@@ -375,6 +388,12 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 	// and its last transition.
 	var prev event.Owner
 	e.InState = 0
+	if r != nil && !inSeed && e.OldState != r.state && !r.minisock {
+		// A transition in between never arrived: the history has a
+		// hole, and the event, newer, says where the socket is now.
+		t.stats.corrections[CauseSkippedTransition]++
+		r.gap = true
+	}
 	if r != nil {
 		prev = r.owner
 		if n := len(r.trans); n > 0 && int64(e.Mono) >= r.trans[n-1].mono {
@@ -512,6 +531,9 @@ func (t *Table) retire(k uint64, r *record, at int64, outcome Outcome) {
 		t.stats.lifetimes.observe(float64(r.fullClosed-r.opened) / 1e9)
 	}
 	t.closed = append(t.closed, r)
+	if r.cookie != 0 {
+		t.closedByCookie[r.cookie] = r
+	}
 	if r.origin != OriginListen {
 		t.publish(nil, r)
 	}
@@ -528,6 +550,9 @@ func (t *Table) trim(now int64) {
 		}
 		t.closed[t.closedHead] = nil
 		t.closedHead++
+		if t.closedByCookie[r.cookie] == r {
+			delete(t.closedByCookie, r.cookie)
+		}
 		t.stats.dropped++
 		t.forgotten = max(t.forgotten, r.gone)
 	}
@@ -659,26 +684,13 @@ func (t *Table) Reconcile(states sock.StateSet, rows []*sock.Socket, dumpStart t
 // recentlyClosed reports whether a closed connection's record changed
 // after start (so a dump begun at start may show it still alive).
 func (t *Table) recentlyClosed(cookie uint64, start int64) bool {
-	for i := len(t.closed) - 1; i >= t.closedHead; i-- {
-		r := t.closed[i]
-		if r.gone < start {
-			return false
-		}
-		if r.cookie == cookie {
-			return true
-		}
-	}
-	return false
+	r := t.closedByCookie[cookie]
+	return r != nil && r.gone >= start
 }
 
-// findClosed finds a closed connection by cookie (newest first).
+// findClosed finds the newest closed connection with this cookie.
 func (t *Table) findClosed(cookie uint64) *record {
-	for i := len(t.closed) - 1; i >= t.closedHead; i-- {
-		if t.closed[i].cookie == cookie {
-			return t.closed[i]
-		}
-	}
-	return nil
+	return t.closedByCookie[cookie]
 }
 
 // ErrBeforeStart is returned for a moment before the table knew anything.
