@@ -1,6 +1,7 @@
 package connfmt
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -73,5 +74,36 @@ func TestGroupCloseWait(t *testing.T) {
 	j := g[1].Sockets[0].JSON(2, now)
 	if j.Since != nil || !j.SinceUnknown || j.AgeSeconds != 60 || len(j.Owners) != 1 || *j.Owners[0].FD != 3 {
 		t.Errorf("json: %+v", j)
+	}
+}
+
+// TestHistoryJSONMatchesConnJSON: the hand-written JSON of history is
+// byte for byte what encoding/json makes of table.ConnJSON (the documented
+// shape), for open and closed connections, with and without tasks, with a
+// name that needs escaping.
+func TestHistoryJSONMatchesConnJSON(t *testing.T) {
+	open := conn(1, "10.0.0.1:80", table.OriginConnect, time.Second)
+	open.Owner.Comm = "a\"b\\\x1b\n"
+	closed := conn(2, "[2001:db8::1]:443", table.OriginAccept, 1500*time.Microsecond)
+	closed.Family = 10
+	closed.Local = netip.MustParseAddrPort("[2001:db8::2]:40000")
+	closed.State, closed.Outcome, closed.By, closed.Gap = sock.Close, table.OutcomeReset, table.SidePeer, true
+	closed.FullClosed = t0.Add(1234567 * time.Nanosecond)
+	closed.Final = event.Final{BytesAcked: 1 << 40, BytesReceived: 3, Retrans: 2, SRTT: 1500 * time.Microsecond}
+	tw := conn(3, "10.0.0.1:80", table.OriginBeforeStart, 0)
+	tw.State, tw.Minisocket = sock.TimeWait, true
+	now := t0.Add(90 * time.Minute)
+	for _, c := range []table.Conn{open, closed, tw} {
+		got, err := AppendHistoryJSON(nil, &c, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(c.JSON(now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want)+"\n" {
+			t.Errorf("connection %d:\n got %s\nwant %s", c.Cookie, got, want)
+		}
 	}
 }

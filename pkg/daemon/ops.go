@@ -106,10 +106,6 @@ func (s *Server) runHistory(ctx context.Context, p *Peer, req *Request, w *reply
 		sub = s.cfg.Table.Subscribe(false, true, 4096)
 		defer sub.Close()
 	}
-	conns, err := s.cfg.Table.Conns(table.Query{Since: req.Since, Closed: req.Closed, NetNS: ns, Match: match})
-	if err != nil {
-		return 1, notSeeded(err)
-	}
 	now := time.Now()
 	var b []byte
 	if !req.JSON && !req.NoHeader {
@@ -137,16 +133,23 @@ func (s *Server) runHistory(ctx context.Context, p *Peer, req *Request, w *reply
 		}
 		return nil
 	}
-	for i := range conns {
+	// Streamed: a million retained connections are rendered one at a
+	// time, not first copied into a slice (and not under the table's
+	// lock: see table.EachConn).
+	err = s.cfg.Table.EachConn(table.Query{Since: req.Since, Closed: req.Closed, NetNS: ns, Match: match}, func(c *table.Conn) error {
 		if err := ctx.Err(); err != nil {
-			return 1, err
+			return err
 		}
-		if req.Follow && !conns[i].Live() {
-			printed[conns[i].Cookie] = true
+		if req.Follow && !c.Live() {
+			printed[c.Cookie] = true
 		}
-		if err := emit(&conns[i]); err != nil {
-			return 1, err
-		}
+		return emit(c)
+	})
+	if errors.Is(err, table.ErrNotSeeded) {
+		return 1, notSeeded(err)
+	}
+	if err != nil {
+		return 1, err
 	}
 	if _, err := w.Out.Write(b); err != nil {
 		return 1, err

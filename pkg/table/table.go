@@ -789,56 +789,89 @@ type Query struct {
 // Conns returns copies of the connections q selects, oldest first: closed
 // ones in the order they closed, then live ones by opening time.
 func (t *Table) Conns(q Query) ([]Conn, error) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if !t.seeded {
-		return nil, ErrNotSeeded
-	}
-	since := int64(0)
-	if !q.Since.IsZero() {
-		since = t.mono(q.Since)
-	}
 	var out []Conn
-	keep := func(r *record) {
-		if r.origin == OriginListen && !q.Listeners {
-			return
-		}
-		if q.NetNS != 0 && r.netns != q.NetNS {
-			return
-		}
-		if q.States != 0 && !q.States.Has(r.state) {
-			return
-		}
-		c := t.view(r)
-		if q.Match != nil && !q.Match(&c) {
-			return
-		}
-		out = append(out, c)
-	}
-	for _, r := range t.closed[t.closedHead:] {
-		if r.gone >= since {
-			keep(r)
-		}
-	}
-	if !q.Closed {
-		live := make([]*record, 0, len(t.live))
-		for _, r := range t.live {
-			live = append(live, r)
-		}
-		sort.Slice(live, func(i, j int) bool {
-			if live[i].opened != live[j].opened {
-				return live[i].opened < live[j].opened
-			}
-			return live[i].cookie < live[j].cookie
-		})
-		for _, r := range live {
-			keep(r)
-		}
+	err := t.EachConn(q, func(c *Conn) error {
+		out = append(out, *c)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if q.Limit > 0 && len(out) > q.Limit {
 		out = out[len(out)-q.Limit:]
 	}
 	return out, nil
+}
+
+// EachConn calls fn with a copy of each connection q selects, in Conns'
+// order, ignoring q.Limit; it stops at fn's first error and returns it.
+// The table's lock is held only while the connections are collected: a
+// closed connection's record never changes again, so its copy is made
+// after, and fn may take its time (a client reading a million lines)
+// without holding up the events. The Conn passed to fn is reused.
+func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
+	t.mu.RLock()
+	if !t.seeded {
+		t.mu.RUnlock()
+		return ErrNotSeeded
+	}
+	since := int64(0)
+	if !q.Since.IsZero() {
+		since = t.mono(q.Since)
+	}
+	off := t.monoToWall
+	wanted := func(r *record) bool {
+		return (r.origin != OriginListen || q.Listeners) &&
+			(q.NetNS == 0 || r.netns == q.NetNS) &&
+			(q.States == 0 || q.States.Has(r.state))
+	}
+	var closed []*record
+	for _, r := range t.closed[t.closedHead:] {
+		if r.gone >= since && wanted(r) {
+			closed = append(closed, r)
+		}
+	}
+	var live []Conn
+	if !q.Closed {
+		recs := make([]*record, 0, len(t.live))
+		for _, r := range t.live {
+			if wanted(r) {
+				recs = append(recs, r)
+			}
+		}
+		sort.Slice(recs, func(i, j int) bool {
+			if recs[i].opened != recs[j].opened {
+				return recs[i].opened < recs[j].opened
+			}
+			return recs[i].cookie < recs[j].cookie
+		})
+		live = make([]Conn, len(recs))
+		for i, r := range recs {
+			live[i] = viewAt(r, off)
+		}
+	}
+	t.mu.RUnlock()
+
+	var c Conn
+	for _, r := range closed {
+		c = viewAt(r, off)
+		if q.Match != nil && !q.Match(&c) {
+			continue
+		}
+		if err := fn(&c); err != nil {
+			return err
+		}
+	}
+	for i := range live {
+		c = live[i]
+		if q.Match != nil && !q.Match(&c) {
+			continue
+		}
+		if err := fn(&c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Lookup returns the connection with this cookie (live first, then the
@@ -932,11 +965,21 @@ func (t *Table) Stats() Stats {
 }
 
 // view expands a record into a Conn.
-func (t *Table) view(r *record) Conn {
+func (t *Table) view(r *record) Conn { return viewAt(r, t.monoToWall) }
+
+// viewAt is view with the monotonic-to-wall offset given: EachConn reads
+// it under the lock and makes closed connections' views after.
+func viewAt(r *record, off int64) Conn {
+	wall := func(mono int64) time.Time {
+		if mono == 0 {
+			return time.Time{}
+		}
+		return time.Unix(0, mono+off)
+	}
 	c := Conn{
 		Cookie: r.cookie, NetNS: r.netns, Family: r.family, Local: r.local, Peer: r.peer,
 		State: r.state, Minisocket: r.minisock, Owner: r.owner, Origin: r.origin,
-		Opened: t.wall(r.opened), FullClosed: t.wall(r.fullClosed), Gone: t.wall(r.gone),
+		Opened: wall(r.opened), FullClosed: wall(r.fullClosed), Gone: wall(r.gone),
 		Outcome: r.outcome, By: r.by, Final: r.final, Gap: r.gap, UID: r.uid, Inode: r.inode,
 	}
 	if r.gone != 0 {
@@ -948,7 +991,7 @@ func (t *Table) view(r *record) Conn {
 		c.Transitions = make([]Transition, len(r.trans))
 		for i, tr := range r.trans {
 			c.Transitions[i] = Transition{
-				Time: t.wall(tr.mono), OldState: tr.old, NewState: tr.new, Context: tr.ctx,
+				Time: wall(tr.mono), OldState: tr.old, NewState: tr.new, Context: tr.ctx,
 			}
 			if tr.task > 0 && int(tr.task) <= len(r.tasks) {
 				task := r.tasks[tr.task-1]
