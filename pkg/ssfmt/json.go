@@ -37,34 +37,34 @@ func (j *JSONWriter) Close() error { return j.w.Flush() }
 // JSONRow is the JSON shape of one socket; field tags are the documented,
 // stable keys.
 type JSONRow struct {
-	Netid       string        `json:"netid"`
-	Family      string        `json:"family"`
-	State       string        `json:"state"`
-	RecvQ       uint32        `json:"recvq"`
-	SendQ       uint32        `json:"sendq"`
-	Saddr       string        `json:"saddr,omitempty"`
-	Sport       *uint16       `json:"sport,omitempty"`
-	Daddr       string        `json:"daddr,omitempty"`
-	Dport       *uint16       `json:"dport,omitempty"`
-	Iface       string        `json:"iface,omitempty"`
-	Path        string        `json:"path,omitempty"`
-	PeerInode   *uint64       `json:"peer_inode,omitempty"`
-	Pending     []uint64      `json:"pending,omitempty"`
-	NetNS       uint64        `json:"netns,omitempty"`
-	UID         uint32        `json:"uid"`
-	Inode       uint64        `json:"inode"`
-	Cookie      uint64        `json:"cookie"`
-	Timer       *JSONTimer    `json:"timer,omitempty"`
-	Mark        *uint32       `json:"mark,omitempty"`
-	CgroupID    *uint64       `json:"cgroup_id,omitempty"`
-	Cgroup      string        `json:"cgroup,omitempty"`
-	V6Only      *bool         `json:"v6only,omitempty"`
-	Shutdown    string        `json:"shutdown,omitempty"`
-	TOS         *uint8        `json:"tos,omitempty"`
-	TClass      *uint8        `json:"tclass,omitempty"`
-	Owners      []JSONProcess `json:"owners,omitempty"`
-	Skmem       *JSONSkmem    `json:"skmem,omitempty"`
-	TCPInfo     *JSONTCPInfo  `json:"tcp_info,omitempty"`
+	Netid     string        `json:"netid"`
+	Family    string        `json:"family"`
+	State     string        `json:"state"`
+	RecvQ     uint32        `json:"recvq"`
+	SendQ     uint32        `json:"sendq"`
+	Saddr     string        `json:"saddr,omitempty"`
+	Sport     *uint16       `json:"sport,omitempty"`
+	Daddr     string        `json:"daddr,omitempty"`
+	Dport     *uint16       `json:"dport,omitempty"`
+	Iface     string        `json:"iface,omitempty"`
+	Path      string        `json:"path,omitempty"`
+	PeerInode *uint64       `json:"peer_inode,omitempty"`
+	Pending   []uint64      `json:"pending,omitempty"`
+	NetNS     uint64        `json:"netns,omitempty"`
+	UID       uint32        `json:"uid"`
+	Inode     uint64        `json:"inode"`
+	Cookie    uint64        `json:"cookie"`
+	Timer     *JSONTimer    `json:"timer,omitempty"`
+	Mark      *uint32       `json:"mark,omitempty"`
+	CgroupID  *uint64       `json:"cgroup_id,omitempty"`
+	Cgroup    string        `json:"cgroup,omitempty"`
+	V6Only    *bool         `json:"v6only,omitempty"`
+	Shutdown  string        `json:"shutdown,omitempty"`
+	TOS       *uint8        `json:"tos,omitempty"`
+	TClass    *uint8        `json:"tclass,omitempty"`
+	Owners    []JSONProcess `json:"owners,omitempty"`
+	Skmem     *JSONSkmem    `json:"skmem,omitempty"`
+	TCPInfo   *JSONTCPInfo  `json:"tcp_info,omitempty"`
 }
 
 // JSONTimer is the "timer" object.
@@ -97,18 +97,18 @@ type JSONSkmem struct {
 // Row builds the JSON shape of s.
 func (j *JSONWriter) Row(s *sock.Socket) JSONRow {
 	r := JSONRow{
-		Netid:       Netid(s),
-		State:       s.State.String(),
-		RecvQ:       s.RecvQ,
-		SendQ:       s.SendQ,
-		NetNS:       s.NetNS,
-		UID:         s.UID,
-		Inode:       s.Inode,
-		Cookie:      s.Cookie,
-		Mark:        s.Mark,
-		CgroupID:    s.CgroupID,
-		TOS:         s.TOS,
-		TClass:      s.TClass,
+		Netid:    Netid(s),
+		State:    s.State.String(),
+		RecvQ:    s.RecvQ,
+		SendQ:    s.SendQ,
+		NetNS:    s.NetNS,
+		UID:      s.UID,
+		Inode:    s.Inode,
+		Cookie:   s.Cookie,
+		Mark:     s.Mark,
+		CgroupID: s.CgroupID,
+		TOS:      s.TOS,
+		TClass:   s.TClass,
 	}
 	switch s.Family {
 	case unix.AF_INET:
