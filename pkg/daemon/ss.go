@@ -45,6 +45,7 @@ func (s *Server) runSS(ctx context.Context, p *Peer, req *Request, w *replyWrite
 	if opts.Processes {
 		opts.Owners = peerOwners{s: s, p: p}
 	}
+	opts.Width = req.Width
 	if !req.At.IsZero() {
 		return s.ssAt(ctx, p, req, w, opts, words)
 	}

@@ -201,3 +201,29 @@ func applyShort(t *testing.T, o Options, flags string) Options {
 	}
 	return o
 }
+
+// TestWidthOption: Options.Width lays the columns out for that terminal
+// width (the daemon renders for its client's terminal), as ss does at a
+// terminal: the header spreads over the width; without it, the output is
+// the compact layout ss prints into a pipe.
+func TestWidthOption(t *testing.T) {
+	rows := RowsSource{{Proto: sock.ProtoTCP, Family: unix.AF_INET, State: sock.Listen,
+		Local: netip.MustParseAddrPort("127.0.0.1:22"), Peer: netip.MustParseAddrPort("0.0.0.0:0")}}
+	run := func(width int) string {
+		var o Options
+		o.Selection.Table(TCP)
+		o.Selection.All()
+		o.Numeric = true
+		o.Width = width
+		var out, errb bytes.Buffer
+		if err := Run(t.Context(), &out, &errb, o, nil, rows); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	compact, wide := run(0), run(160)
+	header := strings.SplitN(wide, "\n", 2)[0]
+	if compact == wide || len(header) < 150 {
+		t.Errorf("width 160 did not reach the layout:\ncompact %q\nwide    %q", compact, wide)
+	}
+}

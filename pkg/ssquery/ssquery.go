@@ -74,6 +74,10 @@ type Options struct {
 	Stdin io.Reader
 	// Owners answers -p; nil means ProcScan{}.
 	Owners Owners
+	// Width is the terminal width to lay the columns out for; 0 means
+	// stdout's own when it is a terminal (else ss's compact layout). The
+	// daemon sets its client's.
+	Width int
 }
 
 // Run is one ss query: it prints the -s summary if asked (and stops there
@@ -145,6 +149,10 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	if !opts.Numeric {
 		ports = env.portRange() // only service names depend on it
 	}
+	width := opts.Width
+	if width == 0 {
+		width = terminalWidth(stdout)
+	}
 	if opts.JSON {
 		sink = jsonSink{ssfmt.NewJSONWriter(stdout, names)}
 	} else {
@@ -160,7 +168,7 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 			Memory:    opts.Memory,
 			Info:      opts.Info,
 			OneLine:   opts.OneLine,
-			Width:     terminalWidth(stdout),
+			Width:     width,
 			Ephemeral: ports,
 			Names:     names,
 		})
