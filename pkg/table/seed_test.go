@@ -114,9 +114,19 @@ func TestSeedWithoutRace(t *testing.T) {
 		len(cs[0].Transitions) != 5 || cs[0].Live() {
 		t.Errorf("closed during the dump: %+v", cs)
 	}
-	// (b): not applied twice.
-	if c := h.conn(3); len(c.Transitions) > 1 || c.Gap {
+	// (b): not applied twice, and in the history: when the peer's FIN
+	// came.
+	if c := h.conn(3); len(c.Transitions) != 1 || c.Transitions[0].NewState != sock.CloseWait || c.Gap || c.State != sock.CloseWait {
 		t.Errorf("reflected event: %+v", c)
+	}
+	// (c'): both transitions in the history.
+	if c := h.conn(5); len(c.Transitions) != 2 || c.State != sock.LastAck {
+		t.Errorf("dumped between two events: %+v", c)
+	}
+	// (f): the whole life, from the connect, with its owner.
+	if c := h.conn(9); c.Origin != OriginConnect || len(c.Transitions) != 2 || c.Owner.PID != curl.PID ||
+		!c.Opened.Before(h.wall(h.now())) || c.Opened.Before(h.wall(seedStart)) {
+		t.Errorf("born during the dump and in it: %+v", c)
 	}
 	// (c)
 	if c := h.conn(4); len(c.Transitions) != 1 || c.Transitions[0].NewState != sock.FinWait1 || c.Origin != OriginBeforeStart {

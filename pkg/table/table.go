@@ -366,9 +366,11 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 			r.seedState = 0
 		case e.NewState == r.state:
 			r.seedState = 0
-			return // the dump already reflects it
+			t.backfill(r, e) // the dump already reflects it
+			return
 		case fromSeed:
-			return // older than the dump
+			t.backfill(r, e) // older than the dump
+			return
 		default:
 			t.stats.corrections[CauseSeedMismatch]++
 			r.gap = true
@@ -444,6 +446,22 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 	}
 	t.stats.outcomes[outcome]++
 	t.retire(k, r, int64(e.Mono), outcome)
+}
+
+// backfill records in the history of a socket the dump showed an event
+// the dump already reflects or that came before the state it saw: the
+// socket was born or changed while the dump ran. The state stays the
+// dump's; a birth sets how and when the connection began, and a process
+// context names the owner unless the process scan did.
+func (t *Table) backfill(r *record, e *event.Event) {
+	if o := originOf(e); o != OriginUnknown && len(r.trans) == 0 {
+		r.origin = o
+		r.opened = int64(e.Mono)
+	}
+	if r.owner.PID == 0 {
+		r.owner = owner.Next(r.owner, e, &t.listeners)
+	}
+	r.addTransition(e)
 }
 
 // originOf says how a socket first seen at e began.
