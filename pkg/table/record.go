@@ -151,3 +151,13 @@ func (r *record) size() int64 {
 		int64(cap(r.tasks))*int64(unsafe.Sizeof(event.Task{}))
 	return n
 }
+
+// listener reports a listening socket: one that began with listen(), one
+// the seed found listening, or one whose last transition left LISTEN.
+func (r *record) listener() bool {
+	if r.origin == OriginListen || r.state == sock.Listen {
+		return true
+	}
+	n := len(r.trans)
+	return n > 0 && r.trans[n-1].old == sock.Listen && r.trans[n-1].new == sock.Close
+}

@@ -839,7 +839,7 @@ func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
 	}
 	off := t.monoToWall
 	wanted := func(r *record) bool {
-		return (r.origin != OriginListen || q.Listeners) &&
+		return (!r.listener() || q.Listeners) &&
 			(q.NetNS == 0 || r.netns == q.NetNS) &&
 			(q.States == 0 || q.States.Has(r.state))
 	}
