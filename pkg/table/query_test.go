@@ -339,3 +339,46 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 	sub.Close()
 }
+
+// TestGapWindows: a loss marks exactly the connections alive in its window
+// (open ones, and closed ones that were still alive then), not those closed
+// before it or born after it; back-to-back reports make one window, and
+// past the cap the oldest windows merge instead of being forgotten.
+func TestGapWindows(t *testing.T) {
+	h := seeded(t, Options{}, nil, nil)
+	before := newSk(1, "10.0.0.1:40001", "10.0.0.2:80", curl)
+	h.run(before, clientOpen...)
+	h.run(before, st(sock.Established, sock.Close, S))
+	during := newSk(2, "10.0.0.1:40002", "10.0.0.2:80", curl)
+	h.run(during, clientOpen...)
+	from := h.wall(h.now())
+	h.tbl.Lost(3, from)
+	h.tbl.Lost(2, from) // the same window, reported again
+	h.run(during, st(sock.Established, sock.Close, S))
+	time.Sleep(time.Millisecond)
+	after := newSk(3, "10.0.0.1:40003", "10.0.0.2:80", curl)
+	h.run(after, clientOpen...)
+	if c := h.conn(1); c.Gap {
+		t.Error("closed before the loss, marked")
+	}
+	if c := h.conn(2); !c.Gap {
+		t.Error("alive during the loss, not marked")
+	}
+	if c := h.conn(3); c.Gap {
+		t.Error("born after the loss, marked")
+	}
+	if gs := h.tbl.Gaps(time.Time{}, time.Now()); len(gs) != 1 || gs[0].Lost != 5 {
+		t.Errorf("gaps: %+v", gs)
+	}
+	for i := 0; i < maxLossWindows+5; i++ {
+		time.Sleep(time.Microsecond)
+		h.tbl.Lost(1, h.wall(h.now()))
+	}
+	gs := h.tbl.Gaps(time.Time{}, time.Now())
+	if len(gs) != maxLossWindows || gs[0].Lost < 5 || !gs[0].From.Equal(from) {
+		t.Errorf("after the cap: %d windows, oldest %+v", len(gs), gs[0])
+	}
+	if c := h.conn(2); !c.Gap {
+		t.Error("the oldest loss was forgotten")
+	}
+}

@@ -31,6 +31,7 @@ package table
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -124,7 +125,12 @@ type Table struct {
 	monoToWall int64
 
 	stats counters
-	gaps  []Gap
+	// losses are the windows in which events were lost, oldest first.
+	// A connection alive in one has a gap (livedThrough): computed when
+	// asked, because marking every live record at each loss cost a walk
+	// of the table per loss report, a third of the daemon's time under
+	// churn with the kernel skipping transitions.
+	losses []lossWindow
 	subs  map[*Subscription]struct{}
 }
 
@@ -592,29 +598,52 @@ func (t *Table) Expire() {
 }
 
 // Lost records that the tracer lost events (lost since the previous
-// call): every live connection's history gets a gap mark, and the window
-// since the previous loss check is recorded. The caller then reseeds.
+// call) in the window from since to now: every connection alive in it
+// shows a gap (Conn.Gap). The caller then reseeds.
 func (t *Table) Lost(lost uint64, since time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	now := monoNow()
 	t.stats.lost += lost
-	t.gaps = append(t.gaps, Gap{From: since, To: t.wall(now), Lost: lost})
-	if len(t.gaps) > 1000 {
-		t.gaps = t.gaps[len(t.gaps)-1000:]
+	w := lossWindow{from: t.mono(since), to: monoNow(), lost: lost}
+	if n := len(t.losses); n > 0 && w.from <= t.losses[n-1].to {
+		// Reports come back to back under churn: one window.
+		t.losses[n-1].to = w.to
+		t.losses[n-1].lost += lost
+		return
 	}
-	for _, r := range t.live {
-		r.gap = true
+	if len(t.losses) >= maxLossWindows {
+		// Merge the two oldest rather than forget one: a connection
+		// inside the merged window is marked, never one that lived
+		// through a forgotten loss left unmarked.
+		m := t.losses[0]
+		m.to, m.lost = t.losses[1].to, m.lost+t.losses[1].lost
+		t.losses = append([]lossWindow{m}, t.losses[2:]...)
 	}
+	t.losses = append(t.losses, w)
+}
+
+// maxLossWindows bounds the loss windows kept.
+const maxLossWindows = 1000
+
+// lossWindow is a time (monotonic ns) in which events were lost.
+type lossWindow struct {
+	from, to int64
+	lost     uint64
+}
+
+// livedThrough reports whether r was alive during one of the windows
+// (sorted, as Table.losses): its history may miss transitions.
+func livedThrough(r *record, wins []lossWindow) bool {
+	i := sort.Search(len(wins), func(i int) bool { return wins[i].to >= r.opened })
+	return i < len(wins) && (r.gone == 0 || wins[i].from <= r.gone)
 }
 
 // inGap reports whether mono falls within 1 s after a recorded loss.
 func (t *Table) inGap(mono int64) bool {
-	if len(t.gaps) == 0 {
+	if len(t.losses) == 0 {
 		return false
 	}
-	g := t.gaps[len(t.gaps)-1]
-	return mono <= t.mono(g.To)+int64(time.Second)
+	return mono <= t.losses[len(t.losses)-1].to+int64(time.Second)
 }
 
 // Gaps returns the loss windows that overlap [from, to].
@@ -622,7 +651,8 @@ func (t *Table) Gaps(from, to time.Time) []Gap {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var out []Gap
-	for _, g := range t.gaps {
+	for _, w := range t.losses {
+		g := Gap{From: t.wall(w.from), To: t.wall(w.to), Lost: w.lost}
 		if !g.To.Before(from) && !g.From.After(to) {
 			out = append(out, g)
 		}
@@ -838,6 +868,7 @@ func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
 		since = t.mono(q.Since)
 	}
 	off := t.monoToWall
+	losses := slices.Clone(t.losses)
 	wanted := func(r *record) bool {
 		return (!r.listener() || q.Listeners) &&
 			(q.NetNS == 0 || r.netns == q.NetNS) &&
@@ -865,14 +896,14 @@ func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
 		})
 		live = make([]Conn, len(recs))
 		for i, r := range recs {
-			live[i] = viewAt(r, off)
+			live[i] = viewAt(r, off, losses)
 		}
 	}
 	t.mu.RUnlock()
 
 	var c Conn
 	for _, r := range closed {
-		c = viewAt(r, off)
+		c = viewAt(r, off, losses)
 		if q.Match != nil && !q.Match(&c) {
 			continue
 		}
@@ -983,11 +1014,12 @@ func (t *Table) Stats() Stats {
 }
 
 // view expands a record into a Conn.
-func (t *Table) view(r *record) Conn { return viewAt(r, t.monoToWall) }
+func (t *Table) view(r *record) Conn { return viewAt(r, t.monoToWall, t.losses) }
 
-// viewAt is view with the monotonic-to-wall offset given: EachConn reads
-// it under the lock and makes closed connections' views after.
-func viewAt(r *record, off int64) Conn {
+// viewAt is view with the monotonic-to-wall offset and the loss windows
+// given: EachConn reads them under the lock and makes closed connections'
+// views after.
+func viewAt(r *record, off int64, losses []lossWindow) Conn {
 	wall := func(mono int64) time.Time {
 		if mono == 0 {
 			return time.Time{}
@@ -998,7 +1030,7 @@ func viewAt(r *record, off int64) Conn {
 		Cookie: r.cookie, NetNS: r.netns, Family: r.family, Local: r.local, Peer: r.peer,
 		State: r.state, Minisocket: r.minisock, Owner: r.owner, Origin: r.origin,
 		Opened: wall(r.opened), FullClosed: wall(r.fullClosed), Gone: wall(r.gone),
-		Outcome: r.outcome, By: r.by, Final: r.final, Gap: r.gap, UID: r.uid, Inode: r.inode,
+		Outcome: r.outcome, By: r.by, Final: r.final, Gap: r.gap || livedThrough(r, losses), UID: r.uid, Inode: r.inode,
 	}
 	if r.gone != 0 {
 		// Fix (tests): an expired minisocket is closed too (Conn.State).
