@@ -131,7 +131,7 @@ type Table struct {
 	// of the table per loss report, a third of the daemon's time under
 	// churn with the kernel skipping transitions.
 	losses []lossWindow
-	subs  map[*Subscription]struct{}
+	subs   map[*Subscription]struct{}
 }
 
 // Gap is a window in which events were lost.
