@@ -29,6 +29,7 @@
 package table
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -125,6 +126,8 @@ type Table struct {
 	monoToWall int64
 
 	stats counters
+	// appliedMono is the newest event time applied (CaughtUp).
+	appliedMono int64
 	// losses are the windows in which events were lost, oldest first.
 	// A connection alive in one has a gap (livedThrough): computed when
 	// asked, because marking every live record at each loss cost a walk
@@ -336,6 +339,7 @@ func (t *Table) Apply(e *event.Event) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.stats.events++
+	t.appliedMono = max(t.appliedMono, int64(e.Mono))
 	if e.Cookie == 0 && t.opts.Resolve != nil {
 		if c, ok := t.opts.Resolve(e); ok {
 			e.Cookie, e.CookieSource = c, event.CookieResolved
@@ -644,6 +648,39 @@ func (t *Table) inGap(mono int64) bool {
 		return false
 	}
 	return mono <= t.losses[len(t.losses)-1].to+int64(time.Second)
+}
+
+// CaughtUp waits until the table has applied the events up to at (one
+// newer has been applied, or none has come for quiet, longer than the
+// tracer's flush interval: the ring is empty), and reports whether it did
+// within timeout. A reconcile compares a dump that ended at at with the
+// table: before the table has caught up, a socket the dump saw after a
+// transition whose event is still in the ring would look like a mismatch.
+func (t *Table) CaughtUp(ctx context.Context, at time.Time, quiet, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	t.mu.RLock()
+	target := t.mono(at)
+	t.mu.RUnlock()
+	var lastEvents uint64
+	lastChange := time.Now()
+	for {
+		t.mu.RLock()
+		applied, events := t.appliedMono, t.stats.events
+		t.mu.RUnlock()
+		now := time.Now()
+		switch {
+		case applied >= target:
+			return true
+		case events != lastEvents:
+			lastEvents, lastChange = events, now
+		case now.Sub(lastChange) >= quiet:
+			return true
+		}
+		if now.After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Gaps returns the loss windows that overlap [from, to].
