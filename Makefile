@@ -2,7 +2,7 @@
 GO ?= go
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build generate deps-generate test test-unit fuzz bench bench-trace bench-ss vmtest clean
+.PHONY: all build generate deps-generate test test-unit fuzz bench bench-trace bench-ss bench-daemon vmtest clean
 
 all: build
 
@@ -33,13 +33,18 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./pkg/filter -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
-bench: bench-trace bench-ss
+bench: bench-trace bench-ss bench-daemon
 
 bench-trace:
 	bash .ci/bench-trace.sh
 
 bench-ss:
 	bash .ci/bench-ss.sh
+
+# The daemon: seed time, memory, ss --socket against ss, churn cost,
+# history over a million retained connections (docs/BENCHMARKS.md).
+bench-daemon:
+	bash .ci/bench-daemon.sh
 
 vmtest:
 	bash .ci/vmtest/run.sh
