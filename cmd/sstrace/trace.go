@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -16,9 +18,9 @@ import (
 	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/eventfmt"
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/owner"
 	"github.com/sstrace/sstrace/pkg/tracer"
-	"golang.org/x/sys/unix"
 )
 
 type traceFlags struct {
@@ -26,6 +28,7 @@ type traceFlags struct {
 	hook     string
 	ringSize int
 	netns    string
+	netnsSet bool // --netns given, even as ""
 	duration time.Duration
 	noHeader bool
 	cpuProf  string
@@ -53,6 +56,10 @@ With --socket PATH, the running daemon's stream is shown instead (no
 programs are loaded; events a slow client misses are counted on stderr).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.netnsSet = cmd.Flags().Changed("netns")
+			if err := f.check(); err != nil {
+				return err
+			}
 			if f.socket != "" {
 				return traceFromDaemon(cmd.Context(), f)
 			}
@@ -62,8 +69,8 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 	fl := cmd.Flags()
 	fl.BoolVar(&f.json, "json", false, "one JSON object per transition")
 	fl.StringVar(&f.hook, "hook", "auto", "kernel hook: auto, tp_btf, tracepoint, fentry or kprobe")
-	fl.IntVar(&f.ringSize, "ring-size", 8<<20, "ring buffer size in bytes (a power of two)")
-	fl.StringVar(&f.netns, "netns", "", "keep one network namespace: its inode number or a path (/run/netns/NAME, /proc/PID/ns/net)")
+	fl.IntVar(&f.ringSize, "ring-size", 8<<20, "ring buffer size in bytes: a power of two from the page size to 1 GiB")
+	fl.StringVar(&f.netns, "netns", "", "keep one network namespace: an `ip netns` NAME (/run/netns/NAME), a path (/proc/PID/ns/net) or an inode number")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until interrupted")
 	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line (human form)")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a Go CPU profile of the tracer to this file (for benchmarking)")
@@ -72,44 +79,71 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 	return cmd
 }
 
-// parseNetns accepts an inode number or a path to a namespace file.
-func parseNetns(s string) (uint32, error) {
-	if s == "" {
+// check rejects out-of-range values before anything is loaded, with the
+// range in the message.
+func (f traceFlags) check() error {
+	if err := checkRingSize(f.ringSize); err != nil {
+		return err
+	}
+	if f.duration < 0 {
+		return fmt.Errorf("--duration %v: must be positive, or 0 to run until interrupted", f.duration)
+	}
+	return nil
+}
+
+// checkRingSize validates --ring-size, of trace and of the daemon alike. 0
+// is an error: tracer.Options takes it for the default, a user who typed
+// it meant something else.
+func checkRingSize(n int) error {
+	if err := tracer.CheckRingBufferSize(n); err != nil {
+		return fmt.Errorf("--ring-size %w", err)
+	}
+	return nil
+}
+
+// traceNetns turns --netns into the inode the tracer keeps (0: all, when
+// the flag was not given). The argument is resolved as pkg/netns resolves
+// it (a path, an `ip netns` name under /run/netns, an inode number) and must
+// be a network namespace. A number that is the inode of no namespace seen
+// today is kept with a warning on warn: a namespace held only by a
+// descriptor or a bind mount elsewhere is invisible to netns.All, and the
+// kernel filter needs only the number.
+func traceNetns(arg string, set bool, warn io.Writer) (uint32, error) {
+	if !set {
 		return 0, nil
 	}
-	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
-		return uint32(n), nil
-	}
-	path := s
-	if _, err := os.Stat(path); err != nil {
-		if alt := "/run/netns/" + s; fileExists(alt) {
-			path = alt
-		} else {
-			return 0, fmt.Errorf("--netns %q: not an inode number, and %v", s, err)
+	ns, err := netns.Resolve(arg)
+	var unknown *netns.InodeNotFoundError
+	switch {
+	case errors.As(err, &unknown):
+		if unknown.Inode == 0 || unknown.Inode > math.MaxUint32 {
+			return 0, fmt.Errorf("--netns %s: not a namespace inode (1 to %d)", arg, uint32(math.MaxUint32))
 		}
+		fmt.Fprintf(warn, "sstrace: warning: --netns %v; tracing inode %d all the same\n", err, unknown.Inode)
+		return uint32(unknown.Inode), nil
+	case err != nil:
+		return 0, fmt.Errorf("--netns %w", err)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, fmt.Errorf("--netns %q: %w", s, err)
+	ino, err := ns.Inode()
+	if err != nil {
+		return 0, fmt.Errorf("--netns %s: %w", arg, err)
 	}
-	return uint32(st.Ino), nil
+	return uint32(ino), nil
 }
 
 // traceScope reads what both kinds of trace share: --netns, and --duration
 // as a deadline on ctx (cancel releases it).
 func traceScope(ctx context.Context, f traceFlags) (context.Context, context.CancelFunc, uint32, error) {
-	netns, err := parseNetns(f.netns)
+	ino, err := traceNetns(f.netns, f.netnsSet, os.Stderr)
 	if err != nil {
 		return ctx, func() {}, 0, err
 	}
 	if f.duration > 0 {
 		ctx, cancel := context.WithTimeout(ctx, f.duration)
-		return ctx, cancel, netns, nil
+		return ctx, cancel, ino, nil
 	}
-	return ctx, func() {}, netns, nil
+	return ctx, func() {}, ino, nil
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func runTrace(ctx context.Context, f traceFlags) error {
 	// Ctrl-C and SIGTERM end the stream cleanly: the summary still prints
@@ -120,7 +154,7 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel, netns, err := traceScope(ctx, f)
+	ctx, cancel, ino, err := traceScope(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -135,7 +169,7 @@ func runTrace(ctx context.Context, f traceFlags) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: netns})
+	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: ino})
 	if err != nil {
 		return err
 	}
@@ -209,13 +243,13 @@ func runTrace(ctx context.Context, f traceFlags) error {
 // traceFromDaemon streams the daemon's events. Like a local trace it shows
 // every namespace to root (one with --netns), and a user its own.
 func traceFromDaemon(ctx context.Context, f traceFlags) error {
-	ctx, cancel, netns, err := traceScope(ctx, f)
+	ctx, cancel, ino, err := traceScope(ctx, f)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, NetNS: uint64(netns)}
-	req.AllNetNS = os.Geteuid() == 0 && netns == 0
+	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, NetNS: uint64(ino)}
+	req.AllNetNS = os.Geteuid() == 0 && ino == 0
 	return askDaemon(ctx, f.socket, req)
 }
 

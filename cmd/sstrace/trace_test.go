@@ -8,10 +8,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/testutil"
 )
 
@@ -123,21 +126,117 @@ func jsonKeys(t *testing.T, line string) ([]string, map[string]any) {
 // exit, before anything is loaded.
 func TestTraceAndStatusErrors(t *testing.T) {
 	bin := sstraceBinary(t)
+	const ringRange = "must be a power of two from "
+	daemonSock := filepath.Join(t.TempDir(), "d.sock") // never the default one
 	for _, c := range []struct {
 		args []string
 		msg  string
 	}{
 		{[]string{"trace", "--hook", "uprobe"}, `unknown hook "uprobe"`},
-		{[]string{"trace", "--ring-size", "1000"}, "ring buffer size 1000: must be a power of two"},
-		{[]string{"trace", "--netns", "/nonexistent/ns"}, `--netns "/nonexistent/ns"`},
+		{[]string{"trace", "--ring-size", "1000"}, "--ring-size 1000: " + ringRange},
+		// Was accepted: 0 as the default, 2^31 as a 2 GiB ring, 2^32
+		// wrapped to 0 in the map size and failed on every hook.
+		{[]string{"trace", "--duration", "1s", "--ring-size", "0"}, "--ring-size 0: " + ringRange},
+		{[]string{"trace", "--duration", "1s", "--ring-size", "2147483648"}, "--ring-size 2147483648: " + ringRange},
+		{[]string{"trace", "--duration", "1s", "--ring-size", "4294967296"}, "--ring-size 4294967296: " + ringRange},
+		{[]string{"trace", "--ring-size", "4294967296"}, "to 1073741824 bytes ("},
+		{[]string{"daemon", "--socket", daemonSock, "--ring-size", "0"}, "--ring-size 0: " + ringRange},
+		{[]string{"daemon", "--socket", daemonSock, "--ring-size", "4294967296"}, "--ring-size 4294967296: " + ringRange},
+		// Was: ran forever.
+		{[]string{"trace", "--duration", "-1s"}, "--duration -1s: must be positive, or 0 to run until interrupted"},
+		{[]string{"trace", "--netns", "/nonexistent/ns"}, "--netns /nonexistent/ns: "},
+		// Were: traced nothing, exit 0.
+		{[]string{"trace", "--duration", "1s", "--netns", "/proc/self/ns/mnt"}, "--netns /proc/self/ns/mnt: a mount namespace, not a network namespace"},
+		{[]string{"trace", "--duration", "1s", "--netns", "/etc/passwd"}, "--netns /etc/passwd: not a namespace file"},
+		{[]string{"trace", "--duration", "1s", "--netns", "0"}, "--netns 0: not a namespace inode"},
+		{[]string{"trace", "--duration", "1s", "--netns", "4294967296"}, "--netns 4294967296: not a namespace inode"},
+		{[]string{"trace", "--duration", "1s", "--netns", ""}, `--netns "": empty namespace name`},
 		{[]string{"trace", "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"trace", "extra"}, "unknown command"},
 	} {
-		out, err := exec.Command(bin, c.args...).CombinedOutput()
+		// A command that runs instead of failing (the daemon, a
+		// negative --duration) is killed.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, bin, c.args...).CombinedOutput()
+		killed := ctx.Err() != nil
+		cancel()
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		if err == nil || !strings.Contains(string(out), c.msg) || len(lines) != 1 {
-			t.Errorf("sstrace %v: err %v, output %q; want one line with %q and a non-zero exit", c.args, err, out, c.msg)
+		if err == nil || killed || !strings.Contains(string(out), c.msg) || len(lines) != 1 {
+			t.Errorf("sstrace %q: err %v, output %q; want one line with %q and a non-zero exit", c.args, err, out, c.msg)
 		}
+	}
+}
+
+// TestTraceNetnsNameNotFromCwd: a bare --netns NAME is /run/netns/NAME, as
+// for `ip netns`, never a file of that name in the current directory (it
+// was looked up there first, so a stray file shadowed a namespace).
+func TestTraceNetnsNameNotFromCwd(t *testing.T) {
+	bin := sstraceBinary(t)
+	dir := t.TempDir()
+	const name = "sstrace-stray-netns"
+	// A network namespace file, so that only the lookup can reject it.
+	if err := os.Symlink("/proc/self/ns/net", filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "trace", "--duration", "1s", "--netns", name)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	want := "--netns " + name + ": no network namespace of that name (/run/netns/" + name + ")"
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("trace --netns %s in a directory holding %[1]s: err %v, output %q; want %q", name, err, out, want)
+	}
+}
+
+// TestTraceNetnsArg: what traceNetns makes of --netns, without loading
+// anything.
+func TestTraceNetnsArg(t *testing.T) {
+	var warn bytes.Buffer
+	if ino, err := traceNetns("", false, &warn); ino != 0 || err != nil {
+		t.Errorf("no --netns: %d, %v; want 0 (all)", ino, err)
+	}
+	self, err := netns.Namespace{}.Inode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, arg := range []string{"/proc/self/ns/net", strconv.FormatUint(self, 10)} {
+		if ino, err := traceNetns(arg, true, &warn); uint64(ino) != self || err != nil {
+			t.Errorf("--netns %s: %d, %v; want %d", arg, ino, err, self)
+		}
+	}
+	if warn.Len() != 0 {
+		t.Errorf("warnings for namespaces that exist: %q", warn.String())
+	}
+	// An inode no namespace has today: kept, with a warning. Far above
+	// those the kernel hands out, below 2^32.
+	const unknown = 4294967000
+	ino, err := traceNetns(strconv.Itoa(unknown), true, &warn)
+	if ino != unknown || err != nil {
+		t.Errorf("--netns %d: %d, %v; want it kept", unknown, ino, err)
+	}
+	if w := warn.String(); !strings.HasPrefix(w, "sstrace: warning: --netns 4294967000: no network namespace with that inode") ||
+		strings.Count(w, "\n") != 1 {
+		t.Errorf("warning %q", w)
+	}
+}
+
+// TestTraceNetnsUnknownInode: an inode no namespace has warns and traces
+// all the same (exit 0, the summary printed).
+func TestTraceNetnsUnknownInode(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := sstraceBinary(t)
+	cmd := exec.Command(bin, "trace", "--duration", "1s", "--netns", "4294967000")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("sstrace trace --netns 4294967000: %v (stderr %q)", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if len(lines) < 3 || !strings.HasPrefix(lines[0], "sstrace: warning: --netns 4294967000: no network namespace with that inode") ||
+		!strings.Contains(lines[len(lines)-1], "0 events received") {
+		t.Errorf("stderr %q: want the warning first and an empty summary last", lines)
+	}
+	if !strings.HasPrefix(stdout.String(), "TIME ") || strings.Count(stdout.String(), "\n") != 1 {
+		t.Errorf("stdout %q: want the header only", stdout.String())
 	}
 }
 
