@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -271,5 +274,227 @@ func TestStatusJSON(t *testing.T) {
 	}
 	if strings.Join(names, " ") != "tp_btf tracepoint fentry kprobe" || !chosenAvailable {
 		t.Errorf("status %s", out)
+	}
+}
+
+// startTrace starts `bin trace args...` with stdout to stdout and waits
+// for the attach notice; the stderr lines that follow come on the channel,
+// closed at EOF.
+func startTrace(t *testing.T, bin string, stdout *os.File, args ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"trace"}, args...)...)
+	cmd.Stdout = stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	select {
+	case l := <-lines:
+		if !strings.Contains(l, "tracing with hook") {
+			t.Fatalf("first stderr line %q, want the attach notice", l)
+		}
+	case <-time.After(10 * time.Second):
+		testutil.Unavailable(t, "sstrace trace did not attach in 10 s")
+	}
+	return cmd, lines
+}
+
+// waitExit waits at most d for cmd, then kills it. It returns the exit
+// status (-1 when killed: a signal ended it), how long it took, and the
+// rest of stderr.
+func waitExit(t *testing.T, cmd *exec.Cmd, lines <-chan string, d time.Duration) (int, time.Duration, []string) {
+	t.Helper()
+	start := time.Now()
+	type result struct {
+		err  error
+		rest []string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		for l := range lines { // EOF: the process is gone
+			r.rest = append(r.rest, l)
+		}
+		r.err = cmd.Wait()
+		done <- r
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(d):
+		cmd.Process.Kill()
+		r = <-done
+	}
+	took := time.Since(start)
+	if r.err == nil {
+		return 0, took, r.rest
+	}
+	var ee *exec.ExitError
+	if errors.As(r.err, &ee) {
+		return ee.ExitCode(), took, r.rest
+	}
+	t.Fatalf("wait: %v", r.err)
+	return 0, 0, nil
+}
+
+// TestTraceStdoutBlocked: a trace whose stdout nobody reads still ends at
+// --duration (it ran on for as long as the pipe stayed full: forever, for
+// a reader that never reads). The output the writer could not get out
+// within a second of no progress is counted, the summary printed, and the
+// exit status is 3 (output lost).
+func TestTraceStdoutBlocked(t *testing.T) {
+	ns := testutil.NewNS(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close() // open, never read
+	const duration = 2 * time.Second
+	cmd, lines := startTrace(t, sstraceBinary(t), w, "--netns", ns.Name, "--duration", duration.String())
+	w.Close()
+	attached := time.Now()
+	// 16 000 transitions, some 2.5 MB of text: more than the pipe and the
+	// trace's own buffers hold.
+	if err := ns.Do(func() error {
+		for range 8000 {
+			ln, err := noKeepAlive.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			ln.Close()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The duration runs from before the attach; then at most 1 s of a
+	// stalled writer, and slack for a loaded machine.
+	code, _, rest := waitExit(t, cmd, lines, time.Until(attached.Add(duration+5*time.Second)))
+	took := time.Since(attached)
+	if code == -1 {
+		t.Fatalf("still running %v after the attach, with --duration %v (stderr %q)", took, duration, rest)
+	}
+	if code != 3 || len(rest) < 2 ||
+		!strings.Contains(strings.Join(rest, "\n"), "events received") ||
+		!strings.Contains(rest[len(rest)-1], "stdout was not read for 1s after the trace ended: ") ||
+		!strings.Contains(rest[len(rest)-1], " bytes of output not written") {
+		t.Errorf("exit %d after %v, stderr %q; want 3, the summary and the unwritten output", code, took, rest)
+	}
+}
+
+// TestTraceSIGHUP: SIGHUP (a closed terminal) ends a trace as SIGINT and
+// SIGTERM do: summary printed, exit 0. It used to kill it silently.
+func TestTraceSIGHUP(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := sstraceBinary(t)
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd, lines := startTrace(t, bin, nil, "--duration", "60s", "-H")
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			code, took, rest := waitExit(t, cmd, lines, 10*time.Second)
+			if code != 0 || len(rest) == 0 || !strings.Contains(rest[len(rest)-1], " events received, ") {
+				t.Errorf("%v: exit %d after %v, stderr %q; want 0 and the summary last", sig, code, took, rest)
+			}
+		})
+	}
+}
+
+// blockingWriter takes n bytes, then blocks until release is closed; each
+// write takes at most chunk bytes and delay.
+type blockingWriter struct {
+	mu      sync.Mutex
+	got     bytes.Buffer
+	n       int
+	delay   time.Duration
+	release chan struct{}
+}
+
+func (w *blockingWriter) Write(b []byte) (int, error) {
+	time.Sleep(w.delay)
+	w.mu.Lock()
+	room := w.n - w.got.Len()
+	if room <= 0 {
+		w.mu.Unlock()
+		<-w.release
+		w.mu.Lock()
+		room = len(b)
+	}
+	n := min(room, len(b), 4096)
+	w.got.Write(b[:n])
+	w.mu.Unlock()
+	return n, nil
+}
+
+// TestOutputPipe: the trace's writer goroutine. Everything reaches a
+// writer that keeps up, or a slow one that makes progress; a writer that
+// stops blocks neither swap once the context has ended nor finish beyond
+// the stall time, and finish counts what was left.
+func TestOutputPipe(t *testing.T) {
+	fill := func(p *outputPipe, ctx context.Context, total int) (buf []byte, sent int) {
+		buf = p.take()
+		line := bytes.Repeat([]byte("x"), 99)
+		line = append(line, '\n')
+		for sent < total {
+			buf = append(buf, line...)
+			sent += len(line)
+			if len(buf) >= outputBufferSize {
+				var err error
+				if buf, err = p.swap(ctx, buf); err != nil {
+					t.Fatal(err)
+				}
+				if ctx.Err() != nil {
+					return buf, sent
+				}
+			}
+		}
+		return buf, sent
+	}
+
+	// Slow but steady: all of it, however long it takes past the stall
+	// time as a whole.
+	w := &blockingWriter{n: 1 << 30, delay: time.Millisecond}
+	p := newOutputPipe(w)
+	buf, sent := fill(p, context.Background(), 600<<10)
+	unwritten, err := p.finish(buf, 20*time.Millisecond)
+	if unwritten != 0 || err != nil || w.got.Len() != sent {
+		t.Errorf("slow writer: %d unwritten, %v; got %d of %d bytes", unwritten, err, w.got.Len(), sent)
+	}
+
+	// Stops after 100 KiB: swap waits only until ctx ends, finish only
+	// for the stall time.
+	w = &blockingWriter{n: 100 << 10, release: make(chan struct{})}
+	defer close(w.release)
+	p = newOutputPipe(w)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	buf, sent = fill(p, ctx, 4<<20)
+	if ctx.Err() == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("fill returned after %v with the context live: the writer did not block?", time.Since(start))
+	}
+	start = time.Now()
+	unwritten, err = p.finish(buf, 50*time.Millisecond)
+	if took := time.Since(start); took > 2*time.Second || err != nil {
+		t.Errorf("finish took %v, %v; want about the stall time", took, err)
+	}
+	w.mu.Lock()
+	written := w.got.Len()
+	w.mu.Unlock()
+	if written != 100<<10 || unwritten != int64(sent-written) {
+		t.Errorf("blocked writer: %d written, %d unwritten of %d", written, unwritten, sent)
 	}
 }
