@@ -56,7 +56,7 @@ SIGINT or SIGTERM stop it: programs detached, socket removed.`,
 	fl.IntVar(&f.retainMax, "retain-max", table.DefaultRetainMax, "keep at most this many closed connections")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9477)")
 	fl.StringVar(&f.hook, "hook", "auto", "kernel hook: auto, tp_btf, tracepoint, fentry or kprobe")
-	fl.IntVar(&f.ringSize, "ring-size", 8<<20, "ring buffer size in bytes (a power of two)")
+	fl.IntVar(&f.ringSize, "ring-size", 8<<20, "ring buffer size in bytes: a power of two from the page size to 1 GiB")
 	fl.DurationVar(&f.reconcileEvery, "reconcile-every", 5*time.Second, "how often expired TIME-WAIT sockets are looked for")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -104,6 +104,9 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	}
 	hook, err := tracer.ParseHook(f.hook)
 	if err != nil {
+		return err
+	}
+	if err := checkRingSize(f.ringSize); err != nil {
 		return err
 	}
 	if f.retain <= 0 || f.retainMax <= 0 {

@@ -1,14 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -16,9 +18,9 @@ import (
 	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/eventfmt"
+	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/owner"
 	"github.com/sstrace/sstrace/pkg/tracer"
-	"golang.org/x/sys/unix"
 )
 
 type traceFlags struct {
@@ -26,6 +28,7 @@ type traceFlags struct {
 	hook     string
 	ringSize int
 	netns    string
+	netnsSet bool // --netns given, even as ""
 	duration time.Duration
 	noHeader bool
 	cpuProf  string
@@ -53,6 +56,10 @@ With --socket PATH, the running daemon's stream is shown instead (no
 programs are loaded; events a slow client misses are counted on stderr).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.netnsSet = cmd.Flags().Changed("netns")
+			if err := f.check(); err != nil {
+				return err
+			}
 			if f.socket != "" {
 				return traceFromDaemon(cmd.Context(), f)
 			}
@@ -62,8 +69,8 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 	fl := cmd.Flags()
 	fl.BoolVar(&f.json, "json", false, "one JSON object per transition")
 	fl.StringVar(&f.hook, "hook", "auto", "kernel hook: auto, tp_btf, tracepoint, fentry or kprobe")
-	fl.IntVar(&f.ringSize, "ring-size", 8<<20, "ring buffer size in bytes (a power of two)")
-	fl.StringVar(&f.netns, "netns", "", "keep one network namespace: its inode number or a path (/run/netns/NAME, /proc/PID/ns/net)")
+	fl.IntVar(&f.ringSize, "ring-size", 8<<20, "ring buffer size in bytes: a power of two from the page size to 1 GiB")
+	fl.StringVar(&f.netns, "netns", "", "keep one network namespace: an `ip netns` NAME (/run/netns/NAME), a path (/proc/PID/ns/net) or an inode number")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until interrupted")
 	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line (human form)")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a Go CPU profile of the tracer to this file (for benchmarking)")
@@ -72,55 +79,82 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 	return cmd
 }
 
-// parseNetns accepts an inode number or a path to a namespace file.
-func parseNetns(s string) (uint32, error) {
-	if s == "" {
+// check rejects out-of-range values before anything is loaded, with the
+// range in the message.
+func (f traceFlags) check() error {
+	if err := checkRingSize(f.ringSize); err != nil {
+		return err
+	}
+	if f.duration < 0 {
+		return fmt.Errorf("--duration %v: must be positive, or 0 to run until interrupted", f.duration)
+	}
+	return nil
+}
+
+// checkRingSize validates --ring-size, of trace and of the daemon alike. 0
+// is an error: tracer.Options takes it for the default, a user who typed
+// it meant something else.
+func checkRingSize(n int) error {
+	if err := tracer.CheckRingBufferSize(n); err != nil {
+		return fmt.Errorf("--ring-size %w", err)
+	}
+	return nil
+}
+
+// traceNetns turns --netns into the inode the tracer keeps (0: all, when
+// the flag was not given). The argument is resolved as pkg/netns resolves
+// it (a path, an `ip netns` name under /run/netns, an inode number) and must
+// be a network namespace. A number that is the inode of no namespace seen
+// today is kept with a warning on warn: a namespace held only by a
+// descriptor or a bind mount elsewhere is invisible to netns.All, and the
+// kernel filter needs only the number.
+func traceNetns(arg string, set bool, warn io.Writer) (uint32, error) {
+	if !set {
 		return 0, nil
 	}
-	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
-		return uint32(n), nil
-	}
-	path := s
-	if _, err := os.Stat(path); err != nil {
-		if alt := "/run/netns/" + s; fileExists(alt) {
-			path = alt
-		} else {
-			return 0, fmt.Errorf("--netns %q: not an inode number, and %v", s, err)
+	ns, err := netns.Resolve(arg)
+	var unknown *netns.InodeNotFoundError
+	switch {
+	case errors.As(err, &unknown):
+		if unknown.Inode == 0 || unknown.Inode > math.MaxUint32 {
+			return 0, fmt.Errorf("--netns %s: not a namespace inode (1 to %d)", arg, uint32(math.MaxUint32))
 		}
+		fmt.Fprintf(warn, "sstrace: warning: --netns %v; tracing inode %d all the same\n", err, unknown.Inode)
+		return uint32(unknown.Inode), nil
+	case err != nil:
+		return 0, fmt.Errorf("--netns %w", err)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, fmt.Errorf("--netns %q: %w", s, err)
+	ino, err := ns.Inode()
+	if err != nil {
+		return 0, fmt.Errorf("--netns %s: %w", arg, err)
 	}
-	return uint32(st.Ino), nil
+	return uint32(ino), nil
 }
 
 // traceScope reads what both kinds of trace share: --netns, and --duration
 // as a deadline on ctx (cancel releases it).
 func traceScope(ctx context.Context, f traceFlags) (context.Context, context.CancelFunc, uint32, error) {
-	netns, err := parseNetns(f.netns)
+	ino, err := traceNetns(f.netns, f.netnsSet, os.Stderr)
 	if err != nil {
 		return ctx, func() {}, 0, err
 	}
 	if f.duration > 0 {
 		ctx, cancel := context.WithTimeout(ctx, f.duration)
-		return ctx, cancel, netns, nil
+		return ctx, cancel, ino, nil
 	}
-	return ctx, func() {}, netns, nil
+	return ctx, func() {}, ino, nil
 }
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
 func runTrace(ctx context.Context, f traceFlags) error {
-	// Ctrl-C and SIGTERM end the stream cleanly: the summary still prints
-	// and the programs are detached.
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	// Ctrl-C, SIGTERM and SIGHUP (the terminal went away) end the stream
+	// cleanly: the summary still prints and the programs are detached.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	hook, err := tracer.ParseHook(f.hook)
 	if err != nil {
 		return err
 	}
-	ctx, cancel, netns, err := traceScope(ctx, f)
+	ctx, cancel, ino, err := traceScope(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -135,7 +169,7 @@ func runTrace(ctx context.Context, f traceFlags) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: netns})
+	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: ino})
 	if err != nil {
 		return err
 	}
@@ -148,22 +182,23 @@ func runTrace(ctx context.Context, f traceFlags) error {
 		fmt.Fprintf(os.Stderr, "sstrace: cookies via %s only (%s): events of sockets nobody asked a cookie for carry cookie 0\n", m, note)
 	}
 
-	out := bufio.NewWriterSize(os.Stdout, 256<<10)
-	defer out.Flush()
-	// Each line is appended straight into bufio's free space
-	// (AvailableBuffer), so the Write that follows copies nothing.
+	// Lines are appended straight into the output buffer, which a
+	// goroutine of its own writes (outputPipe): a stdout nobody reads
+	// cannot hold the trace past its end.
+	out := newOutputPipe(os.Stdout)
 	var buf []byte
 	var render func(*event.Event)
 	if f.json {
 		var j eventfmt.JSON
-		render = func(e *event.Event) { buf = j.Append(out.AvailableBuffer(), e) }
+		render = func(e *event.Event) { buf = j.Append(buf, e) }
 	} else {
 		text := eventfmt.NewText()
 		if !f.noHeader {
-			out.WriteString(eventfmt.TextHeader)
+			buf = append(buf, eventfmt.TextHeader...)
 		}
-		render = func(e *event.Event) { buf = text.Append(out.AvailableBuffer(), e) }
+		render = func(e *event.Event) { buf = text.Append(buf, e) }
 	}
+	buf = append(out.take(), buf...)
 
 	// Losses are reported live, from a ticker, not only at exit.
 	var wg sync.WaitGroup
@@ -175,18 +210,32 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	}()
 
 	owners := owner.New()
+	var unrendered uint64 // events dropped after the stop, stdout blocked
 	err = t.Run(ctx, tracer.HandlerFuncs{
 		OnEvent: func(e *event.Event) error {
 			owners.Observe(e)
+			if len(buf) >= outputBufferSize {
+				var err error
+				if buf, err = out.swap(ctx, buf); err != nil {
+					return err
+				}
+				if len(buf) >= outputStopLimit {
+					unrendered++
+					return nil
+				}
+			}
 			render(e)
-			_, err := out.Write(buf)
+			return nil
+		},
+		OnIdle: func() error {
+			var err error
+			buf, err = out.trySwap(buf)
 			return err
 		},
-		OnIdle: out.Flush,
 	})
 	stopLoss()
 	wg.Wait()
-	out.Flush()
+	unwritten, werr := out.finish(buf, outputStall)
 	st, serr := t.Stats()
 	if serr == nil {
 		fmt.Fprintf(os.Stderr, "sstrace: hook %s: %d events received, %d submitted, %d lost\n", st.Hook, st.Received, st.Submitted, st.Lost+st.Missed)
@@ -194,8 +243,18 @@ func runTrace(ctx context.Context, f traceFlags) error {
 			fmt.Fprintf(os.Stderr, "sstrace: %d of the lost transitions were skipped by the kernel: it does not re-enter a tracing program a softirq interrupted on the same CPU\n", st.Missed)
 		}
 	}
+	if err == nil {
+		err = werr
+	}
 	if err != nil {
 		return err
+	}
+	if unwritten > 0 || unrendered > 0 {
+		msg := fmt.Sprintf("stdout was not read for %v after the trace ended: %d bytes of output not written", outputStall, unwritten)
+		if unrendered > 0 {
+			msg += fmt.Sprintf(", %d more events not rendered", unrendered)
+		}
+		return exitError{code: 3, msg: msg}
 	}
 	if serr == nil && st.Lost > 0 {
 		return exitError{code: 3, msg: fmt.Sprintf("%d events were lost (ring buffer full): raise --ring-size", st.Lost)}
@@ -206,16 +265,157 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	return nil
 }
 
+const (
+	// outputBufferSize is how much rendered output is handed to the
+	// writer at once (about 1700 text lines).
+	outputBufferSize = 256 << 10
+	// outputBuffers is how many such buffers exist: one filled by the
+	// trace, the others written or waiting.
+	outputBuffers = 3
+	// outputChunk is the largest single write, so that the writer's
+	// progress through a slow pipe can be seen.
+	outputChunk = 32 << 10
+	// outputStopLimit caps the buffer once the trace is stopping and the
+	// writer has no buffer free: the events of the final drain beyond it
+	// are counted, not kept.
+	outputStopLimit = 4 << 20
+	// outputStall is how long the end of a trace waits for a writer that
+	// makes no progress (a pipe nobody reads, a terminal on XOFF) before
+	// giving up on the output left.
+	outputStall = time.Second
+)
+
+// outputPipe writes the trace's output from a goroutine of its own, so
+// that a blocked stdout blocks only that goroutine: the trace loop keeps
+// watching its context (--duration, signals), and the end of the trace
+// waits for the writer only as long as it makes progress. Buffers go round
+// between the trace loop (take, swap, trySwap, finish) and the writer; the
+// loop renders into them in place, so nothing is copied.
+type outputPipe struct {
+	w    io.Writer
+	full chan []byte   // to the writer; room for every buffer, never blocks
+	free chan []byte   // written, back to the loop
+	done chan struct{} // closed when the writer returns; err is set then
+	err  error
+
+	handed  int64        // bytes handed to the writer (the loop's)
+	written atomic.Int64 // bytes written (the writer's)
+}
+
+// newOutputPipe starts the writer of w.
+func newOutputPipe(w io.Writer) *outputPipe {
+	p := &outputPipe{
+		w:    w,
+		full: make(chan []byte, outputBuffers),
+		free: make(chan []byte, outputBuffers),
+		done: make(chan struct{}),
+	}
+	for range outputBuffers {
+		p.free <- make([]byte, 0, outputBufferSize+outputBufferSize/16)
+	}
+	go p.write()
+	return p
+}
+
+// write is the writer goroutine: it writes the buffers in order and
+// returns them, until full is closed or a write fails.
+func (p *outputPipe) write() {
+	defer close(p.done)
+	for b := range p.full {
+		for rest := b; len(rest) > 0; {
+			n, err := p.w.Write(rest[:min(len(rest), outputChunk)])
+			p.written.Add(int64(n))
+			if err != nil {
+				p.err = fmt.Errorf("write output: %w", err)
+				return
+			}
+			rest = rest[n:]
+		}
+		p.free <- b[:0]
+	}
+}
+
+// take returns the first buffer to fill.
+func (p *outputPipe) take() []byte { return <-p.free }
+
+// hand gives b to the writer.
+func (p *outputPipe) hand(b []byte) {
+	p.handed += int64(len(b))
+	p.full <- b
+}
+
+// swap hands buf to the writer and returns an empty buffer, waiting for
+// one while the writer is behind. Once ctx has ended it waits no more and
+// returns buf itself, to go on filling (the caller bounds it).
+func (p *outputPipe) swap(ctx context.Context, buf []byte) ([]byte, error) {
+	select {
+	case b := <-p.free:
+		p.hand(buf)
+		return b, nil
+	case <-p.done:
+		return buf, p.err
+	case <-ctx.Done():
+		return buf, nil
+	}
+}
+
+// trySwap is swap without waiting: with no buffer free, buf stays with the
+// caller (the writer is busy anyway).
+func (p *outputPipe) trySwap(buf []byte) ([]byte, error) {
+	if len(buf) == 0 {
+		return buf, nil
+	}
+	select {
+	case b := <-p.free:
+		p.hand(buf)
+		return b, nil
+	case <-p.done:
+		return buf, p.err
+	default:
+		return buf, nil
+	}
+}
+
+// finish hands buf to the writer and waits until everything is written,
+// or until the writer has made no progress for stall. It returns how many
+// bytes were left unwritten then.
+func (p *outputPipe) finish(buf []byte, stall time.Duration) (unwritten int64, err error) {
+	select {
+	case <-p.done:
+		return p.handed + int64(len(buf)) - p.written.Load(), p.err
+	default:
+	}
+	if len(buf) > 0 {
+		p.hand(buf)
+	}
+	close(p.full)
+	tick := time.NewTicker(stall)
+	defer tick.Stop()
+	last := p.written.Load()
+	for {
+		select {
+		case <-p.done:
+			return p.handed - p.written.Load(), p.err
+		case <-tick.C:
+			now := p.written.Load()
+			if now == last {
+				return p.handed - now, nil
+			}
+			last = now
+		}
+	}
+}
+
 // traceFromDaemon streams the daemon's events. Like a local trace it shows
 // every namespace to root (one with --netns), and a user its own.
 func traceFromDaemon(ctx context.Context, f traceFlags) error {
-	ctx, cancel, netns, err := traceScope(ctx, f)
+	ctx, cancel, ino, err := traceScope(ctx, f)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, NetNS: uint64(netns)}
-	req.AllNetNS = os.Geteuid() == 0 && netns == 0
+	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, NetNS: uint64(ino)}
+	req.AllNetNS = os.Geteuid() == 0 && ino == 0
 	return askDaemon(ctx, f.socket, req)
 }
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sstrace/sstrace/pkg/eventfmt"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/table"
 )
@@ -143,7 +144,7 @@ func AppendCloseWait(b []byte, groups []Group, now time.Time) []byte {
 			b = append(b, '\n')
 		}
 		if g.PID != 0 {
-			b = append(b, g.Comm...)
+			b = eventfmt.AppendEscaped(b, g.Comm)
 			b = append(b, " (pid "...)
 			b = strconv.AppendInt(b, int64(g.PID), 10)
 			b = append(b, ')')
@@ -200,7 +201,7 @@ func appendCloseWaitLine(b []byte, w *CloseWait, now time.Time) []byte {
 			b = strconv.AppendInt(b, int64(o.FD), 10)
 			if i > 0 || len(w.Owners) > 1 {
 				b = append(b, '(')
-				b = append(b, o.Comm...)
+				b = eventfmt.AppendEscaped(b, o.Comm)
 				b = append(b, '/')
 				b = strconv.AppendInt(b, int64(o.PID), 10)
 				b = append(b, ')')

@@ -107,3 +107,45 @@ func TestHistoryJSONMatchesConnJSON(t *testing.T) {
 		}
 	}
 }
+
+// evil is a process name any process can give itself: a newline and a
+// terminal escape sequence.
+const evil = "x\n\x1b[31mZ"
+
+// noControl fails when text has a control byte other than the line ends.
+func noControl(t *testing.T, what, text string) {
+	t.Helper()
+	for _, r := range text {
+		if (r < 0x20 && r != '\n') || r == 0x7f {
+			t.Errorf("%s: raw %U in %q", what, r, text)
+		}
+	}
+}
+
+// TestHumanFormsEscapeComm: history lines, their timeline and the
+// CLOSE-WAIT report print process names escaped, each line still one line.
+func TestHumanFormsEscapeComm(t *testing.T) {
+	const escaped = `x\n\x1b[31mZ`
+	c := conn(1, "10.0.0.1:80", table.OriginConnect, time.Second)
+	c.Owner.Comm = evil
+	c.Transitions[0].Task.Comm = evil
+	hist := string(AppendHistory(nil, &c, t0.Add(time.Hour), true))
+	noControl(t, "history", hist)
+	lines := strings.Split(strings.TrimSuffix(hist, "\n"), "\n")
+	if len(lines) != 3 || strings.Fields(lines[0])[1] != escaped || strings.Fields(lines[0])[2] != "10.0.0.9" ||
+		!strings.HasSuffix(lines[1], "process 7 "+escaped) {
+		t.Errorf("history -v:\n%s", hist)
+	}
+
+	ws := []CloseWait{
+		{Conn: c, Owners: []sock.Process{{PID: 7, Comm: evil, FD: 5}, {PID: 8, Comm: evil, FD: 6}}},
+	}
+	text := string(AppendCloseWait(nil, GroupCloseWait(ws), t0.Add(time.Minute)))
+	noControl(t, "closewait", text)
+	if !strings.HasPrefix(text, escaped+" (pid 7): 1 socket in CLOSE-WAIT") ||
+		!strings.Contains(text, "fd 5("+escaped+"/7),6("+escaped+"/8)") ||
+		!strings.Contains(text, "began: connect by 7 "+escaped+" at") ||
+		strings.Count(text, "\n") != 2 {
+		t.Errorf("closewait:\n%s", text)
+	}
+}

@@ -1,7 +1,9 @@
 // Package connfmt renders the daemon's connections for people and
 // scripts: the tcplife-like lines of `sstrace history` (one line per
 // connection, with its timeline under -v) and the CLOSE-WAIT report of
-// `sstrace closewait`, grouped so that a leak stands out. JSON forms use the
+// `sstrace closewait`, grouped so that a leak stands out. Process names in
+// the human forms are escaped (eventfmt.AppendEscaped): any process chooses
+// its own. JSON forms use the
 // one vocabulary of docs/JSON.md (saddr, sport, daddr, dport, a decimal
 // cookie, kernel state names).
 //
@@ -40,7 +42,7 @@ const HistoryHeader = "PID     COMM             LADDR           LPORT RADDR     
 func AppendHistory(b []byte, c *table.Conn, now time.Time, verbose bool) []byte {
 	if c.Owner.Known() {
 		b = pad(b, strconv.FormatUint(uint64(c.Owner.PID), 10), 8)
-		b = pad(b, c.Owner.Comm, 17)
+		b = padEscaped(b, c.Owner.Comm, 17)
 	} else {
 		b = pad(b, "-", 8)
 		b = pad(b, "-", 17)
@@ -112,7 +114,7 @@ func AppendTimeline(b []byte, c *table.Conn) []byte {
 		if t.Task != nil {
 			b = strconv.AppendUint(b, uint64(t.Task.PID), 10)
 			b = append(b, ' ')
-			b = append(b, t.Task.Comm...)
+			b = eventfmt.AppendEscaped(b, t.Task.Comm)
 		}
 		b = trimSpace(b)
 		b = append(b, '\n')
@@ -249,12 +251,12 @@ func addrText(a netip.Addr) string {
 	return a.String()
 }
 
-// taskText is "pid comm", or "-".
+// taskText is "pid comm" (comm escaped), or "-".
 func taskText(pid uint32, comm string) string {
 	if pid == 0 {
 		return "-"
 	}
-	return strconv.FormatUint(uint64(pid), 10) + " " + comm
+	return string(eventfmt.AppendEscaped([]byte(strconv.FormatUint(uint64(pid), 10)+" "), comm))
 }
 
 // ownerOf returns the owner at the connection's start: the task of its
@@ -272,6 +274,21 @@ func ownerOf(c *table.Conn) event.Owner {
 func pad(b []byte, s string, width int) []byte {
 	start := len(b)
 	b = append(b, s...)
+	if len(b)-start >= width {
+		return append(b, ' ')
+	}
+	for len(b)-start < width {
+		b = append(b, ' ')
+	}
+	return b
+}
+
+// padEscaped is pad for a name others chose (a comm): escaped with
+// eventfmt.AppendEscaped, so that it can neither break the line nor send
+// terminal escapes.
+func padEscaped(b []byte, s string, width int) []byte {
+	start := len(b)
+	b = eventfmt.AppendEscaped(b, s)
 	if len(b)-start >= width {
 		return append(b, ' ')
 	}

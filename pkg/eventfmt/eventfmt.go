@@ -230,6 +230,66 @@ func AppendJSONString[T string | []byte](b []byte, s T) []byte {
 	return append(b, '"')
 }
 
+// AppendEscaped appends s for a terminal: a name others chose (a process
+// may call itself "x\n\x1b[31mZ") must not break the line or send escape
+// sequences to whoever reads the output. The escapes are Go's
+// (strconv.Quote without the quotes, and " kept): printable characters
+// stay, a backslash becomes \\, \n \t \r \a \b \f \v read as such, other
+// control bytes and invalid UTF-8 become \xHH, other non-printable
+// characters (C1 controls, bidirectional overrides) \uHHHH or \UHHHHHHHH.
+// Human forms only: JSON has its own quoting (AppendJSONString), and
+// `sstrace ss -p` prints names raw, byte for byte as ss does.
+func AppendEscaped[T string | []byte](b []byte, s T) []byte {
+	const hex = "0123456789abcdef"
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '\\':
+				b = append(b, '\\', '\\')
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c == '\a':
+				b = append(b, '\\', 'a')
+			case c == '\b':
+				b = append(b, '\\', 'b')
+			case c == '\f':
+				b = append(b, '\\', 'f')
+			case c == '\v':
+				b = append(b, '\\', 'v')
+			case c < 0x20 || c == 0x7f:
+				b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+		case !strconv.IsPrint(r):
+			digits := 4
+			b = append(b, '\\', 'u')
+			if r > 0xffff {
+				b[len(b)-1], digits = 'U', 8
+			}
+			for shift := 4 * (digits - 1); shift >= 0; shift -= 4 {
+				b = append(b, hex[(r>>shift)&0xf])
+			}
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return b
+}
+
 // Text renders the human table. It keeps no state per socket: the time
 // in the old state comes with the event (pkg/owner computes it).
 type Text struct{}
@@ -242,7 +302,7 @@ const TextHeader = "TIME            PID     COMM             LADDR              
 
 // Append appends one line for e. PID and COMM are the socket's owner
 // (pkg/owner), "-" when unknown: never the unrelated task a softirq
-// transition ran on.
+// transition ran on. COMM is escaped (AppendEscaped).
 func (t *Text) Append(b []byte, e *event.Event) []byte {
 	ms := float64(e.InState) / float64(time.Millisecond)
 	b = e.Time.Local().AppendFormat(b, "15:04:05.000000")
@@ -252,7 +312,8 @@ func (t *Text) Append(b []byte, e *event.Event) []byte {
 		b = pad(b, "-", 17)
 	} else {
 		b = pad(b, strconv.FormatUint(uint64(e.Owner.PID), 10), 8)
-		b = pad(b, e.Owner.Comm, 17)
+		start := len(b)
+		b = padFrom(AppendEscaped(b, e.Owner.Comm), start, 17)
 	}
 	start := len(b)
 	b = padFrom(e.Local.AppendTo(b), start, 40) // [v6]:port or v4:port

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +158,68 @@ func TestTextShowsOwnerAndDuration(t *testing.T) {
 	}
 	if fields[len(fields)-1] != "2.500" {
 		t.Errorf("ms in old state: %q, want 2.500", second)
+	}
+}
+
+// TestTextEscapesComm: a comm with a newline and a terminal escape (any
+// process can name itself so) stays on its line and reaches the terminal
+// escaped; the columns after it stay in place.
+func TestTextEscapesComm(t *testing.T) {
+	tx := NewText()
+	e := sample()
+	e.Family = unix.AF_INET
+	e.Local = netip.MustParseAddrPort("127.0.0.1:80")
+	e.Peer = netip.MustParseAddrPort("127.0.0.1:5555")
+	e.Owner.Comm = "x\n\x1b[31mZ"
+	line := string(tx.Append(nil, &e))
+	if strings.Count(line, "\n") != 1 || strings.ContainsAny(line, "\x1b\r") {
+		t.Fatalf("raw control bytes in %q", line)
+	}
+	if fields := strings.Fields(line); len(fields) < 4 || fields[2] != `x\n\x1b[31mZ` || fields[3] != "127.0.0.1:80" {
+		t.Errorf("line %q: want the comm escaped as x\\n\\x1b[31mZ in its column", line)
+	}
+	e.Owner.Comm = "plain"
+	plain := string(tx.Append(nil, &e))
+	if i, j := strings.Index(line, "127.0.0.1:80"), strings.Index(plain, "127.0.0.1:80"); i != j {
+		t.Errorf("address column at %d after an escaped comm, %d after a plain one", i, j)
+	}
+}
+
+// TestAppendEscaped: the escapes are strconv.Quote's (without the quotes,
+// and " kept), for every single byte, runes that are not printable, and
+// invalid UTF-8; nothing a terminal acts on is left.
+func TestAppendEscaped(t *testing.T) {
+	var inputs []string
+	for c := 0; c < 256; c++ {
+		inputs = append(inputs, string([]byte{byte(c)}), "a"+string([]byte{byte(c)})+"b")
+	}
+	inputs = append(inputs, "", "curl", "x\n\x1b[31mZ", `back\slash "q"`, "é", "日本語",
+		"\u0085", "\u009b[31m", "\u202eevil", "\U000e0001", "\U0001f600", "\xc3", "\xed\xa0\x80", "we\"ird\\\x01é\xff")
+	for _, s := range inputs {
+		q := strconv.Quote(s)
+		want := strings.ReplaceAll(q[1:len(q)-1], `\"`, `"`)
+		if got := string(AppendEscaped(nil, s)); got != want {
+			t.Errorf("AppendEscaped(%q) = %q, want %q", s, got, want)
+		}
+		if got := string(AppendEscaped([]byte("p:"), []byte(s))); got != "p:"+want {
+			t.Errorf("AppendEscaped([]byte %q) = %q, want %q", s, got, "p:"+want)
+		}
+		for _, r := range string(AppendEscaped(nil, s)) {
+			if r < 0x20 || (r >= 0x7f && r < 0xa0) || r == 0x202e {
+				t.Errorf("AppendEscaped(%q) left %U", s, r)
+			}
+		}
+	}
+}
+
+func BenchmarkAppendText(b *testing.B) {
+	e := sample()
+	e.Owner.Comm = "churn"
+	buf := make([]byte, 0, 512)
+	tx := NewText()
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = tx.Append(buf[:0], &e)
 	}
 }
 

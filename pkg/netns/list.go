@@ -154,6 +154,23 @@ func byInode(arg string, ino uint64) (Namespace, error) {
 			return e.ns, nil
 		}
 	}
-	return Namespace{}, fmt.Errorf("%s: no network namespace with that inode (none in %s or held by a process): %w",
-		arg, RunDir, fs.ErrNotExist)
+	return Namespace{}, &InodeNotFoundError{Arg: arg, Inode: ino}
 }
+
+// InodeNotFoundError is Resolve's error for a number that is the inode of
+// no namespace in RunDir or held by a process. It matches fs.ErrNotExist.
+// The namespace may still exist, kept alive only by an open descriptor or a
+// bind mount elsewhere, which All cannot see: a caller that only compares
+// inodes (a tracer's filter) may warn and go on.
+type InodeNotFoundError struct {
+	Arg   string // the argument as given
+	Inode uint64
+}
+
+// Error begins with the argument, as Resolve's errors do.
+func (e *InodeNotFoundError) Error() string {
+	return fmt.Sprintf("%s: no network namespace with that inode (none in %s or held by a process)", e.Arg, RunDir)
+}
+
+// Is reports whether target is fs.ErrNotExist.
+func (e *InodeNotFoundError) Is(target error) bool { return target == fs.ErrNotExist }

@@ -44,6 +44,22 @@ func TestResolveErrors(t *testing.T) {
 	}
 }
 
+// TestResolveUnknownInode: only a number that is no namespace's inode
+// gives an InodeNotFoundError (a tracer may filter on it all the same);
+// other failures do not.
+func TestResolveUnknownInode(t *testing.T) {
+	_, err := Resolve("4294967000")
+	var unknown *InodeNotFoundError
+	if !errors.As(err, &unknown) || unknown.Inode != 4294967000 || unknown.Arg != "4294967000" {
+		t.Errorf("Resolve(4294967000) = %v, want an InodeNotFoundError for it", err)
+	}
+	for _, arg := range []string{"/etc/passwd", "/proc/self/ns/mnt", "sstrace-no-such-ns", ""} {
+		if _, err := Resolve(arg); err == nil || errors.As(err, &unknown) {
+			t.Errorf("Resolve(%q) = %v, want an error that is no InodeNotFoundError", arg, err)
+		}
+	}
+}
+
 // TestResolveNameIgnoresCurrentDirectory: a bare name is looked up under
 // /run/netns only, as `ip netns` does, even when the current directory has
 // a namespace file of that name.

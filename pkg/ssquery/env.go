@@ -36,6 +36,24 @@ type netnsEnv struct {
 	ifacesErr  error
 }
 
+// CheckNetNS checks that -N name is a network namespace, before anything
+// is printed, and fails as ss does: "cannot open network namespace" when
+// /run/netns/NAME cannot be opened, "setting the network namespace ...
+// failed" when it is not a network namespace (ss learns that from setns;
+// we say why). Run checks a non-empty Options.NetNS; `-N ""`, which
+// Options cannot tell from no -N, is the caller's to check (ss opens
+// /run/netns/ and fails).
+func CheckNetNS(name string) error {
+	ns := netns.ByName(name)
+	if _, err := os.Stat(ns.Path); err != nil {
+		return fmt.Errorf("ss: cannot open network namespace %q: %w", name, unwrapPathErr(err))
+	}
+	if _, err := ns.Inode(); err != nil {
+		return fmt.Errorf("ss: setting the network namespace %q failed: %w", name, err)
+	}
+	return nil
+}
+
 // newNetnsEnv describes the namespace name ("" is the caller's own); it
 // reads nothing yet.
 func newNetnsEnv(name string) *netnsEnv {

@@ -38,7 +38,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sstrace/sstrace/pkg/filter"
-	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/ssfmt"
 )
@@ -89,8 +88,8 @@ type Options struct {
 func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []string, src Source) error {
 	sel := opts.Selection // a copy: finish must not change the caller's
 	if opts.NetNS != "" {
-		if _, err := os.Stat(netns.ByName(opts.NetNS).Path); err != nil {
-			return fmt.Errorf("ss: cannot open network namespace %q: %w", opts.NetNS, unwrapPathErr(err))
+		if err := CheckNetNS(opts.NetNS); err != nil {
+			return err
 		}
 	}
 	if len(sel.unsupported) > 0 {

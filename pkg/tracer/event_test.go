@@ -1,8 +1,11 @@
 package tracer
 
 import (
+	"fmt"
 	"github.com/sstrace/sstrace/pkg/event"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -132,15 +135,25 @@ func TestEnumTranslations(t *testing.T) {
 	}
 }
 
+// TestRingSize: a power of two from a page to MaxRingBufferSize; 0 (the
+// default for Options, not for a flag), 2 GiB and sizes that would wrap
+// the kernel's 32-bit map size are rejected.
 func TestRingSize(t *testing.T) {
-	for _, n := range []int{4096, 1 << 20, 8 << 20} {
-		if err := checkRingSize(n); err != nil {
+	for _, n := range []int{4096, 1 << 20, 8 << 20, MaxRingBufferSize} {
+		if err := CheckRingBufferSize(n); err != nil {
 			t.Errorf("%d: %v", n, err)
 		}
 	}
-	for _, n := range []int{0, 100, 4095, 3 << 20} {
-		if err := checkRingSize(n); err == nil {
+	for _, n := range []int{0, -4096, 100, 4095, 3 << 20, 2 * MaxRingBufferSize, 1 << 32, 1 << 33, 1<<32 + 4096} {
+		if err := CheckRingBufferSize(n); err == nil {
 			t.Errorf("%d accepted", n)
 		}
+	}
+	want := fmt.Sprintf("ring buffer size 4294967296: must be a power of two from %d to 1073741824 bytes (", os.Getpagesize())
+	if _, err := (Options{RingBufferSize: 1 << 32}).withDefaults(); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Options{RingBufferSize: 1<<32}: %v", err)
+	}
+	if o, err := (Options{}).withDefaults(); err != nil || o.RingBufferSize != defaultRingBufferSize {
+		t.Errorf("Options{}: size %d, %v; want the default", o.RingBufferSize, err)
 	}
 }

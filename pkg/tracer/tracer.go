@@ -36,8 +36,9 @@ import (
 type Options struct {
 	// Hook forces one hook; "" or HookAuto tries them in order.
 	Hook Hook
-	// RingBufferSize is the ring buffer size in bytes, a power of two and
-	// a multiple of the page size. Default 8 MiB (about 70 000 events).
+	// RingBufferSize is the ring buffer size in bytes, a power of two from
+	// the page size to MaxRingBufferSize. Default (0) 8 MiB (about 70 000
+	// events).
 	RingBufferSize int
 	// NetNS keeps only transitions in the network namespace with this
 	// inode; 0 keeps all. Filtered in the kernel.
@@ -135,15 +136,37 @@ func (opts Options) withDefaults() (Options, error) {
 	if opts.Hook == "" {
 		opts.Hook = HookAuto
 	}
-	return opts, checkRingSize(opts.RingBufferSize)
+	if err := CheckRingBufferSize(opts.RingBufferSize); err != nil {
+		return opts, fmt.Errorf("ring buffer size %w", err)
+	}
+	return opts, nil
 }
 
-func checkRingSize(n int) error {
+// MaxRingBufferSize is the largest ring buffer Open accepts: 1 GiB of
+// locked kernel memory, about 9 million events, far beyond any backlog a
+// reader that keeps up at all needs. The kernel itself takes up to 2 GiB
+// and map sizes are 32-bit, so a larger value would fail late or wrap.
+const MaxRingBufferSize = 1 << 30
+
+// CheckRingBufferSize reports whether n is a ring buffer size Open accepts:
+// a power of two from the page size to MaxRingBufferSize (a power of two
+// of at least a page is a multiple of it). 0 is an error here: the default
+// is Options' business, a command-line flag should reject it. The error
+// begins with n, so a caller prefixes its flag or field.
+func CheckRingBufferSize(n int) error {
 	page := os.Getpagesize()
-	if n < page || n&(n-1) != 0 {
-		return fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", n, page)
+	if n < page || n > MaxRingBufferSize || n&(n-1) != 0 {
+		return fmt.Errorf("%d: must be a power of two from %d to %d bytes (%s to 1 GiB)", n, page, MaxRingBufferSize, sizeText(page))
 	}
 	return nil
+}
+
+// sizeText writes a power-of-two size of at least 1 KiB in KiB or MiB.
+func sizeText(n int) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
 }
 
 // CheckKernel reports, as one clear error, a missing privilege or kernel
