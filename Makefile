@@ -2,7 +2,7 @@
 GO ?= go
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build generate deps-generate test test-unit fuzz bench bench-trace bench-ss bench-daemon vmtest clean
+.PHONY: all build generate deps-generate deps-test test test-unit fuzz bench bench-trace bench-ss bench-daemon vmtest clean
 
 all: build
 
@@ -18,12 +18,24 @@ deps-generate:
 generate: deps-generate
 	$(GO) generate ./...
 
+# What the tests run besides Go: the real ss and ip (parity, namespaces),
+# and a C compiler for the race detector (cgo).
+deps-test:
+	@command -v ss >/dev/null && command -v ip >/dev/null && command -v gcc >/dev/null && test -f /usr/include/stdlib.h || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 gcc libc6-dev >/dev/null)
+
 # The whole test suite: unit tests, parity tests against the real ss, fuzz
 # seed corpora and the privileged end-to-end tests (as root; under CI=true a
 # privileged test that cannot run fails instead of skipping).
-test:
+#
+# Every package runs under the race detector but pkg/keeper and pkg/procs:
+# their end-to-end churn takes 40 s and 14 s under -race against 3 s and
+# 1 s without, and both are race-clean when run alone.
+RACE_SKIP = -e '/pkg/keeper$$' -e '/pkg/procs$$'
+test: deps-test
 	$(GO) vet ./... ./.ci/vmtest/...
-	$(GO) test -count=1 -timeout 12m ./... ./.ci/vmtest/...
+	$(GO) test -race -count=1 -timeout 12m $$($(GO) list ./... ./.ci/vmtest/... | grep -v $(RACE_SKIP))
+	$(GO) test -count=1 -timeout 12m ./pkg/keeper ./pkg/procs
 
 # Unprivileged unit tests only (the privileged ones skip outside CI).
 test-unit:
