@@ -249,6 +249,39 @@ func TestInterruptedDumpRetries(t *testing.T) {
 	}
 }
 
+// TestCallbackErrorDrainsDump: when the row callback fails midway, the
+// dump's remaining batches are still read (the reader goroutine runs to
+// NLMSG_DONE), so the socket is clean for the next request, which then
+// gets its own rows.
+func TestCallbackErrorDrainsDump(t *testing.T) {
+	lp := netip.MustParseAddrPort("127.0.0.1:80")
+	row := func(seq uint32, cookie uint64) []byte {
+		return nlmsg(unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_MULTI, seq, inetMsg(cookie, sock.Listen, lp, netip.AddrPortFrom(netip.IPv4Unspecified(), 0)))
+	}
+	tr := &scriptTransport{reply: func(n int, seq uint32) [][]byte {
+		return [][]byte{append(row(seq, 1), row(seq, 2)...), row(seq, 3), row(seq, 4),
+			nlmsg(unix.NLMSG_DONE, unix.NLM_F_MULTI, seq, make([]byte, 4))}
+	}}
+	c := &conn{t: tr, netnsIno: 1}
+	req := Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}
+	stop := errors.New("stop")
+	err := c.runPass(t.Context(), pass{proto: sock.ProtoTCP, family: unix.AF_INET}, req, newDecoder(1),
+		func(s *sock.Socket) error { return stop })
+	var cbErr callbackError
+	if !errors.As(err, &cbErr) || cbErr.err != stop {
+		t.Fatalf("callback error: %v", err)
+	}
+	if len(tr.pending) != 0 {
+		t.Fatalf("%d batches of the dump left unread", len(tr.pending))
+	}
+	var got []uint64
+	err = c.runPass(t.Context(), pass{proto: sock.ProtoTCP, family: unix.AF_INET}, req, newDecoder(1),
+		func(s *sock.Socket) error { got = append(got, s.Cookie); return nil })
+	if err != nil || len(got) != 4 {
+		t.Errorf("next dump: rows %v, err %v", got, err)
+	}
+}
+
 func TestParseProcRaw(t *testing.T) {
 	v4 := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
     1: 0100007F:0001 00000000:0000 07 00000010:00000020 00:00000000 00000000  1000        0 13657 2 0000000000000000 0
