@@ -865,7 +865,9 @@ type Query struct {
 	NetNS uint64
 	// States keeps live connections in these states (0: any).
 	States sock.StateSet
-	// Match, when set, keeps the connections it accepts.
+	// Match, when set, keeps the connections it accepts. It may be shown a
+	// connection without its Transitions (they are copied only for the
+	// connections it keeps): it must judge by identity and state.
 	Match func(*Conn) bool
 	// Limit caps the number returned, newest kept (0: no cap).
 	Limit int
@@ -933,17 +935,23 @@ func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
 		})
 		live = make([]Conn, len(recs))
 		for i, r := range recs {
-			live[i] = viewAt(r, off, losses)
+			live[i] = viewAt(r, off, losses, true)
 		}
 	}
 	t.mu.RUnlock()
 
 	var c Conn
 	for _, r := range closed {
-		c = viewAt(r, off, losses)
-		if q.Match != nil && !q.Match(&c) {
-			continue
+		if q.Match != nil {
+			// Match reads the identity and state: the transitions are
+			// copied only for the connections it keeps (a selective
+			// query over a million retained ones: 1.5 s -> well under).
+			c = viewAt(r, off, losses, false)
+			if !q.Match(&c) {
+				continue
+			}
 		}
+		c = viewAt(r, off, losses, true)
 		if err := fn(&c); err != nil {
 			return err
 		}
@@ -1051,12 +1059,12 @@ func (t *Table) Stats() Stats {
 }
 
 // view expands a record into a Conn.
-func (t *Table) view(r *record) Conn { return viewAt(r, t.monoToWall, t.losses) }
+func (t *Table) view(r *record) Conn { return viewAt(r, t.monoToWall, t.losses, true) }
 
 // viewAt is view with the monotonic-to-wall offset and the loss windows
 // given: EachConn reads them under the lock and makes closed connections'
 // views after.
-func viewAt(r *record, off int64, losses []lossWindow) Conn {
+func viewAt(r *record, off int64, losses []lossWindow, transitions bool) Conn {
 	wall := func(mono int64) time.Time {
 		if mono == 0 {
 			return time.Time{}
@@ -1074,7 +1082,7 @@ func viewAt(r *record, off int64, losses []lossWindow) Conn {
 		c.State = sock.Close
 		c.Minisocket = false
 	}
-	if len(r.trans) > 0 {
+	if transitions && len(r.trans) > 0 {
 		c.Transitions = make([]Transition, len(r.trans))
 		for i, tr := range r.trans {
 			c.Transitions[i] = Transition{
