@@ -92,6 +92,8 @@ stop_daemon() {
 }
 status_json() { "$SSTRACE" status --socket "$SOCK" --json; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$DAEMON_PID/status"; }
+# The daemon's user+system CPU in µs (bench_queries adds it to the client's).
+server_cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1e6 / hz}' "/proc/$DAEMON_PID/stat"; }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n / 2)}'; then
@@ -122,6 +124,7 @@ target_of() {
 }
 QTABLE=$TMP/queries.md
 bench_queries "$QTABLE"
+unset -f server_cpu_us
 
 echo "== churn: $CONNS connections x $ROUNDS rounds, none vs daemon"
 ip netns add "$CNS"
@@ -222,6 +225,7 @@ echo "| retained closed records after history churn | $RET1 (lost $HIST_LOST) | 
 echo "| memory per retained record (table estimate) | $(((MEM1 - MEM0) / (RETAINED > 0 ? RETAINED : 1))) B | ≤ 512 B |"
 echo "| RSS growth per retained record | $(((RSS1 - RSS0) * 1024 / (RETAINED > 0 ? RETAINED : 1))) B | |"
 echo
+echo "sstrace CPU = the client's plus the daemon's (mean per run, its background work included)"
 cat "$QTABLE"
 echo
 cat "$HTABLE"
