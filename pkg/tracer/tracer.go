@@ -86,6 +86,7 @@ type Tracer struct {
 	reader     *ringbuf.Reader
 	flush      time.Duration
 	dec        *decoder
+	hold       *holder
 	received   atomic.Uint64
 }
 
@@ -235,7 +236,7 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		}
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	t := &Tracer{hook: h, coll: coll, flush: opts.FlushInterval, dec: newDecoder()}
+	t := &Tracer{hook: h, coll: coll, flush: opts.FlushInterval, dec: newDecoder(), hold: newHolder()}
 	switch {
 	case helper:
 		t.cookieMethod = CookieMethodHelper
@@ -318,14 +319,14 @@ type Stats struct {
 	// These are lost events too: Run reports them with Lost.
 	Missed uint64
 	// DeferFull counts new children's first events sent as they were
-	// (listener's addresses and cookie) because the map that holds them
+	// (listener's addresses and cookie) because the table that holds them
 	// back was full.
 	DeferFull uint64
 }
 
 // Stats reads the kernel counters. Safe to call while Run is running.
 func (t *Tracer) Stats() (Stats, error) {
-	s := Stats{Hook: t.hook, Received: t.received.Load(), Missed: t.missed()}
+	s := Stats{Hook: t.hook, Received: t.received.Load(), Missed: t.missed(), DeferFull: t.hold.full.Load()}
 	m := t.coll.Maps[TracerMapCounters]
 	for _, c := range []struct {
 		slot TracerCounter
@@ -333,7 +334,6 @@ func (t *Tracer) Stats() (Stats, error) {
 	}{
 		{TracerCounterCOUNTER_EVENTS, &s.Submitted},
 		{TracerCounterCOUNTER_LOST, &s.Lost},
-		{TracerCounterCOUNTER_DEFER_FULL, &s.DeferFull},
 	} {
 		dst := c.dst
 		var perCPU []uint64
@@ -440,6 +440,15 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 			}
 			if !t.dec.decode(rec.RawSample, &ev) {
 				return fmt.Errorf("ring buffer record of %d bytes, want %d: userspace and BPF object disagree", len(rec.RawSample), eventSize)
+			}
+			if held := t.hold.release(&ev); held != nil {
+				t.received.Add(1)
+				if err := h.Event(held); err != nil {
+					return err
+				}
+			}
+			if firstOfChild(&ev) && t.hold.hold(&ev) {
+				continue
 			}
 			t.received.Add(1)
 			if err := h.Event(&ev); err != nil {
