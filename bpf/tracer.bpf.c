@@ -43,6 +43,7 @@ const struct event *unused_event __attribute__((unused));
 const volatile __u32 target_netns = 0;     /* 0: every namespace */
 const volatile __u32 wakeup_bytes = 0;     /* wake the reader once this much is pending */
 const volatile bool cookie_helper = false; /* bpf_get_socket_cookie works in tracing programs */
+const volatile bool task_btf = false;      /* bpf_get_current_task_btf works (tracing programs, 5.11+) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -156,15 +157,45 @@ static __always_inline void sock_ends(struct event *e, struct sock *sk, enum rea
 	}
 
 	/* cookie_helper is a load-time constant: on kernels without the
-	 * helper for tracing programs the verifier never sees the call. */
+	 * helper for tracing programs the verifier never sees the call. The
+	 * helper returns the field once it is made, so the call is needed
+	 * only while it is 0 (the first event of a socket, at most). */
 	if (m == READ_BTF && cookie_helper) {
-		e->cookie = bpf_get_socket_cookie(sk);
+		e->cookie = sk->__sk_common.skc_cookie.counter;
+		if (!e->cookie)
+			e->cookie = bpf_get_socket_cookie(sk);
 		e->cookie_src = COOKIE_HELPER;
 	} else {
 		e->cookie = m == READ_BTF ? sk->__sk_common.skc_cookie.counter
 					  : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 		e->cookie_src = e->cookie ? COOKIE_FIELD : COOKIE_NONE;
 	}
+}
+
+/* current_task fills the task fields of e: one helper call and plain loads
+ * where the kernel gives tracing programs the task's BTF pointer (task_btf,
+ * a load-time constant), four helpers elsewhere. The values are the same:
+ * the comm, NUL-padded in the task (set_task_comm pads it), is copied as
+ * bpf_get_current_comm copies it; the uid is the global one
+ * (bpf_get_current_uid_gid maps it to the initial namespace, where the
+ * mapping is the identity). */
+static __always_inline void current_task(struct event *e, enum read_mode m)
+{
+	if (m == READ_BTF && task_btf) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		e->pid = task->tgid;
+		e->tid = task->pid;
+		e->uid = task->cred->uid.val;
+		e->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+		__builtin_memcpy(e->comm, task->comm, sizeof(e->comm));
+		return;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 }
 
 /* The counters read at the transition to CLOSE, as plain loads through a
@@ -249,12 +280,7 @@ static __always_inline int record(struct sock *sk, int oldstate, int newstate,
 	e->newstate = newstate;
 	e->hook = hook;
 	e->cpu = bpf_get_smp_processor_id();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	current_task(e, m);
 	final_counters(e, sk, m, tp, newstate);
 	commit(e);
 	return 0;

@@ -115,6 +115,38 @@ struct tcp_sock {
 	__u32 copied_seq;
 } __attribute__((preserve_access_index));
 
+/* The current task, read with plain loads through
+ * bpf_get_current_task_btf() (tracing programs, 5.11+) instead of four
+ * helpers per event. Each field is what the helper of the same name
+ * returns. */
+typedef struct {
+	__u32 val;
+} __attribute__((preserve_access_index)) kuid_t;
+
+struct cred {
+	kuid_t uid; /* bpf_get_current_uid_gid's low half (global uid) */
+} __attribute__((preserve_access_index));
+
+struct kernfs_node {
+	__u64 id; /* the cgroup id: bpf_get_current_cgroup_id */
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp; /* the task's cgroup v2 */
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int pid;                      /* thread id */
+	int tgid;                     /* process id */
+	const struct cred *cred;      /* uid */
+	struct css_set *cgroups;      /* cgroup v2 id */
+	char comm[16];                /* bpf_get_current_comm */
+} __attribute__((preserve_access_index));
+
 /* The classic tracepoint's record (include/trace/events/sock.h), the
  * program's context: plain loads, where the socket needs probe reads. The
  * addresses are not taken from it (it has inet_saddr, we report

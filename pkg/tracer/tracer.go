@@ -217,6 +217,9 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		TracerVarTargetNetns:  opts.NetNS,
 		TracerVarWakeupBytes:  uint32(opts.WakeupBytes),
 		TracerVarCookieHelper: helper,
+		// The same kernels (5.12+ for the cookie helper, 5.11+ for
+		// this one) give tracing programs both.
+		TracerVarTaskBtf: helper,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)

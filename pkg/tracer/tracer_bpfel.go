@@ -97,6 +97,7 @@ const (
 	TracerProgMakeCookieOnEstablished = "make_cookie_on_established"
 	TracerVarCookieHelper             = "cookie_helper"
 	TracerVarTargetNetns              = "target_netns"
+	TracerVarTaskBtf                  = "task_btf"
 	TracerVarUnusedContext            = "unused_context"
 	TracerVarUnusedCookieSource       = "unused_cookie_source"
 	TracerVarUnusedCounter            = "unused_counter"
@@ -173,6 +174,7 @@ type TracerMapSpecs struct {
 type TracerVariableSpecs struct {
 	CookieHelper       *ebpf.VariableSpec `ebpf:"cookie_helper"`
 	TargetNetns        *ebpf.VariableSpec `ebpf:"target_netns"`
+	TaskBtf            *ebpf.VariableSpec `ebpf:"task_btf"`
 	UnusedContext      *ebpf.VariableSpec `ebpf:"unused_context"`
 	UnusedCookieSource *ebpf.VariableSpec `ebpf:"unused_cookie_source"`
 	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -218,6 +220,7 @@ func (m *TracerMaps) Close() error {
 type TracerVariables struct {
 	CookieHelper       *ebpf.Variable `ebpf:"cookie_helper"`
 	TargetNetns        *ebpf.Variable `ebpf:"target_netns"`
+	TaskBtf            *ebpf.Variable `ebpf:"task_btf"`
 	UnusedContext      *ebpf.Variable `ebpf:"unused_context"`
 	UnusedCookieSource *ebpf.Variable `ebpf:"unused_cookie_source"`
 	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
