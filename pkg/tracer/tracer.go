@@ -444,17 +444,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 			if !t.dec.decode(rec.RawSample, &ev) {
 				return fmt.Errorf("ring buffer record of %d bytes, want %d: userspace and BPF object disagree", len(rec.RawSample), eventSize)
 			}
-			if held := t.hold.release(&ev); held != nil {
-				t.received.Add(1)
-				if err := h.Event(held); err != nil {
-					return err
-				}
-			}
-			if firstOfChild(&ev) && t.hold.hold(&ev) {
-				continue
-			}
-			t.received.Add(1)
-			if err := h.Event(&ev); err != nil {
+			if err := t.deliver(h, &ev); err != nil {
 				return err
 			}
 			if n%checkEvery == 0 {
@@ -492,6 +482,22 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 			lastSync = time.Now()
 		}
 	}
+}
+
+// deliver hands e to h, holding back a new child's first event until the
+// child's next one (see holder).
+func (t *Tracer) deliver(h Handler, e *event.Event) error {
+	if held := t.hold.release(e); held != nil {
+		t.received.Add(1)
+		if err := h.Event(held); err != nil {
+			return err
+		}
+	}
+	if firstOfChild(e) && t.hold.hold(e) {
+		return nil
+	}
+	t.received.Add(1)
+	return h.Event(e)
 }
 
 // lostCount reads the kernel's lost counter plus the programs' recursion
