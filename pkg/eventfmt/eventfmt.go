@@ -271,7 +271,8 @@ func (t *Text) Append(b []byte, e *event.Event) []byte {
 		b = pad(b, "-", 8)
 		b = pad(b, "-", 17)
 	} else {
-		b = pad(b, strconv.FormatUint(uint64(e.Owner.PID), 10), 8)
+		start := len(b)
+		b = padFrom(strconv.AppendUint(b, uint64(e.Owner.PID), 10), start, 8) // no string per line
 		b = pad(b, e.Owner.Comm, 17)
 	}
 	start := len(b)
