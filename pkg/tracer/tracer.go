@@ -88,6 +88,7 @@ type Tracer struct {
 	coll       *ebpf.Collection
 	links      []link.Link
 	reader     *ringbuf.Reader
+	waiter     *ringWaiter // nil: Run blocks in the reader
 	flush      time.Duration
 	dec        *decoder
 	hold       *holder
@@ -278,6 +279,9 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		t.Close()
 		return nil, fmt.Errorf("ring buffer reader: %w", err)
 	}
+	if t.waiter, err = newRingWaiter(coll.Maps[TracerMapEvents].FD()); err != nil {
+		t.waiter = nil // the reader's own blocking wait will do
+	}
 	return t, nil
 }
 
@@ -428,12 +432,26 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	var lostSeen uint64
 	lastSync := time.Now()
 	var drainUntil time.Time // set once ctx has ended
+	waiter := t.waiter
 	for {
 		deadline := time.Now().Add(t.flush)
 		if !drainUntil.IsZero() {
 			deadline = time.Now() // do not wait for more
 		}
-		reader.SetDeadline(deadline)
+		if waiter != nil && drainUntil.IsZero() {
+			// Wait parked (see ringWaiter), then drain without
+			// blocking.
+			err := waiter.wait(deadline, func() bool { return reader.AvailableBytes() > 0 })
+			if errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("wait for the ring buffer: %w", err)
+			}
+			reader.SetDeadline(time.Now())
+		} else {
+			reader.SetDeadline(deadline)
+		}
 		for n := 1; ; n++ {
 			err := reader.ReadInto(&rec)
 			if err != nil {
@@ -537,6 +555,10 @@ func (t *Tracer) missed() uint64 {
 func (t *Tracer) Close() error {
 	closeLinks(t.links)
 	t.links = nil
+	if t.waiter != nil {
+		t.waiter.Close()
+		t.waiter = nil
+	}
 	if t.reader != nil {
 		t.reader.Close()
 		t.reader = nil
