@@ -21,7 +21,7 @@
  * early: sock_create for every socket a task creates, sockops for accepted
  * children (before their SYN_RECV -> ESTABLISHED transition). A child's first
  * event precedes both its cookie and, on older kernels, its addresses: see
- * record() for how it is held back.
+ * record() for how userspace holds it back.
  */
 #include "tracer.h"
 #include <bpf/bpf_helpers.h>
@@ -30,18 +30,20 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Never used at run time: they put the enums in the object's BTF, so that
- * bpf2go -type generates their Go twins and userspace never copies a value
- * by hand. */
+/* Never used at run time: they put the enums and the record in the
+ * object's BTF, so that bpf2go -type generates their Go twins and userspace
+ * never copies a value or an offset by hand. */
 const enum event_hook *unused_hook __attribute__((unused));
 const enum event_context *unused_context __attribute__((unused));
 const enum cookie_source *unused_cookie_source __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
+const struct event *unused_event __attribute__((unused));
 
 /* Set by userspace before load. */
 const volatile __u32 target_netns = 0;     /* 0: every namespace */
 const volatile __u32 wakeup_bytes = 0;     /* wake the reader once this much is pending */
 const volatile bool cookie_helper = false; /* bpf_get_socket_cookie works in tracing programs */
+const volatile bool task_btf = false;      /* bpf_get_current_task_btf works (tracing programs, 5.11+) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -55,15 +57,6 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* A new child's first event, held back until its next one (see record).
- * LRU: an entry whose socket never had another event cannot stay forever. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct event);
-} deferred SEC(".maps");
-
 static __always_inline void count(__u32 slot)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &slot);
@@ -71,41 +64,67 @@ static __always_inline void count(__u32 slot)
 		*v += 1;
 }
 
-/* commit publishes a reserved record. Wakeups are batched: the reader is
- * woken only when wakeup_bytes are pending; otherwise it drains on its own
- * short deadline. That keeps the cost of full-speed churn low. */
+/* commit publishes a reserved record and counts it. Wakeups are batched:
+ * the reader drains on its own short deadline, and is woken early only
+ * when wakeup_bytes are pending. Only every WAKEUP_EVERY-th record of a CPU
+ * looks: bpf_ringbuf_query reads the consumer position, a cache line the
+ * reader writes for every record, and once the reader lags wakeup_bytes
+ * behind, asking for a wakeup per record queued an irq_work (a self-IPI)
+ * per record until the reader caught up. bpf_stats: 1 250 -> 400 ns per
+ * transition under full churn (docs/BENCHMARKS.md). */
+#define WAKEUP_EVERY 64
+
 static __always_inline void commit(struct event *r)
 {
+	__u32 slot = COUNTER_EVENTS;
+	__u64 *n = bpf_map_lookup_elem(&counters, &slot);
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	if (n && (++*n & (WAKEUP_EVERY - 1)) == 0 &&
+	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(r, flags);
-	count(COUNTER_EVENTS);
 }
 
+/* How a program reads the socket. Every caller passes a constant, so each
+ * program keeps only its own branches.
+ *   READ_BTF (tp_btf, fentry): a BTF-typed pointer, read with plain loads,
+ *     which the verifier checks and which cost no helper call; the
+ *     tcp_sock fields past struct sock through bpf_skc_to_tcp_sock.
+ *   READ_TP (classic tracepoint): the tracepoint's record already holds
+ *     protocol, family and ports (plain loads of the context); the rest
+ *     through bpf_probe_read_kernel (BPF_CORE_READ).
+ *   READ_PROBE (kprobe): everything through bpf_probe_read_kernel. */
+enum read_mode { READ_BTF, READ_TP, READ_PROBE };
+
 /* sock_filter keeps TCP sockets of the traced namespace and reads what the
- * filter needs. Tracing programs (tp_btf, fentry) get a BTF-typed pointer
- * and read it with plain loads, which the verifier checks and which cost no
- * helper call; kprobe and classic tracepoint programs must go through
- * bpf_probe_read_kernel (BPF_CORE_READ). `direct` is a constant in every
- * caller, so each program keeps only its own half. */
-static __always_inline bool sock_filter(struct sock *sk, bool direct, __u16 *family, __u32 *netns)
+ * filter needs. */
+static __always_inline bool sock_filter(struct sock *sk, enum read_mode m,
+					struct trace_event_raw_inet_sock_set_state *ctx,
+					__u16 *family, __u32 *netns)
 {
-	__u16 proto = direct ? sk->sk_protocol : BPF_CORE_READ(sk, sk_protocol);
+	__u16 proto = m == READ_BTF ? sk->sk_protocol
+		    : m == READ_TP  ? ctx->protocol
+				    : BPF_CORE_READ(sk, sk_protocol);
 	if (proto != IPPROTO_TCP)
 		return false;
-	*family = direct ? sk->__sk_common.skc_family : BPF_CORE_READ(sk, __sk_common.skc_family);
+	*family = m == READ_BTF ? sk->__sk_common.skc_family
+		: m == READ_TP  ? ctx->family
+				: BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (*family != AF_INET && *family != AF_INET6)
 		return false;
-	*netns = direct ? sk->__sk_common.skc_net.net->ns.inum
-			: BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	*netns = m == READ_BTF ? sk->__sk_common.skc_net.net->ns.inum
+			       : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	return !target_netns || *netns == target_netns;
 }
 
-/* sock_ends fills the addresses, ports and cookie of e from the socket. */
-static __always_inline void sock_ends(struct event *e, struct sock *sk, bool direct)
+/* sock_ends fills the addresses, ports and cookie of e from the socket. tp
+ * is the socket as a tcp_sock (READ_BTF; NULL if the kernel said it is
+ * not one, never seen for this tracepoint's sockets). */
+static __always_inline void sock_ends(struct event *e, struct sock *sk, enum read_mode m,
+				      struct trace_event_raw_inet_sock_set_state *ctx,
+				      struct tcp_sock *tp)
 {
-	if (direct) {
+	if (m == READ_BTF) {
 		e->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
 		if (e->family == AF_INET) {
 			*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
@@ -114,8 +133,11 @@ static __always_inline void sock_ends(struct event *e, struct sock *sk, bool dir
 			__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
 			__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 		}
+		/* inet_sock lies past struct sock, where the verifier
+		 * allows no plain load through a struct sock pointer. */
+		e->sport = tp ? __builtin_bswap16(tp->inet_conn.icsk_inet.inet_sport)
+			      : __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	} else {
-		e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 		if (e->family == AF_INET) {
 			BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
 			BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
@@ -123,29 +145,70 @@ static __always_inline void sock_ends(struct event *e, struct sock *sk, bool dir
 			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
 			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
 		}
+		if (m == READ_TP) {
+			/* The record's ports are inet_sport and skc_dport,
+			 * already in host order: the same fields as ours. */
+			e->sport = ctx->sport;
+			e->dport = ctx->dport;
+		} else {
+			e->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+			e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		}
 	}
-	/* inet_sock lies past struct sock, where the verifier allows no plain
-	 * load through a struct sock pointer: always a probe read. */
-	e->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 
 	/* cookie_helper is a load-time constant: on kernels without the
-	 * helper for tracing programs the verifier never sees the call. */
-	if (direct && cookie_helper) {
-		e->cookie = bpf_get_socket_cookie(sk);
+	 * helper for tracing programs the verifier never sees the call. The
+	 * helper returns the field once it is made, so the call is needed
+	 * only while it is 0 (the first event of a socket, at most). */
+	if (m == READ_BTF && cookie_helper) {
+		e->cookie = sk->__sk_common.skc_cookie.counter;
+		if (!e->cookie)
+			e->cookie = bpf_get_socket_cookie(sk);
 		e->cookie_src = COOKIE_HELPER;
 	} else {
-		e->cookie = direct ? sk->__sk_common.skc_cookie.counter
-				   : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		e->cookie = m == READ_BTF ? sk->__sk_common.skc_cookie.counter
+					  : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 		e->cookie_src = e->cookie ? COOKIE_FIELD : COOKIE_NONE;
 	}
 }
 
+/* current_task fills the task fields of e: one helper call and plain loads
+ * where the kernel gives tracing programs the task's BTF pointer (task_btf,
+ * a load-time constant), four helpers elsewhere. The values are the same:
+ * the comm, NUL-padded in the task (set_task_comm pads it), is copied as
+ * bpf_get_current_comm copies it; the uid is the global one
+ * (bpf_get_current_uid_gid maps it to the initial namespace, where the
+ * mapping is the identity). */
+static __always_inline void current_task(struct event *e, enum read_mode m)
+{
+	if (m == READ_BTF && task_btf) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		e->pid = task->tgid;
+		e->tid = task->pid;
+		e->uid = task->cred->uid.val;
+		e->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+		__builtin_memcpy(e->comm, task->comm, sizeof(e->comm));
+		return;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+/* The counters read at the transition to CLOSE, as plain loads through a
+ * tcp_sock pointer (READ_BTF) or through bpf_probe_read_kernel. */
+#define TCP_FIELD(m, tp, f) ((m) == READ_BTF ? (tp)->f : BPF_CORE_READ((tp), f))
+
 /* final_counters fills the counters read at the transition to CLOSE (the
  * last one of a full socket) and zeroes them otherwise: the ring buffer's
- * memory is not zeroed. One transition in ten pays for the reads. */
-static __always_inline void final_counters(struct event *e, struct sock *sk, int newstate)
+ * memory is not zeroed. Two transitions in ten pay for the reads. */
+static __always_inline void final_counters(struct event *e, struct sock *sk, enum read_mode m,
+					   struct tcp_sock *tp, int newstate)
 {
-	if (newstate != TCP_CLOSE) {
+	if (newstate != TCP_CLOSE || (m == READ_BTF && !tp)) {
 		e->bytes_acked = 0;
 		e->bytes_received = 0;
 		e->total_retrans = 0;
@@ -156,100 +219,69 @@ static __always_inline void final_counters(struct event *e, struct sock *sk, int
 		e->__pad = 0;
 		return;
 	}
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
-	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	if (m != READ_BTF)
+		tp = (struct tcp_sock *)sk;
+	e->bytes_acked = TCP_FIELD(m, tp, bytes_acked);
+	e->bytes_received = TCP_FIELD(m, tp, bytes_received);
+	e->total_retrans = TCP_FIELD(m, tp, total_retrans);
+	e->srtt_us = TCP_FIELD(m, tp, srtt_us) >> 3;
 	/* sk_flags lives in struct sock up to 6.12 and in sock_common
 	 * (skc_flags) after: CO-RE keeps the branch the running kernel has. */
 	unsigned long flags;
 	if (bpf_core_field_exists(sk->__sk_common.skc_flags))
-		flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+		flags = m == READ_BTF ? sk->__sk_common.skc_flags : BPF_CORE_READ(sk, __sk_common.skc_flags);
 	else
-		flags = BPF_CORE_READ(sk, sk_flags);
+		flags = m == READ_BTF ? sk->sk_flags : BPF_CORE_READ(sk, sk_flags);
 	__u8 peer_fin = (flags >> SOCK_DONE) & 1;
-	__u32 unread = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
+	__u32 unread = TCP_FIELD(m, tp, rcv_nxt) - TCP_FIELD(m, tp, copied_seq);
 	/* rcv_nxt counts the peer's FIN as one byte. */
 	if (peer_fin && unread > 0)
 		unread--;
 	e->unread = unread;
-	e->sk_err = BPF_CORE_READ(sk, sk_err);
+	e->sk_err = m == READ_BTF ? sk->sk_err : BPF_CORE_READ(sk, sk_err);
 	e->peer_fin = peer_fin;
 	e->__pad = 0;
 }
 
 /* record writes the event straight into the ring buffer (no copy through
- * the stack). tracing says the program has a BTF-typed socket pointer. */
+ * the stack). ctx is the classic tracepoint's record (READ_TP only).
+ *
+ * A new child's first event (LISTEN -> SYN_RECV, from inet_csk_clone_lock)
+ * fires while the child is still a copy of its listener: before 6.x
+ * kernels its peer address and port are the listener's (0.0.0.0:0), and
+ * its cookie is replaced just after. It is sent as it is; userspace
+ * (pkg/tracer) holds it back until the child's next event and gives it that
+ * event's ends and cookie. That was a hash map here: an update, a lookup
+ * and a delete per connection, about a quarter of the program's time. */
 static __always_inline int record(struct sock *sk, int oldstate, int newstate,
-				  __u8 hook, bool tracing)
+				  __u8 hook, enum read_mode m,
+				  struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	__u16 family;
 	__u32 netns;
-	if (!sock_filter(sk, tracing, &family, &netns))
+	if (!sock_filter(sk, m, ctx, &family, &netns))
 		return 0;
-
-	/* A new child's first event (LISTEN -> SYN_RECV, from
-	 * inet_csk_clone_lock) fires while the child is still a copy of its
-	 * listener: before 6.x kernels its peer address and port are the
-	 * listener's (0.0.0.0:0) and its cookie field holds the listener's
-	 * cookie, replaced only afterwards. So the event is held back and sent
-	 * just before the child's next event (SYN_RECV -> ESTABLISHED, in the
-	 * same softirq), with the ends and cookie the child has by then. Only
-	 * a child still in SYN_RECV can have a held event: the map is not
-	 * touched for the other transitions (nine in ten). */
-	__u64 key = (__u64)sk;
-	if (oldstate == TCP_SYN_RECV) {
-		struct event *held = bpf_map_lookup_elem(&deferred, &key);
-		if (held) {
-			sock_ends(held, sk, tracing);
-			if (held->cookie_src != COOKIE_NONE)
-				held->cookie_src = COOKIE_DEFERRED;
-			struct event *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-			if (r) {
-				__builtin_memcpy(r, held, sizeof(*r));
-				commit(r);
-			} else {
-				count(COUNTER_LOST);
-			}
-			bpf_map_delete_elem(&deferred, &key);
-		}
-	}
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(COUNTER_LOST);
 		return 0;
 	}
+	/* One helper call gives plain loads of the tcp_sock fields (the
+	 * local port, the final counters) instead of a probe read each. */
+	struct tcp_sock *tp = m == READ_BTF ? bpf_skc_to_tcp_sock(sk) : NULL;
 	e->family = family;
 	e->netns = netns;
-	sock_ends(e, sk, tracing);
-	e->context = (tracing ? sk->sk_lock.owned : BPF_CORE_READ(sk, sk_lock.owned)) ? CTX_PROCESS : CTX_SOFTIRQ;
+	sock_ends(e, sk, m, ctx, tp);
+	e->context = (m == READ_BTF ? sk->sk_lock.owned : BPF_CORE_READ(sk, sk_lock.owned)) ? CTX_PROCESS : CTX_SOFTIRQ;
 	e->ts_ns = bpf_ktime_get_ns();
-	e->skaddr = key;
+	e->skaddr = (__u64)sk;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->hook = hook;
 	e->cpu = bpf_get_smp_processor_id();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	final_counters(e, sk, newstate);
-
-	if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN) {
-		/* Through the stack: before 5.19 the verifier takes no
-		 * ring-buffer memory as a map value. */
-		struct event copy;
-		__builtin_memcpy(&copy, e, sizeof(copy));
-		if (bpf_map_update_elem(&deferred, &key, &copy, BPF_ANY) == 0) {
-			bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-			return 0;
-		}
-		count(COUNTER_DEFER_FULL);
-	}
+	current_task(e, m);
+	final_counters(e, sk, m, tp, newstate);
 	commit(e);
 	return 0;
 }
@@ -257,27 +289,27 @@ static __always_inline int record(struct sock *sk, int oldstate, int newstate,
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_tp_btf, struct sock *sk, int oldstate, int newstate)
 {
-	return record(sk, oldstate, newstate, HOOK_TP_BTF, true);
+	return record(sk, oldstate, newstate, HOOK_TP_BTF, READ_BTF, NULL);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")
 int handle_tracepoint(struct trace_event_raw_inet_sock_set_state *ctx)
 {
-	struct sock *sk = (struct sock *)BPF_CORE_READ(ctx, skaddr);
-	return record(sk, BPF_CORE_READ(ctx, oldstate), BPF_CORE_READ(ctx, newstate),
-		      HOOK_TRACEPOINT, false);
+	/* The record is the context: plain loads. */
+	return record((struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate,
+		      HOOK_TRACEPOINT, READ_TP, ctx);
 }
 
 SEC("fentry/tcp_set_state")
 int BPF_PROG(handle_fentry_tcp, struct sock *sk, int state)
 {
-	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_FENTRY, true);
+	return record(sk, sk->__sk_common.skc_state, state, HOOK_FENTRY, READ_BTF, NULL);
 }
 
 SEC("fentry/inet_sk_set_state")
 int BPF_PROG(handle_fentry_inet, struct sock *sk, int state)
 {
-	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_FENTRY, true);
+	return record(sk, sk->__sk_common.skc_state, state, HOOK_FENTRY, READ_BTF, NULL);
 }
 
 /* listen(): the tracepoint fires at its start, before the port is checked;
@@ -285,25 +317,25 @@ int BPF_PROG(handle_fentry_inet, struct sock *sk, int state)
 SEC("fentry/inet_csk_listen_start")
 int BPF_PROG(handle_fentry_listen, struct sock *sk)
 {
-	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), TCP_LISTEN, HOOK_FENTRY, true);
+	return record(sk, sk->__sk_common.skc_state, TCP_LISTEN, HOOK_FENTRY, READ_BTF, NULL);
 }
 
 SEC("kprobe/tcp_set_state")
 int BPF_KPROBE(handle_kprobe_tcp, struct sock *sk, int state)
 {
-	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_KPROBE, false);
+	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_KPROBE, READ_PROBE, NULL);
 }
 
 SEC("kprobe/inet_sk_set_state")
 int BPF_KPROBE(handle_kprobe_inet, struct sock *sk, int state)
 {
-	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_KPROBE, false);
+	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), state, HOOK_KPROBE, READ_PROBE, NULL);
 }
 
 SEC("kprobe/inet_csk_listen_start")
 int BPF_KPROBE(handle_kprobe_listen, struct sock *sk)
 {
-	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), TCP_LISTEN, HOOK_KPROBE, false);
+	return record(sk, BPF_CORE_READ(sk, __sk_common.skc_state), TCP_LISTEN, HOOK_KPROBE, READ_PROBE, NULL);
 }
 
 /* Cookie makers, attached to the cgroup v2 root only where the hook in use

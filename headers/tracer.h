@@ -92,12 +92,21 @@ struct sock {
  * set when a closing socket gives its port back (skc_num is zeroed then),
  * the same field the tracepoint itself reports. */
 struct inet_sock {
+	struct sock sk;
 	__be16 inet_sport;
 } __attribute__((preserve_access_index));
 
-/* tcp_sock extends inet_sock. Read only at the CLOSE transition, for the
- * connection's history (the same fields tcplife reads). */
+/* The path from tcp_sock to inet_sock, for plain loads of inet_sport
+ * through the pointer bpf_skc_to_tcp_sock returns. */
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+} __attribute__((preserve_access_index));
+
+/* tcp_sock extends inet_connection_sock. The counters are read only at the
+ * CLOSE transition, for the connection's history (the same fields tcplife
+ * reads). */
 struct tcp_sock {
+	struct inet_connection_sock inet_conn;
 	__u64 bytes_acked;    /* bytes sent and acknowledged */
 	__u64 bytes_received; /* bytes received in sequence */
 	__u32 total_retrans;  /* segments retransmitted over the life */
@@ -106,14 +115,51 @@ struct tcp_sock {
 	__u32 copied_seq;
 } __attribute__((preserve_access_index));
 
-/* The classic tracepoint's record (include/trace/events/sock.h). Only the
- * socket pointer and states are taken from it; the rest is read from the
- * socket itself, the same way for every hook. */
+/* The current task, read with plain loads through
+ * bpf_get_current_task_btf() (tracing programs, 5.11+) instead of four
+ * helpers per event. Each field is what the helper of the same name
+ * returns. */
+typedef struct {
+	__u32 val;
+} __attribute__((preserve_access_index)) kuid_t;
+
+struct cred {
+	kuid_t uid; /* bpf_get_current_uid_gid's low half (global uid) */
+} __attribute__((preserve_access_index));
+
+struct kernfs_node {
+	__u64 id; /* the cgroup id: bpf_get_current_cgroup_id */
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp; /* the task's cgroup v2 */
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int pid;                      /* thread id */
+	int tgid;                     /* process id */
+	const struct cred *cred;      /* uid */
+	struct css_set *cgroups;      /* cgroup v2 id */
+	char comm[16];                /* bpf_get_current_comm */
+} __attribute__((preserve_access_index));
+
+/* The classic tracepoint's record (include/trace/events/sock.h), the
+ * program's context: plain loads, where the socket needs probe reads. The
+ * addresses are not taken from it (it has inet_saddr, we report
+ * skc_rcv_saddr like every other hook), the rest is the same fields. */
 struct trace_event_raw_inet_sock_set_state {
 	unsigned long long __pad; /* common tracepoint header (8 bytes) */
 	const void *skaddr;
 	int oldstate;
 	int newstate;
+	__u16 sport;    /* ntohs(inet_sport) */
+	__u16 dport;    /* ntohs(skc_dport) */
+	__u16 family;   /* sk_family */
+	__u16 protocol; /* sk_protocol */
 } __attribute__((preserve_access_index));
 
 /* Which hook emitted an event. */
@@ -137,7 +183,7 @@ enum cookie_source {
 	COOKIE_NONE = 0,     /* the kernel had not made one yet */
 	COOKIE_HELPER = 1,   /* bpf_get_socket_cookie: makes it if needed */
 	COOKIE_FIELD = 2,    /* read from sk_cookie, made earlier */
-	COOKIE_DEFERRED = 3, /* held back until the next event of the socket carried it */
+	COOKIE_DEFERRED = 3, /* held back (by userspace) until the next event of the socket carried it */
 };
 
 struct event {
@@ -177,8 +223,7 @@ struct event {
 enum counter {
 	COUNTER_EVENTS = 0,  /* records submitted */
 	COUNTER_LOST = 1,    /* bpf_ringbuf_reserve failed: the event is lost */
-	COUNTER_DEFER_FULL = 2, /* deferral map full: a child's first event sent as it was */
-	COUNTER_MAX = 3,
+	COUNTER_MAX = 2,
 };
 
 #endif

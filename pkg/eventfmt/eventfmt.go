@@ -311,8 +311,9 @@ func (t *Text) Append(b []byte, e *event.Event) []byte {
 		b = pad(b, "-", 8)
 		b = pad(b, "-", 17)
 	} else {
-		b = pad(b, strconv.FormatUint(uint64(e.Owner.PID), 10), 8)
 		start := len(b)
+		b = padFrom(strconv.AppendUint(b, uint64(e.Owner.PID), 10), start, 8) // no string per line
+		start = len(b)
 		b = padFrom(AppendEscaped(b, e.Owner.Comm), start, 17)
 	}
 	start := len(b)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/sockdiag"
@@ -404,6 +405,7 @@ func TestE2EContext(t *testing.T) {
 	if len(comm) > 15 {
 		comm = comm[:15]
 	}
+	cgroup := ownCgroupID(t)
 	checked := 0
 	for _, evs := range got {
 		for _, e := range evs {
@@ -415,6 +417,9 @@ func TestE2EContext(t *testing.T) {
 				}
 				if e.Task.UID != uint32(os.Getuid()) || e.Task.TID == 0 {
 					t.Errorf("%s: uid %d tid %d", tr, e.Task.UID, e.Task.TID)
+				}
+				if cgroup != 0 && e.CgroupID != cgroup {
+					t.Errorf("%s: cgroup %d, want %d", tr, e.CgroupID, cgroup)
 				}
 				checked++
 			// Not FIN_WAIT1>FIN_WAIT2: the ACK of our FIN may arrive
@@ -432,6 +437,29 @@ func TestE2EContext(t *testing.T) {
 	if checked != 5 {
 		t.Errorf("checked %d transitions, want 5", checked)
 	}
+}
+
+// ownCgroupID is the id of the test's cgroup v2 (the inode of its
+// directory), 0 where there is no cgroup v2 hierarchy to look at.
+func ownCgroupID(t *testing.T) uint64 {
+	root, err := cgroup2.Mount()
+	if err != nil {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(root, path), &st); err != nil {
+				t.Fatal(err)
+			}
+			return st.Ino
+		}
+	}
+	return 0
 }
 
 // TestE2ENetnsFilter checks that a tracer for one namespace sees nothing of

@@ -44,9 +44,14 @@ type Options struct {
 	// inode; 0 keeps all. Filtered in the kernel.
 	NetNS uint32
 	// WakeupBytes is how much data must be pending before the kernel wakes
-	// the reader; below it the reader drains on FlushInterval. Default
-	// 64 KiB: at full churn userspace wakes a few hundred times a second
-	// instead of once per event.
+	// the reader; below it the reader drains on FlushInterval. Default a
+	// quarter of the ring: a wakeup is there to keep the ring from filling,
+	// not to cut latency (FlushInterval bounds that). Every wakeup costs
+	// the producer an irq_work (a self-IPI) and the reader a context
+	// switch; at 64 KiB they were 30% of the kernel's and 35% of
+	// userspace's cost per transition under full churn
+	// (docs/BENCHMARKS.md). With the defaults the reader polls alone up to
+	// about 290 000 transitions a second.
 	WakeupBytes int
 	// FlushInterval bounds the delay between a transition and its
 	// delivery. Default 50 ms.
@@ -55,7 +60,6 @@ type Options struct {
 
 const (
 	defaultRingBufferSize = 8 << 20
-	defaultWakeupBytes    = 64 << 10
 	defaultFlushInterval  = 50 * time.Millisecond
 )
 
@@ -85,8 +89,10 @@ type Tracer struct {
 	coll       *ebpf.Collection
 	links      []link.Link
 	reader     *ringbuf.Reader
+	waiter     *ringWaiter // nil: Run blocks in the reader
 	flush      time.Duration
 	dec        *decoder
+	hold       *holder
 	received   atomic.Uint64
 }
 
@@ -125,7 +131,7 @@ func (opts Options) withDefaults() (Options, error) {
 		opts.RingBufferSize = defaultRingBufferSize
 	}
 	if opts.WakeupBytes == 0 {
-		opts.WakeupBytes = defaultWakeupBytes
+		opts.WakeupBytes = opts.RingBufferSize / 4
 	}
 	if opts.WakeupBytes > opts.RingBufferSize/2 {
 		opts.WakeupBytes = opts.RingBufferSize / 2
@@ -239,6 +245,9 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		TracerVarTargetNetns:  opts.NetNS,
 		TracerVarWakeupBytes:  uint32(opts.WakeupBytes),
 		TracerVarCookieHelper: helper,
+		// The same kernels (5.12+ for the cookie helper, 5.11+ for
+		// this one) give tracing programs both.
+		TracerVarTaskBtf: helper,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -258,7 +267,7 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		}
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	t := &Tracer{hook: h, coll: coll, flush: opts.FlushInterval, dec: newDecoder()}
+	t := &Tracer{hook: h, coll: coll, flush: opts.FlushInterval, dec: newDecoder(), hold: newHolder()}
 	switch {
 	case helper:
 		t.cookieMethod = CookieMethodHelper
@@ -292,6 +301,9 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 	if err != nil {
 		t.Close()
 		return nil, fmt.Errorf("ring buffer reader: %w", err)
+	}
+	if t.waiter, err = newRingWaiter(coll.Maps[TracerMapEvents].FD()); err != nil {
+		t.waiter = nil // the reader's own blocking wait will do
 	}
 	return t, nil
 }
@@ -341,14 +353,14 @@ type Stats struct {
 	// These are lost events too: Run reports them with Lost.
 	Missed uint64
 	// DeferFull counts new children's first events sent as they were
-	// (listener's addresses and cookie) because the map that holds them
+	// (listener's addresses and cookie) because the table that holds them
 	// back was full.
 	DeferFull uint64
 }
 
 // Stats reads the kernel counters. Safe to call while Run is running.
 func (t *Tracer) Stats() (Stats, error) {
-	s := Stats{Hook: t.hook, Received: t.received.Load(), Missed: t.missed()}
+	s := Stats{Hook: t.hook, Received: t.received.Load(), Missed: t.missed(), DeferFull: t.hold.full.Load()}
 	m := t.coll.Maps[TracerMapCounters]
 	for _, c := range []struct {
 		slot TracerCounter
@@ -356,7 +368,6 @@ func (t *Tracer) Stats() (Stats, error) {
 	}{
 		{TracerCounterCOUNTER_EVENTS, &s.Submitted},
 		{TracerCounterCOUNTER_LOST, &s.Lost},
-		{TracerCounterCOUNTER_DEFER_FULL, &s.DeferFull},
 	} {
 		dst := c.dst
 		var perCPU []uint64
@@ -444,12 +455,26 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	var lostSeen uint64
 	lastSync := time.Now()
 	var drainUntil time.Time // set once ctx has ended
+	waiter := t.waiter
 	for {
 		deadline := time.Now().Add(t.flush)
 		if !drainUntil.IsZero() {
 			deadline = time.Now() // do not wait for more
 		}
-		reader.SetDeadline(deadline)
+		if waiter != nil && drainUntil.IsZero() {
+			// Wait parked (see ringWaiter), then drain without
+			// blocking.
+			err := waiter.wait(deadline, func() bool { return reader.AvailableBytes() > 0 })
+			if errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("wait for the ring buffer: %w", err)
+			}
+			reader.SetDeadline(time.Now())
+		} else {
+			reader.SetDeadline(deadline)
+		}
 		for n := 1; ; n++ {
 			err := reader.ReadInto(&rec)
 			if err != nil {
@@ -464,8 +489,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 			if !t.dec.decode(rec.RawSample, &ev) {
 				return fmt.Errorf("ring buffer record of %d bytes, want %d: userspace and BPF object disagree", len(rec.RawSample), eventSize)
 			}
-			t.received.Add(1)
-			if err := h.Event(&ev); err != nil {
+			if err := t.deliver(h, &ev); err != nil {
 				return err
 			}
 			if n%checkEvery == 0 {
@@ -505,6 +529,22 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 	}
 }
 
+// deliver hands e to h, holding back a new child's first event until the
+// child's next one (see holder).
+func (t *Tracer) deliver(h Handler, e *event.Event) error {
+	if held := t.hold.release(e); held != nil {
+		t.received.Add(1)
+		if err := h.Event(held); err != nil {
+			return err
+		}
+	}
+	if firstOfChild(e) && t.hold.hold(e) {
+		return nil
+	}
+	t.received.Add(1)
+	return h.Event(e)
+}
+
 // lostCount reads the kernel's lost counter plus the programs' recursion
 // misses (0 for what cannot be read).
 func (t *Tracer) lostCount() uint64 {
@@ -538,6 +578,10 @@ func (t *Tracer) missed() uint64 {
 func (t *Tracer) Close() error {
 	closeLinks(t.links)
 	t.links = nil
+	if t.waiter != nil {
+		t.waiter.Close()
+		t.waiter = nil
+	}
 	if t.reader != nil {
 		t.reader.Close()
 		t.reader = nil

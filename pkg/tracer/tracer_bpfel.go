@@ -25,10 +25,9 @@ const (
 type TracerCounter uint32
 
 const (
-	TracerCounterCOUNTER_EVENTS     TracerCounter = 0
-	TracerCounterCOUNTER_LOST       TracerCounter = 1
-	TracerCounterCOUNTER_DEFER_FULL TracerCounter = 2
-	TracerCounterCOUNTER_MAX        TracerCounter = 3
+	TracerCounterCOUNTER_EVENTS TracerCounter = 0
+	TracerCounterCOUNTER_LOST   TracerCounter = 1
+	TracerCounterCOUNTER_MAX    TracerCounter = 2
 )
 
 type TracerEvent struct {
@@ -85,7 +84,6 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TracerMapCounters                 = "counters"
-	TracerMapDeferred                 = "deferred"
 	TracerMapEvents                   = "events"
 	TracerProgHandleFentryInet        = "handle_fentry_inet"
 	TracerProgHandleFentryListen      = "handle_fentry_listen"
@@ -99,9 +97,11 @@ const (
 	TracerProgMakeCookieOnEstablished = "make_cookie_on_established"
 	TracerVarCookieHelper             = "cookie_helper"
 	TracerVarTargetNetns              = "target_netns"
+	TracerVarTaskBtf                  = "task_btf"
 	TracerVarUnusedContext            = "unused_context"
 	TracerVarUnusedCookieSource       = "unused_cookie_source"
 	TracerVarUnusedCounter            = "unused_counter"
+	TracerVarUnusedEvent              = "unused_event"
 	TracerVarUnusedHook               = "unused_hook"
 	TracerVarWakeupBytes              = "wakeup_bytes"
 )
@@ -165,7 +165,6 @@ type TracerProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TracerMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Deferred *ebpf.MapSpec `ebpf:"deferred"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 }
 
@@ -175,9 +174,11 @@ type TracerMapSpecs struct {
 type TracerVariableSpecs struct {
 	CookieHelper       *ebpf.VariableSpec `ebpf:"cookie_helper"`
 	TargetNetns        *ebpf.VariableSpec `ebpf:"target_netns"`
+	TaskBtf            *ebpf.VariableSpec `ebpf:"task_btf"`
 	UnusedContext      *ebpf.VariableSpec `ebpf:"unused_context"`
 	UnusedCookieSource *ebpf.VariableSpec `ebpf:"unused_cookie_source"`
 	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedHook         *ebpf.VariableSpec `ebpf:"unused_hook"`
 	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -203,14 +204,12 @@ func (o *TracerObjects) Close() error {
 // It can be passed to LoadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracerMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
-	Deferred *ebpf.Map `ebpf:"deferred"`
 	Events   *ebpf.Map `ebpf:"events"`
 }
 
 func (m *TracerMaps) Close() error {
 	return _TracerClose(
 		m.Counters,
-		m.Deferred,
 		m.Events,
 	)
 }
@@ -221,9 +220,11 @@ func (m *TracerMaps) Close() error {
 type TracerVariables struct {
 	CookieHelper       *ebpf.Variable `ebpf:"cookie_helper"`
 	TargetNetns        *ebpf.Variable `ebpf:"target_netns"`
+	TaskBtf            *ebpf.Variable `ebpf:"task_btf"`
 	UnusedContext      *ebpf.Variable `ebpf:"unused_context"`
 	UnusedCookieSource *ebpf.Variable `ebpf:"unused_cookie_source"`
 	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
 	UnusedHook         *ebpf.Variable `ebpf:"unused_hook"`
 	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
