@@ -93,7 +93,8 @@ stop_daemon() {
 status_json() { "$SSTRACE" status --socket "$SOCK" --json; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$DAEMON_PID/status"; }
 # The daemon's user+system CPU in µs (bench_queries adds it to the client's).
-server_cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1e6 / hz}' "/proc/$DAEMON_PID/stat"; }
+daemon_cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1e6 / hz}' "/proc/$DAEMON_PID/stat"; }
+server_cpu_us() { daemon_cpu_us; }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n / 2)}'; then
@@ -137,16 +138,22 @@ churn() { # connections -> seconds
 stop_daemon
 : >"$TMP/none.t"
 : >"$TMP/daemon.t"
+: >"$TMP/daemon.ns"
 LOST_TOTAL=0
 EVENTS_SHORT=0
 round_daemon() {
   start_daemon
-  local e0 e1 lost
+  local e0 e1 lost c0 c1
   e0=$(status_json | jq .events)
+  c0=$(daemon_cpu_us)
   churn "$CONNS" >>"$TMP/daemon.t"
   sleep 0.5 # the last events reach the table
+  c1=$(daemon_cpu_us)
   ST=$(status_json)
   e1=$(jq .events <<<"$ST")
+  # The daemon's CPU per applied event (user + system, its reader, table
+  # and background work; the kernel programs are not in it).
+  echo "$(((c1 - c0) * 1000 / (e1 - e0 > 0 ? e1 - e0 : 1)))" >>"$TMP/daemon.ns"
   lost=$(jq .lost <<<"$ST")
   LOST_TOTAL=$((LOST_TOTAL + lost))
   # Other namespaces (the farm's TIME-WAIT replacements) add events, so
@@ -220,6 +227,7 @@ echo "| daemon RSS with $LIVE_SOCKETS live sockets | $((LIVE_RSS / 1024)) MiB | 
 echo "| churn, no tracer (median s) | $NONE_S | |"
 echo "| churn, daemon running (median s) | $DAEMON_S | |"
 echo "| churn ratio daemon / none | $CHURN_RATIO | ≤ 1.10 |"
+echo "| daemon CPU per applied event (median of rounds; 10 ms clock ticks) | $(median 1 <"$TMP/daemon.ns") ns | |"
 echo "| events lost in churn rounds / missing | $LOST_TOTAL / $EVENTS_SHORT | 0 |"
 echo "| retained closed records after history churn | $RET1 (lost $HIST_LOST) | |"
 echo "| memory per retained record (table estimate) | $(((MEM1 - MEM0) / (RETAINED > 0 ? RETAINED : 1))) B | ≤ 512 B |"
