@@ -236,3 +236,26 @@ func (e *Event) Responsible() (Task, bool) {
 	}
 	return Task{}, false
 }
+
+// Minisocket tells whether this transition hands the connection to a
+// minisocket, which the kernel keeps after the socket itself is closed and
+// which no tracepoint announces or expires, and which state it shows (ss
+// lists it): tcp_time_wait() runs from FIN_WAIT2 (the peer's FIN came:
+// TIME-WAIT; it did not: an orphaned FIN-WAIT-2 minisocket) and from
+// CLOSING (TIME-WAIT). A transition to CLOSE with a socket error is an
+// abort: nothing follows it.
+func (e *Event) Minisocket() (sock.State, bool) {
+	if e.NewState != sock.Close || e.Final.Err != 0 {
+		return 0, false
+	}
+	switch e.OldState {
+	case sock.Closing:
+		return sock.TimeWait, true
+	case sock.FinWait2:
+		if e.Final.PeerFIN {
+			return sock.TimeWait, true
+		}
+		return sock.FinWait2, true
+	}
+	return 0, false
+}

@@ -145,6 +145,13 @@ func (j *JSON) Append(b []byte, e *event.Event) []byte {
 	b = strconv.AppendUint(b, uint64(e.CPU), 10)
 	if e.NewState == sock.Close {
 		b = AppendFinal(b, &e.Final)
+		if st, ok := e.Minisocket(); ok {
+			// What users look for after a close and never see in a
+			// trace: the connection lives on in the kernel.
+			b = append(b, `,"minisocket":true,"minisocket_state":"`...)
+			b = append(b, st.String()...)
+			b = append(b, '"')
+		}
 	}
 	return append(b, "}\n"...)
 }
@@ -344,6 +351,12 @@ func (t *Text) Append(b []byte, e *event.Event) []byte {
 	b = append(b, "-> "...)
 	b = pad(b, e.NewState.String(), 12)
 	b = strconv.AppendFloat(b, ms, 'f', 3, 64)
+	switch st, ok := e.Minisocket(); {
+	case ok && st == sock.TimeWait:
+		b = append(b, "  (TIME_WAIT follows)"...)
+	case ok:
+		b = append(b, "  (orphaned FIN_WAIT2 follows)"...)
+	}
 	return append(b, '\n')
 }
 

@@ -233,3 +233,37 @@ func BenchmarkAppendJSON(b *testing.B) {
 		buf = j.Append(buf[:0], &e)
 	}
 }
+
+// TestMinisocketFollows: the transition to CLOSE that hands the connection
+// to a TIME-WAIT (or orphaned FIN-WAIT-2) minisocket says so, in JSON and in
+// text; an abort (a socket error) and other closes say nothing.
+func TestMinisocketFollows(t *testing.T) {
+	for _, tc := range []struct {
+		old             sock.State
+		fin             event.Final
+		state, textMark string
+	}{
+		{sock.FinWait2, event.Final{PeerFIN: true}, "TIME_WAIT", "(TIME_WAIT follows)"},
+		{sock.Closing, event.Final{}, "TIME_WAIT", "(TIME_WAIT follows)"},
+		{sock.FinWait2, event.Final{}, "FIN_WAIT2", "(orphaned FIN_WAIT2 follows)"},
+		{sock.FinWait2, event.Final{Err: uint16(unix.ECONNRESET)}, "", ""},
+		{sock.LastAck, event.Final{}, "", ""},
+	} {
+		e := sample()
+		e.OldState, e.NewState, e.Final = tc.old, sock.Close, tc.fin
+		var j JSON
+		line := string(j.Append(nil, &e))
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := m["minisocket_state"].(string); got != tc.state || (tc.state != "") != (m["minisocket"] == true) {
+			t.Errorf("%s -> CLOSE %+v: JSON %s", tc.old, tc.fin, line)
+		}
+		var txt Text
+		text := string(txt.Append(nil, &e))
+		if tc.textMark != "" && !strings.Contains(text, tc.textMark) || tc.textMark == "" && strings.Contains(text, "follows") {
+			t.Errorf("%s -> CLOSE %+v: text %q", tc.old, tc.fin, text)
+		}
+	}
+}

@@ -446,7 +446,7 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 	if r.origin == OriginListen {
 		outcome = OutcomeClosed
 	}
-	if ms, ok := minisocketAfter(e); ok && r.origin != OriginListen {
+	if ms, ok := e.Minisocket(); ok && r.origin != OriginListen {
 		// The connection lives on in the kernel as a minisocket.
 		r.minisock = true
 		r.outcome = outcome
@@ -485,26 +485,6 @@ func originOf(e *event.Event) Origin {
 		return OriginListen
 	}
 	return OriginUnknown
-}
-
-// minisocketAfter tells whether a transition to CLOSE hands the connection
-// to a minisocket, and which state it shows: tcp_time_wait() runs from
-// FIN_WAIT2 (the peer's FIN came: TIME-WAIT; it did not: an orphaned
-// FIN-WAIT-2 minisocket) and from CLOSING (TIME-WAIT).
-func minisocketAfter(e *event.Event) (sock.State, bool) {
-	if e.Final.Err != 0 {
-		return 0, false
-	}
-	switch e.OldState {
-	case sock.Closing:
-		return sock.TimeWait, true
-	case sock.FinWait2:
-		if e.Final.PeerFIN {
-			return sock.TimeWait, true
-		}
-		return sock.FinWait2, true
-	}
-	return 0, false
 }
 
 // classify names how a connection ended, from the transition to CLOSE.
