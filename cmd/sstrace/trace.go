@@ -31,6 +31,7 @@ type traceFlags struct {
 	netnsSet bool // --netns given, even as ""
 	duration time.Duration
 	noHeader bool
+	extended bool
 	cpuProf  string
 	socket   string
 }
@@ -73,6 +74,7 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 	fl.StringVar(&f.netns, "netns", "", "keep one network namespace: an `ip netns` NAME (/run/netns/NAME), a path (/proc/PID/ns/net) or an inode number")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until interrupted")
 	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line (human form)")
+	fl.BoolVarP(&f.extended, "extended", "e", false, "add each socket's cookie and network namespace inode (human form; JSON always has them)")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a Go CPU profile of the tracer to this file (for benchmarking)")
 	_ = fl.MarkHidden("cpuprofile")
 	fl.StringVar(&f.socket, "socket", "", "stream from the daemon listening on this socket ("+daemon.DefaultSocket+" by default)")
@@ -192,9 +194,9 @@ func runTrace(ctx context.Context, f traceFlags) error {
 		var j eventfmt.JSON
 		render = func(e *event.Event) { buf = j.Append(buf, e) }
 	} else {
-		text := eventfmt.NewText()
+		text := &eventfmt.Text{Extended: f.extended}
 		if !f.noHeader {
-			buf = append(buf, eventfmt.TextHeader...)
+			buf = append(buf, text.Header()...)
 		}
 		render = func(e *event.Event) { buf = text.Append(buf, e) }
 	}
@@ -414,7 +416,7 @@ func traceFromDaemon(ctx context.Context, f traceFlags) error {
 		return err
 	}
 	defer cancel()
-	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, NetNS: uint64(ino)}
+	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, Extended: f.extended, NetNS: uint64(ino)}
 	req.AllNetNS = os.Geteuid() == 0 && ino == 0
 	return askDaemon(ctx, f.socket, req)
 }

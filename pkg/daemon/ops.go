@@ -257,9 +257,10 @@ func (s *Server) runTrace(ctx context.Context, p *Peer, req *Request, w *replyWr
 		var j eventfmt.JSON
 		render = j.Append
 	} else {
-		render = eventfmt.NewText().Append
+		text := &eventfmt.Text{Extended: req.Extended}
+		render = text.Append
 		if !req.NoHeader {
-			if _, err := io.WriteString(w.Out, eventfmt.TextHeader); err != nil {
+			if _, err := io.WriteString(w.Out, text.Header()); err != nil {
 				return 1, err
 			}
 		}

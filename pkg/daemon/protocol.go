@@ -124,6 +124,9 @@ type Request struct {
 	Verbose bool `json:"verbose,omitempty"`
 	// NoHeader leaves out the header line (history, trace).
 	NoHeader bool `json:"no_header,omitempty"`
+	// Extended adds each socket's cookie and namespace to trace's human
+	// form.
+	Extended bool `json:"extended,omitempty"`
 	// Width is the client's terminal width, 0 when its output is not a
 	// terminal.
 	Width int `json:"width,omitempty"`

@@ -319,13 +319,29 @@ func AppendEscaped[T string | []byte](b []byte, s T) []byte {
 
 // Text renders the human table. It keeps no state per socket: the time
 // in the old state comes with the event (pkg/owner computes it).
-type Text struct{}
+type Text struct {
+	// Extended adds the socket's cookie and network namespace inode
+	// (trace -e), the keys that join a line with ss -e, history and
+	// JSON output.
+	Extended bool
+}
 
 // NewText returns a Text renderer.
 func NewText() *Text { return &Text{} }
 
 // TextHeader is the table's header line.
 const TextHeader = "TIME            PID     COMM             LADDR                                   RADDR                                   OLDSTATE    -> NEWSTATE    MS\n"
+
+// textHeaderExtended is the header with Extended's columns.
+const textHeaderExtended = "TIME            PID     COMM             LADDR                                   RADDR                                   OLDSTATE    -> NEWSTATE    MS         COOKIE               NETNS\n"
+
+// Header is t's header line.
+func (t *Text) Header() string {
+	if t.Extended {
+		return textHeaderExtended
+	}
+	return TextHeader
+}
 
 // Append appends one line for e. PID and COMM are the socket's owner
 // (pkg/owner), "-" when unknown: never the unrelated task a softirq
@@ -350,7 +366,14 @@ func (t *Text) Append(b []byte, e *event.Event) []byte {
 	b = pad(b, e.OldState.String(), 12)
 	b = append(b, "-> "...)
 	b = pad(b, e.NewState.String(), 12)
+	start = len(b)
 	b = strconv.AppendFloat(b, ms, 'f', 3, 64)
+	if t.Extended {
+		b = padFrom(b, start, 10)
+		start = len(b)
+		b = padFrom(strconv.AppendUint(b, e.Cookie, 10), start, 20)
+		b = strconv.AppendUint(b, e.NetNS, 10)
+	}
 	switch st, ok := e.Minisocket(); {
 	case ok && st == sock.TimeWait:
 		b = append(b, "  (TIME_WAIT follows)"...)

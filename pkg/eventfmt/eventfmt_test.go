@@ -267,3 +267,26 @@ func TestMinisocketFollows(t *testing.T) {
 		}
 	}
 }
+
+// TestTextExtended: -e adds the cookie and the namespace inode as columns
+// under their headers; without it the line is unchanged.
+func TestTextExtended(t *testing.T) {
+	e := sample()
+	e.Owner.Comm = "curl" // fits its column, so the columns line up
+	plain := string((&Text{}).Append(nil, &e))
+	ext := &Text{Extended: true}
+	line := string(ext.Append(nil, &e))
+	if !strings.HasPrefix(line, strings.TrimRight(plain, "\n")) {
+		t.Errorf("extended line does not extend the plain one:\n%q\n%q", plain, line)
+	}
+	h := ext.Header()
+	for col, want := range map[string]string{"COOKIE": "18446744073709551615", "NETNS": "4026531840"} {
+		i := strings.Index(h, col)
+		if i < 0 || i+len(want) > len(line) || line[i:i+len(want)] != want {
+			t.Errorf("column %s: header %q line %q", col, h, line)
+		}
+	}
+	if (&Text{}).Header() != TextHeader {
+		t.Error("plain header changed")
+	}
+}
