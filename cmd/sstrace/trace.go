@@ -50,7 +50,7 @@ transition that ran in softirq context (a packet or a timer) is never put on
 the task that happened to run, and shows "-" when the owner is unknown (a
 socket older than the trace).
 
---json prints one object per line; see README for the keys. Counters
+--json prints one object per line (keys: docs/JSON.md). Counters
 (events, lost) go to stderr on exit, and losses are reported as they happen.
 
 With --socket PATH, the running daemon's stream is shown instead (no
