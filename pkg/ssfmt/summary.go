@@ -2,6 +2,7 @@ package ssfmt
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -127,5 +128,46 @@ func Summary(w io.Writer, s SockStat) error {
 	b.WriteString(row("FRAG", s.Frag4+s.Frag6, s.Frag4, s.Frag6))
 	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// SummaryJSON writes what Summary prints as one JSON object on one line
+// (ss has no JSON form of -s; the keys follow its text): sockets, tcp
+// {total, estab, closed, orphaned, timewait}, and per transport (raw, udp,
+// tcp, inet, frag) {total, ipv4, ipv6}.
+func SummaryJSON(w io.Writer, s SockStat) error {
+	type split struct {
+		Total int `json:"total"`
+		IPv4  int `json:"ipv4"`
+		IPv6  int `json:"ipv6"`
+	}
+	out := struct {
+		Sockets int `json:"sockets"`
+		TCP     struct {
+			Total    int `json:"total"`
+			Estab    int `json:"estab"`
+			Closed   int `json:"closed"`
+			Orphaned int `json:"orphaned"`
+			TimeWait int `json:"timewait"`
+		} `json:"tcp"`
+		Transport map[string]split `json:"transport"`
+	}{Sockets: s.Sockets}
+	out.TCP.Total = s.TCPAlloc + s.TCPTW
+	out.TCP.Estab = s.TCPCurrEst
+	out.TCP.Closed = s.TCPAlloc - (s.TCPInUse + s.TCP6 - s.TCPTW)
+	out.TCP.Orphaned = s.TCPOrphan
+	out.TCP.TimeWait = s.TCPTW
+	out.Transport = map[string]split{
+		"raw":  {s.RAW4 + s.RAW6, s.RAW4, s.RAW6},
+		"udp":  {s.UDP4 + s.UDP6, s.UDP4, s.UDP6},
+		"tcp":  {s.TCPInUse + s.TCP6, s.TCPInUse, s.TCP6},
+		"inet": {s.RAW4 + s.UDP4 + s.TCPInUse + s.RAW6 + s.UDP6 + s.TCP6, s.RAW4 + s.UDP4 + s.TCPInUse, s.RAW6 + s.UDP6 + s.TCP6},
+		"frag": {s.Frag4 + s.Frag6, s.Frag4, s.Frag6},
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
 	return err
 }

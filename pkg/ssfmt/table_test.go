@@ -430,6 +430,17 @@ func TestSummary(t *testing.T) {
 	if b.String() != want {
 		t.Errorf("got:\n%q\nwant:\n%q", b.String(), want)
 	}
+	// --json -s: the same figures as one JSON object.
+	b.Reset()
+	if err := SummaryJSON(&b, s); err != nil {
+		t.Fatal(err)
+	}
+	wantJSON := `{"sockets":24,"tcp":{"total":36,"estab":7,"closed":24,"orphaned":0,"timewait":5},` +
+		`"transport":{"frag":{"total":0,"ipv4":0,"ipv6":0},"inet":{"total":17,"ipv4":11,"ipv6":6},` +
+		`"raw":{"total":2,"ipv4":1,"ipv6":1},"tcp":{"total":12,"ipv4":8,"ipv6":4},"udp":{"total":3,"ipv4":2,"ipv6":1}}}` + "\n"
+	if b.String() != wantJSON {
+		t.Errorf("JSON:\n%s\nwant\n%s", b.String(), wantJSON)
+	}
 	if err := s.ParseSNMP(strings.NewReader("Ip: a\nIp: 1\n")); err == nil {
 		t.Error("ParseSNMP accepted a file without Tcp lines")
 	}

@@ -104,7 +104,11 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 		if err != nil {
 			return fmt.Errorf("ss: %w", err)
 		}
-		if err := ssfmt.Summary(stdout, st); err != nil {
+		summary := ssfmt.Summary
+		if opts.JSON {
+			summary = ssfmt.SummaryJSON
+		}
+		if err := summary(stdout, st); err != nil {
 			return err
 		}
 		if !sel.chosen && len(args) == 0 {
