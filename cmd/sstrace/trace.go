@@ -18,6 +18,7 @@ import (
 	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/eventfmt"
+	"github.com/sstrace/sstrace/pkg/filter"
 	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/owner"
 	"github.com/sstrace/sstrace/pkg/tracer"
@@ -32,8 +33,11 @@ type traceFlags struct {
 	duration time.Duration
 	noHeader bool
 	extended bool
-	cpuProf  string
-	socket   string
+	pid      int
+	// filter is the command tail: ss's state words and expression.
+	filter  []string
+	cpuProf string
+	socket  string
 }
 
 func newTraceCmd() *cobra.Command {
@@ -53,11 +57,18 @@ socket older than the trace).
 --json prints one object per line (keys: docs/JSON.md). Counters
 (events, lost) go to stderr on exit, and losses are reported as they happen.
 
+FILTER is ss's language, on the socket's addresses and ports ('dport = :5432
+or sport = :5432', 'src 10.0.0.0/8'), and its state words keep the
+transitions into or out of the named states ('state close-wait'). --pid keeps
+the sockets a process owns. The namespace (--netns) is filtered in the
+kernel; the filter and --pid run on each event in sstrace.
+
 With --socket PATH, the running daemon's stream is shown instead (no
 programs are loaded; events a slow client misses are counted on stderr).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
 			f.netnsSet = cmd.Flags().Changed("netns")
+			f.filter = args
 			if err := f.check(); err != nil {
 				return err
 			}
@@ -74,6 +85,7 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 	fl.StringVar(&f.netns, "netns", "", "keep one network namespace: an `ip netns` NAME (/run/netns/NAME), a path (/proc/PID/ns/net) or an inode number")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until interrupted")
 	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line (human form)")
+	fl.IntVar(&f.pid, "pid", 0, "keep the sockets this process owns (the owner, as pid shows it)")
 	fl.BoolVarP(&f.extended, "extended", "e", false, "add each socket's cookie and network namespace inode (human form; JSON always has them)")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a Go CPU profile of the tracer to this file (for benchmarking)")
 	_ = fl.MarkHidden("cpuprofile")
@@ -90,7 +102,11 @@ func (f traceFlags) check() error {
 	if f.duration < 0 {
 		return fmt.Errorf("--duration %v: must be positive, or 0 to run until interrupted", f.duration)
 	}
-	return nil
+	if f.pid < 0 {
+		return fmt.Errorf("--pid %d: not a process id", f.pid)
+	}
+	_, err := filter.TransitionSelector(f.filter, f.pid)
+	return err
 }
 
 // checkRingSize validates --ring-size, of trace and of the daemon alike. 0
@@ -212,10 +228,16 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	}()
 
 	owners := owner.New()
-	var unrendered uint64 // events dropped after the stop, stdout blocked
+	keep, _ := filter.TransitionSelector(f.filter, f.pid) // checked by f.check
+	var unrendered uint64                                 // events dropped after the stop, stdout blocked
 	err = t.Run(ctx, tracer.HandlerFuncs{
 		OnEvent: func(e *event.Event) error {
+			// Every event goes through the owner tracker, kept or not:
+			// a socket's owner comes from its earlier transitions.
 			owners.Observe(e)
+			if keep != nil && !keep(e) {
+				return nil
+			}
 			if len(buf) >= outputBufferSize {
 				var err error
 				if buf, err = out.swap(ctx, buf); err != nil {
@@ -416,7 +438,8 @@ func traceFromDaemon(ctx context.Context, f traceFlags) error {
 		return err
 	}
 	defer cancel()
-	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, Extended: f.extended, NetNS: uint64(ino)}
+	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, Extended: f.extended, NetNS: uint64(ino),
+		Args: f.filter, PID: f.pid}
 	req.AllNetNS = os.Geteuid() == 0 && ino == 0
 	return askDaemon(ctx, f.socket, req)
 }

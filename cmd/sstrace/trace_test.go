@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -155,7 +157,7 @@ func TestTraceAndStatusErrors(t *testing.T) {
 		{[]string{"trace", "--duration", "1s", "--netns", "4294967296"}, "--netns 4294967296: not a namespace inode"},
 		{[]string{"trace", "--duration", "1s", "--netns", ""}, `--netns "": empty namespace name`},
 		{[]string{"trace", "--bogus"}, "unknown flag: --bogus"},
-		{[]string{"trace", "extra"}, "unknown command"},
+		{[]string{"trace", "extra"}, "filter: unexpected \"extra\" at word 1"}, // the tail is an ss filter
 	} {
 		// A command that runs instead of failing (the daemon, a
 		// negative --duration) is killed.
@@ -497,5 +499,112 @@ func TestOutputPipe(t *testing.T) {
 	w.mu.Unlock()
 	if written != 100<<10 || unwritten != int64(sent-written) {
 		t.Errorf("blocked writer: %d written, %d unwritten of %d", written, unwritten, sent)
+	}
+}
+
+// TestTraceFilter: `trace state close-wait 'sport = :P'` shows the
+// transitions into and out of CLOSE-WAIT of the sockets on port P only,
+// and --pid keeps the sockets a process owns.
+func TestTraceFilter(t *testing.T) {
+	ns := testutil.NewNS(t)
+	bin := sstraceBinary(t)
+	var keepPort int
+	var lns []net.Listener
+	if err := ns.Do(func() error {
+		for i := 0; i < 2; i++ {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(false)
+			ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	keepPort = lns[0].Addr().(*net.TCPAddr).Port
+	run := func(args ...string) []map[string]any {
+		cmd := exec.Command(bin, append([]string{"trace", "--json", "--netns", ns.Name, "--duration", "1s"}, args...)...)
+		var stdout bytes.Buffer
+		cmd.Stdout = &stdout
+		stderr, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(stderr)
+		if !sc.Scan() || !strings.Contains(sc.Text(), "tracing with hook") {
+			testutil.Unavailable(t, "sstrace trace did not attach: %q", sc.Text())
+		}
+		go io.Copy(io.Discard, stderr)
+		// A peer close on each listener: ESTABLISHED -> CLOSE_WAIT ->
+		// LAST_ACK -> CLOSE on the server sides.
+		if err := ns.Do(func() error {
+			for _, l := range lns {
+				c, err := net.Dial("tcp4", l.Addr().String())
+				if err != nil {
+					return err
+				}
+				s, err := l.Accept()
+				if err != nil {
+					return err
+				}
+				c.Close()
+				time.Sleep(20 * time.Millisecond)
+				s.Close()
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("sstrace trace %v: %v", args, err)
+		}
+		var objs []map[string]any
+		for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+			if l == "" {
+				continue
+			}
+			_, obj := jsonKeys(t, l)
+			objs = append(objs, obj)
+		}
+		return objs
+	}
+	var got []string
+	for _, o := range run("state", "close-wait", fmt.Sprintf("sport = :%d", keepPort)) {
+		if int(o["sport"].(float64)) != keepPort {
+			t.Errorf("event of another socket: %v", o)
+		}
+		got = append(got, o["oldstate"].(string)+">"+o["newstate"].(string))
+	}
+	if strings.Join(got, " ") != "ESTABLISHED>CLOSE_WAIT CLOSE_WAIT>LAST_ACK" {
+		t.Errorf("filtered transitions %v, want into and out of CLOSE_WAIT on port %d", got, keepPort)
+	}
+	// The listeners are older than the trace, so their children's first
+	// (softirq) transitions have no known owner; the rest are this
+	// process's.
+	owned := 0
+	for _, o := range run() {
+		if int(o["pid"].(float64)) == os.Getpid() {
+			owned++
+		}
+	}
+	mine := run("--pid", strconv.Itoa(os.Getpid()))
+	if owned == 0 || len(mine) != owned {
+		t.Errorf("--pid of this process: %d events, want the %d it owns", len(mine), owned)
+	}
+	for _, o := range mine {
+		if int(o["pid"].(float64)) != os.Getpid() {
+			t.Errorf("--pid kept another owner's event: %v", o)
+		}
+	}
+	if other := run("--pid", "1"); len(other) != 0 {
+		t.Errorf("--pid 1: %d events of this test's sockets", len(other))
 	}
 }

@@ -247,8 +247,9 @@ func (s *Server) runTrace(ctx context.Context, p *Peer, req *Request, w *replyWr
 	if err != nil {
 		return 2, err
 	}
-	if len(req.Args) > 0 {
-		return 2, errors.New("trace takes no arguments")
+	keep, err := filter.TransitionSelector(req.Args, req.PID)
+	if err != nil {
+		return 2, err
 	}
 	sub := s.cfg.Events(16384)
 	defer sub.Close()
@@ -269,7 +270,7 @@ func (s *Server) runTrace(ctx context.Context, p *Peer, req *Request, w *replyWr
 		"sstrace: %d events not shown: this client did not keep up with the daemon's stream\n",
 		func(b []byte, u table.Update) ([]byte, error) {
 			e := u.Event
-			if e == nil || (ns != 0 && e.NetNS != ns) {
+			if e == nil || (ns != 0 && e.NetNS != ns) || (keep != nil && !keep(e)) {
 				return b, nil
 			}
 			p.Event(e)

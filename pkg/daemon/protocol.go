@@ -127,6 +127,8 @@ type Request struct {
 	// Extended adds each socket's cookie and namespace to trace's human
 	// form.
 	Extended bool `json:"extended,omitempty"`
+	// PID keeps the transitions of the sockets this process owns (trace).
+	PID int `json:"pid,omitempty"`
 	// Width is the client's terminal width, 0 when its output is not a
 	// terminal.
 	Width int `json:"width,omitempty"`

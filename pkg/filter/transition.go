@@ -1,0 +1,60 @@
+package filter
+
+import (
+	"fmt"
+
+	"github.com/sstrace/sstrace/pkg/event"
+	"github.com/sstrace/sstrace/pkg/sock"
+)
+
+// MatchTransition reports whether a state transition matches q, as
+// `sstrace trace FILTER` selects them: the expression on the socket's
+// addresses, ports and family, and the state words on either end of the
+// transition (`state close-wait` keeps the transitions into and out of
+// CLOSE-WAIT). Parse the query with DefaultStates sock.AllStates so that a
+// filter without state words keeps every transition.
+//
+// It runs in Go on every event; only the namespace is filtered in the
+// kernel (trace --netns). Conditions that need a socket's kernel-side
+// details (mark, cgroup, bound device) see zero values, as events do not
+// carry them.
+func (q *Query) MatchTransition(e *event.Event) bool {
+	row := sock.Socket{
+		Proto: sock.ProtoTCP, Family: e.Family, State: e.NewState, NetNS: e.NetNS,
+		Local: e.Local, Peer: e.Peer, Cookie: e.Cookie, UID: e.Owner.UID,
+	}
+	if q.Match(&row) {
+		return true
+	}
+	if e.OldState == e.NewState {
+		return false
+	}
+	row.State = e.OldState
+	return q.Match(&row)
+}
+
+// TransitionSelector is `sstrace trace`'s selection, local or through the
+// daemon: the ss filter in args (MatchTransition) and, when pid is not 0,
+// the sockets that process owns (Event.Owner). It returns nil to keep
+// everything.
+func TransitionSelector(args []string, pid int) (func(*event.Event) bool, error) {
+	if pid < 0 {
+		return nil, fmt.Errorf("pid %d: not a process id", pid)
+	}
+	if len(args) == 0 && pid == 0 {
+		return nil, nil
+	}
+	var q *Query
+	if len(args) > 0 {
+		var err error
+		if q, err = Parse(args, ParseOptions{DefaultStates: sock.AllStates}); err != nil {
+			return nil, err
+		}
+	}
+	return func(e *event.Event) bool {
+		if pid != 0 && e.Owner.PID != uint32(pid) {
+			return false
+		}
+		return q == nil || q.MatchTransition(e)
+	}, nil
+}
