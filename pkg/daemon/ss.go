@@ -36,6 +36,11 @@ func (s *Server) runSS(ctx context.Context, p *Peer, req *Request, w *replyWrite
 		opts.FilterFile = "-"
 		opts.Stdin = strings.NewReader(req.Filter)
 	}
+	if opts.Kill {
+		// The daemon closes no socket for a client: the caller's own
+		// privileges must answer for that.
+		return 1, errors.New("ss: -K is not served by the daemon: run sstrace ss -K yourself (it needs CAP_NET_ADMIN)")
+	}
 	if opts.NetNS != "" && !p.Root() {
 		return 1, errors.New("ss: -N: only root may list another network namespace")
 	}

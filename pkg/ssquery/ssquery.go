@@ -39,6 +39,7 @@ import (
 
 	"github.com/sstrace/sstrace/pkg/filter"
 	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/sockdiag"
 	"github.com/sstrace/sstrace/pkg/ssfmt"
 )
 
@@ -60,6 +61,7 @@ type Options struct {
 	NoHeader  bool // -H: no header line
 	OneLine   bool // -O: one line per socket
 	JSON      bool // --json: one JSON object per socket per line
+	Kill      bool // -K: close the matching TCP sockets (SOCK_DESTROY); print those closed
 
 	// NetNS is -N NAME: the `ip netns` name of the namespace listed,
 	// whose environment (port range, interfaces, sockstat, /etc/netns/NAME)
@@ -177,9 +179,19 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 		})
 	}
 
+	kill, closeKill, err := killer(ctx, src, opts.Kill)
+	if err != nil {
+		return fmt.Errorf("ss: %w", err)
+	}
+	defer closeKill()
 	emit := func(s *sock.Socket) error {
 		if !q.Match(s) {
 			return nil
+		}
+		if kill != nil {
+			if closed, err := kill(s); err != nil || !closed {
+				return err
+			}
 		}
 		if attr != nil {
 			return attr.add(s, sink)
@@ -287,4 +299,46 @@ func unwrapPathErr(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// Killer is a Source whose sockets -K can close: a live one.
+type Killer interface {
+	// Destroyer returns what closes the Source's sockets.
+	Destroyer() (*sockdiag.Destroyer, error)
+}
+
+// Destroyer closes sockets of the listed namespace.
+func (l LiveSource) Destroyer() (*sockdiag.Destroyer, error) { return sockdiag.NewDestroyer(l.NS) }
+
+// killer returns -K's step for each matching row, as ss takes it: a TCP
+// socket is printed once the kernel has closed it; one it cannot close, or
+// that is gone already, and other protocols are skipped (sstrace closes TCP
+// sockets only). Without -K it returns nil.
+func killer(ctx context.Context, src Source, on bool) (func(*sock.Socket) (bool, error), func(), error) {
+	if !on {
+		return nil, func() {}, nil
+	}
+	k, ok := src.(Killer)
+	if !ok {
+		return nil, nil, errors.New("-K closes live sockets: it does not apply here (a table snapshot, --at, or the daemon)")
+	}
+	d, err := k.Destroyer()
+	if err != nil {
+		return nil, nil, err
+	}
+	return func(s *sock.Socket) (bool, error) {
+		if s.Proto != sock.ProtoTCP {
+			return false, nil
+		}
+		switch err := d.Destroy(ctx, s); {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, sockdiag.ErrCannotDestroy):
+			return false, nil
+		case errors.Is(err, unix.EPERM):
+			return false, errors.New("-K: SOCK_DESTROY: operation not permitted (closing sockets needs CAP_NET_ADMIN)")
+		default:
+			return false, fmt.Errorf("-K: %w", err)
+		}
+	}, d.Close, nil
 }

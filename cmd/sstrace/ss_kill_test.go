@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/sstrace/sstrace/pkg/testutil"
+)
+
+// TestSSKillParity: -K closes the matching TCP sockets and prints them as
+// ss -K does. Two equal populations in a fresh namespace (two connections to
+// each of two listeners): ours closes one listener's clients, the real ss
+// the other's; the outputs are the same once the port numbers are blanked,
+// and afterwards the kernel has none of those connections left. Without
+// CAP_NET_ADMIN, -K fails with a line that says so.
+func TestSSKillParity(t *testing.T) {
+	ns := testutil.NewNS(t)
+	bin := sstraceBinary(t)
+	var keep []net.Conn
+	var ports [2]int
+	err := ns.Do(func() error {
+		for i := range ports {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(false)
+			ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { ln.Close() })
+			ports[i] = ln.Addr().(*net.TCPAddr).Port
+			for j := 0; j < 2; j++ {
+				c, err := net.Dial("tcp4", ln.Addr().String())
+				if err != nil {
+					return err
+				}
+				s, err := ln.Accept()
+				if err != nil {
+					return err
+				}
+				keep = append(keep, c, s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		testutil.Unavailable(t, "sockets in a namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		for _, c := range keep {
+			c.Close()
+		}
+	})
+	portRe := regexp.MustCompile(`:\d+`)
+	norm := func(out string) []string {
+		ls := strings.Split(strings.TrimSpace(out), "\n")
+		for i, l := range ls {
+			ls[i] = strings.Join(strings.Fields(portRe.ReplaceAllString(l, ":P")), " ")
+		}
+		sort.Strings(ls)
+		return ls
+	}
+	ours, _, err := runOurs(context.Background(), []string{"-N", ns.Name, "-K", "-tn", fmt.Sprintf("dport = :%d", ports[0])})
+	if err != nil {
+		t.Fatalf("sstrace ss -K: %v", err)
+	}
+	theirs := runReal(t, []string{"-N", ns.Name, "-K", "-tn", fmt.Sprintf("dport = :%d", ports[1])})
+	if o, r := norm(ours), norm(theirs); len(o) != 3 || strings.Join(o, "\n") != strings.Join(r, "\n") {
+		t.Errorf("-K output, ports blanked:\nsstrace:\n%s\nss:\n%s", strings.Join(o, "\n"), strings.Join(r, "\n"))
+	}
+	left := runReal(t, []string{"-N", ns.Name, "-Htn", fmt.Sprintf("dport = :%d or dport = :%d", ports[0], ports[1])})
+	if strings.TrimSpace(left) != "" {
+		t.Errorf("connections left after -K:\n%s", left)
+	}
+
+	// No CAP_NET_ADMIN: a listener of this process in the host namespace,
+	// -K by an unprivileged user.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		testutil.Unavailable(t, "setpriv (util-linux) to drop privileges: %v", err)
+	}
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "ss", "-K", "-tln",
+		fmt.Sprintf("sport = :%d", ln.Addr().(*net.TCPAddr).Port))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "CAP_NET_ADMIN") {
+		t.Errorf("-K without CAP_NET_ADMIN: err %v, stderr %q", err, stderr.String())
+	}
+}
