@@ -5,10 +5,12 @@
 // `make generate` rebuilds them (it installs clang and libbpf-dev first).
 package sstrace
 
-// The tracer: state-transition programs and their ring buffer. -type event
+// The tracer: state-transition programs and their ring buffer, one object
+// per architecture (the kprobe fallback reads the architecture's registers;
+// bpf2go defines __TARGET_ARCH_x86 or _arm64). -type event
 // makes bpf2go emit the Go twin of struct event, so C and Go cannot disagree
 // on its layout.
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -D__TARGET_ARCH_x86 -I${PWD}/headers -I/usr/include/x86_64-linux-gnu" -target bpfel -type event -type event_hook -type event_context -type cookie_source -type counter -go-package tracer -output-dir pkg/tracer Tracer bpf/tracer.bpf.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I${PWD}/headers -I/usr/include/x86_64-linux-gnu" -target amd64,arm64 -type event -type event_hook -type event_context -type cookie_source -type counter -go-package tracer -output-dir pkg/tracer Tracer bpf/tracer.bpf.c
 
 // Process attribution: an iter/task_file program that reports every
 // (pid, fd, socket inode) in one pass.

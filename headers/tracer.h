@@ -11,7 +11,30 @@
 
 #include <linux/types.h>
 #include <linux/bpf.h>   /* uapi: map types, flags, sockops ctx (ABI, not CO-RE) */
-#include <asm/ptrace.h>  /* uapi struct pt_regs, for BPF_KPROBE */
+
+/*
+ * The kprobe context: the architecture's saved registers, an ABI (not
+ * CO-RE), as the uapi <asm/ptrace.h> of each architecture lays them out.
+ * Declared here rather than included so that one source builds for every
+ * target bpf2go builds (-target amd64,arm64; it defines __TARGET_ARCH_*),
+ * without the other architecture's libc headers. bpf_tracing.h's
+ * PT_REGS_PARM* read them.
+ */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8;
+	unsigned long rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss;
+};
+#elif defined(__TARGET_ARCH_arm64)
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#else
+#error "unknown target architecture: build through bpf2go -target amd64,arm64"
+#endif
 
 typedef _Bool bool;
 #define true 1
