@@ -10,10 +10,16 @@ build:
 	# Static: no libc at run time, the same binary the VM matrix boots.
 	CGO_ENABLED=0 $(GO) build -o bin/sstrace ./cmd/sstrace
 
-# Rebuild the committed BPF objects (needs clang and libbpf-dev headers).
+# Rebuild the committed BPF objects. The libbpf headers they include are
+# vendored (headers/bpf, libbpf 1.1.2), so only clang and the kernel's uapi
+# headers (linux-libc-dev) come from the machine; the objects are
+# reproduced byte for byte with the clang they were built with.
+CLANG_MAJOR = 14
 deps-generate:
-	@command -v clang >/dev/null && test -f /usr/include/bpf/bpf_helpers.h || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev >/dev/null)
+	@command -v clang >/dev/null && test -f /usr/include/linux/bpf.h || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm linux-libc-dev >/dev/null)
+	@v=$$(clang -dumpversion | cut -d. -f1); [ "$$v" = "$(CLANG_MAJOR)" ] || \
+	  echo "make generate: warning: clang $$v, the committed objects were built with clang $(CLANG_MAJOR): they will differ" >&2
 
 generate: deps-generate
 	$(GO) generate ./...
