@@ -8,7 +8,8 @@ all: build
 
 build:
 	# Static: no libc at run time, the same binary the VM matrix boots.
-	CGO_ENABLED=0 $(GO) build -o bin/sstrace ./cmd/sstrace
+	# The VCS revision goes into `sstrace version` (auto: none outside a checkout).
+	CGO_ENABLED=0 GOFLAGS=-buildvcs=auto $(GO) build -o bin/sstrace ./cmd/sstrace
 
 # Rebuild the committed BPF objects. The libbpf headers they include are
 # vendored (headers/bpf, libbpf 1.1.2), so only clang and the kernel's uapi

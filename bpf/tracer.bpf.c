@@ -28,7 +28,10 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+/* Dual MIT/GPL, as bpf/procs.bpf.c: MIT like all of sstrace (LICENSE), GPL
+ * because the kernel gives the helpers these programs call (probe reads,
+ * the ring buffer, task and socket casts) only to GPL-compatible programs. */
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Never used at run time: they put the enums and the record in the
  * object's BTF, so that bpf2go -type generates their Go twins and userspace

@@ -11,5 +11,6 @@ func subcommands() []*cobra.Command {
 		newHistoryCmd(),
 		newCloseWaitCmd(),
 		newDaemonCmd(),
+		newVersionCmd(),
 	}
 }

@@ -122,6 +122,7 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	defer tr.Close()
 	method, note := tr.CookieMethod()
 	log.Info("tracer attached", "hook", tr.Hook(), "cookies", method, "note", note)
+	version := buildInfo().Short()
 
 	opts := table.Options{Retain: f.retain, RetainMax: f.retainMax}
 	if method != tracer.CookieMethodHelper {
@@ -138,7 +139,7 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 		Status: func() daemon.Status {
 			st, _ := tr.Stats()
 			return daemon.Status{
-				Hook: string(tr.Hook()), Kernel: kernel, Cookies: string(method), PID: os.Getpid(),
+				Hook: string(tr.Hook()), Kernel: kernel, Cookies: string(method), PID: os.Getpid(), Version: version,
 				EventsPerSecond: rate.observe(st.Received),
 			}
 		},

@@ -15,6 +15,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sstrace/sstrace/pkg/version"
 )
 
 func main() {
@@ -41,7 +43,9 @@ func newRootCmd() *cobra.Command {
 		Short:         "eBPF TCP connection tracer with an ss-compatible socket table",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Read(nil).Short(), // --version (no hashing at start-up); `sstrace version` says more
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(subcommands()...)
 	return root
 }
