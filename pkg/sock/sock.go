@@ -29,9 +29,13 @@ const (
 	ProtoUDP
 	ProtoRAW
 	ProtoUNIX
+	// ProtoMPTCP is Multipath TCP (IPPROTO_MPTCP, 262): the MPTCP socket
+	// an application holds; its subflows are TCP sockets of their own.
+	ProtoMPTCP
 )
 
-// String returns the lower-case protocol name ("tcp", "udp", "raw", "unix").
+// String returns the lower-case protocol name ("tcp", "udp", "raw", "unix",
+// "mptcp").
 func (p Proto) String() string {
 	switch p {
 	case ProtoTCP:
@@ -42,6 +46,8 @@ func (p Proto) String() string {
 		return "raw"
 	case ProtoUNIX:
 		return "unix"
+	case ProtoMPTCP:
+		return "mptcp"
 	}
 	return "unknown"
 }

@@ -44,6 +44,10 @@ const (
 // x/sys/unix does not carry.
 const (
 	inetDiagReqBytecode = 1
+	// inetDiagReqProtocol carries a protocol number that does not fit
+	// inet_diag_req_v2's u8 (MPTCP, 262), as ss sends it.
+	inetDiagReqProtocol = 3
+	ipprotoMPTCP        = 262
 
 	inetDiagMeminfo   = 1
 	inetDiagInfo      = 2
@@ -257,8 +261,28 @@ func ipProto(p sock.Proto) uint8 {
 		return unix.IPPROTO_UDP
 	case sock.ProtoRAW:
 		return unix.IPPROTO_RAW
+	case sock.ProtoMPTCP:
+		// The u8 field gets the low byte, as in ss; the kernel takes the
+		// INET_DIAG_REQ_PROTOCOL attribute (withProtocolAttr).
+		return ipprotoMPTCP & 0xff
 	}
 	return 0
+}
+
+// withProtocolAttr appends INET_DIAG_REQ_PROTOCOL to an inet request for a
+// protocol whose number does not fit its u8 field (MPTCP), and fixes the
+// netlink length.
+func withProtocolAttr(msg []byte, p sock.Proto) []byte {
+	if p != sock.ProtoMPTCP {
+		return msg
+	}
+	var a [8]byte
+	ne.PutUint16(a[0:], 8)
+	ne.PutUint16(a[2:], inetDiagReqProtocol)
+	ne.PutUint32(a[4:], ipprotoMPTCP)
+	msg = append(msg, a[:]...)
+	ne.PutUint32(msg[0:], uint32(len(msg)))
+	return msg
 }
 
 // inetExt returns the idiag_ext bits for req (see Request for the choice).
@@ -309,6 +333,7 @@ func (c *conn) runPass(ctx context.Context, p pass, req Request, d *decoder, fn 
 			}
 			msg = buildInetRequest(msg, c.seq, unix.NLM_F_REQUEST|unix.NLM_F_DUMP,
 				p.family, ipProto(p.proto), inetExt(req, p.proto), uint32(req.States), bc)
+			msg = withProtocolAttr(msg, p.proto)
 		}
 		if err := c.send(msg); err != nil {
 			return err

@@ -227,7 +227,7 @@ func planPasses(req Request) ([]pass, error) {
 	var passes []pass
 	for _, p := range req.Protos {
 		switch p {
-		case sock.ProtoTCP, sock.ProtoUDP, sock.ProtoRAW:
+		case sock.ProtoTCP, sock.ProtoUDP, sock.ProtoRAW, sock.ProtoMPTCP:
 			for _, f := range families {
 				passes = append(passes, pass{proto: p, family: f})
 			}

@@ -58,7 +58,7 @@ const (
 	vsockTables  = 1<<VsockStream | 1<<VsockDgram
 	inetTables   = 1<<TCP | 1<<MPTCP | 1<<UDP | 1<<DCCP | 1<<SCTP | 1<<RAW
 	// supportedTables are the tables sstrace can dump.
-	supportedTables = 1<<TCP | 1<<UDP | 1<<RAW | unixTables
+	supportedTables = 1<<TCP | 1<<MPTCP | 1<<UDP | 1<<RAW | unixTables
 )
 
 // ssAllStates is ss's SS_ALL: bits 0-11 (bit 0 being its UNKNOWN).

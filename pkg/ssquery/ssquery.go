@@ -95,7 +95,7 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 		}
 	}
 	if len(sel.unsupported) > 0 {
-		return fmt.Errorf("ss: sstrace does not dump %s sockets (it dumps tcp, udp, raw and unix)", sel.unsupported[0])
+		return fmt.Errorf("ss: sstrace does not dump %s sockets (it dumps tcp, mptcp, udp, raw and unix)", sel.unsupported[0])
 	}
 	env := newNetnsEnv(opts.NetNS)
 
@@ -243,7 +243,7 @@ func dump(ctx context.Context, src Source, sel *Selection, states sock.StateSet,
 	for _, p := range [...]struct {
 		table Table
 		proto sock.Proto
-	}{{RAW, sock.ProtoRAW}, {UDP, sock.ProtoUDP}, {TCP, sock.ProtoTCP}} {
+	}{{RAW, sock.ProtoRAW}, {UDP, sock.ProtoUDP}, {TCP, sock.ProtoTCP}, {MPTCP, sock.ProtoMPTCP}} {
 		if !sel.hasTable(p.table) {
 			continue
 		}
