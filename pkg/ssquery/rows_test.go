@@ -111,7 +111,7 @@ func TestRowsSourceLikeLive(t *testing.T) {
 	live := LiveSource{NS: netns.ByName(ns.Name)}
 	var snap RowsSource
 	err = live.Dump(t.Context(), Request{
-		Protos: []sock.Proto{sock.ProtoUNIX, sock.ProtoRAW, sock.ProtoUDP, sock.ProtoTCP},
+		Protos: []sock.Proto{sock.ProtoUNIX, sock.ProtoRAW, sock.ProtoUDP, sock.ProtoTCP, sock.ProtoMPTCP},
 		States: sock.AllStates,
 		Info:   true,
 		Mem:    true,
