@@ -45,7 +45,7 @@ func TestSelection(t *testing.T) {
 			1<<TCP | 1<<MPTCP | 1<<DCCP | 1<<UDP | 1<<RAW | packetTables | 1<<Netlink | 1<<SCTP | vsockTables | 1<<XDP,
 			ssConnStates, []uint8{afInet, afInet6}, true, nil},
 		{"-M", func(s *Selection) error { s.Table(MPTCP); return nil },
-			1 << MPTCP, ssConnStates, []uint8{afInet, afInet6}, false, []string{"mptcp"}},
+			1 << MPTCP, ssConnStates, []uint8{afInet, afInet6}, false, nil},
 		{"-0", func(s *Selection) error { s.Family(unix.AF_PACKET); return nil },
 			packetTables, 1 << sock.Close, nil, true, []string{"packet"}},
 		{"-f link", func(s *Selection) error { return s.FamilyName("link") },
@@ -99,7 +99,7 @@ func TestRunRefusals(t *testing.T) {
 	var o Options
 	o.Selection.Table(SCTP)
 	err := Run(t.Context(), new(bytes.Buffer), new(bytes.Buffer), o, nil, never)
-	if err == nil || err.Error() != "ss: sstrace does not dump sctp sockets (it dumps tcp, udp, raw and unix)" {
+	if err == nil || err.Error() != "ss: sstrace does not dump sctp sockets (it dumps tcp, mptcp, udp, raw and unix)" {
 		t.Errorf("-S: %v", err)
 	}
 	o = Options{NetNS: "sstrace-no-such-ns"}
