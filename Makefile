@@ -2,7 +2,7 @@
 GO ?= go
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build generate deps-generate deps-test test test-unit fuzz bench bench-trace bench-ss bench-daemon vmtest clean
+.PHONY: all build install generate deps-generate deps-test test test-unit fuzz bench bench-trace bench-ss bench-daemon vmtest clean
 
 all: build
 
@@ -10,6 +10,17 @@ build:
 	# Static: no libc at run time, the same binary the VM matrix boots.
 	# The VCS revision goes into `sstrace version` (auto: none outside a checkout).
 	CGO_ENABLED=0 GOFLAGS=-buildvcs=auto $(GO) build -o bin/sstrace ./cmd/sstrace
+
+# Install the binary, the systemd unit and bash completion (PREFIX,
+# DESTDIR as usual). Then: systemctl daemon-reload; systemctl enable --now
+# sstrace.
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 bin/sstrace $(DESTDIR)$(PREFIX)/bin/sstrace
+	install -D -m 0644 deploy/systemd/sstrace.service $(DESTDIR)/etc/systemd/system/sstrace.service
+	sed -i 's#/usr/local/bin/sstrace#$(PREFIX)/bin/sstrace#' $(DESTDIR)/etc/systemd/system/sstrace.service
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	bin/sstrace completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/sstrace
 
 # Rebuild the committed BPF objects. The libbpf headers they include are
 # vendored (headers/bpf, libbpf 1.1.2), so only clang and the kernel's uapi
@@ -26,10 +37,12 @@ generate: deps-generate
 	$(GO) generate ./...
 
 # What the tests run besides Go: the real ss and ip (parity, namespaces),
-# and a C compiler for the race detector (cgo).
+# a C compiler for the race detector (cgo), systemd-analyze and setpriv (the
+# unit in deploy/systemd, run with only its capabilities).
 deps-test:
-	@command -v ss >/dev/null && command -v ip >/dev/null && command -v gcc >/dev/null && test -f /usr/include/stdlib.h || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 gcc libc6-dev >/dev/null)
+	@command -v ss >/dev/null && command -v ip >/dev/null && command -v gcc >/dev/null && test -f /usr/include/stdlib.h && \
+	  command -v systemd-analyze >/dev/null && command -v setpriv >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 gcc libc6-dev systemd util-linux >/dev/null)
 
 # The whole test suite: unit tests, parity tests against the real ss, fuzz
 # seed corpora and the privileged end-to-end tests (as root; under CI=true a

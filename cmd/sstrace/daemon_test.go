@@ -32,9 +32,17 @@ type daemonRun struct {
 // the test, and must stop within a few seconds.
 func startDaemon(t *testing.T, bin string, extra ...string) *daemonRun {
 	t.Helper()
+	return startDaemonWith(t, []string{bin}, bin, extra...)
+}
+
+// startDaemonWith is startDaemon with the daemon run by the command in
+// prefix (its last word the sstrace binary; e.g. setpriv ... bin), and
+// the clients by bin.
+func startDaemonWith(t *testing.T, prefix []string, bin string, extra ...string) *daemonRun {
+	t.Helper()
 	d := &daemonRun{bin: bin, sock: filepath.Join(t.TempDir(), "sstrace.sock")}
-	args := append([]string{"daemon", "--socket", d.sock}, extra...)
-	cmd := exec.Command(bin, args...)
+	args := append(append(append([]string{}, prefix[1:]...), "daemon", "--socket", d.sock), extra...)
+	cmd := exec.Command(prefix[0], args...)
 	var logb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logb, &logb
 	if err := cmd.Start(); err != nil {
