@@ -60,6 +60,9 @@ SIGINT or SIGTERM stop it: programs detached, socket removed.`,
 	fl.DurationVar(&f.reconcileEvery, "reconcile-every", 5*time.Second, "how often expired TIME-WAIT sockets are looked for")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	_ = cmd.RegisterFlagCompletionFunc("hook", completeHooks)
+	_ = cmd.RegisterFlagCompletionFunc("log-format", completeWords("text", "json"))
+	_ = cmd.RegisterFlagCompletionFunc("log-level", completeWords("debug", "info", "warn", "error"))
 	return cmd
 }
 

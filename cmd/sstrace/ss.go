@@ -83,6 +83,8 @@ default socket ` + daemon.DefaultSocket + `.`,
 	fl.AddFlagSet(set.Flags)
 	fl.StringVar(&at, "at", "", "answer as the daemon's table stood at TIME (RFC 3339 or relative: -30s)")
 	fl.BoolVar(&allNetNS, "all-netns", false, "with --at: every network namespace (root only)")
+	cmd.ValidArgsFunction = completeFilter
+	_ = cmd.RegisterFlagCompletionFunc("net", completeNetnsNames)
 	return cmd
 }
 

@@ -90,6 +90,9 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a Go CPU profile of the tracer to this file (for benchmarking)")
 	_ = fl.MarkHidden("cpuprofile")
 	fl.StringVar(&f.socket, "socket", "", "stream from the daemon listening on this socket ("+daemon.DefaultSocket+" by default)")
+	cmd.ValidArgsFunction = completeFilter
+	_ = cmd.RegisterFlagCompletionFunc("hook", completeHooks)
+	_ = cmd.RegisterFlagCompletionFunc("netns", completeNetnsNames)
 	return cmd
 }
 

@@ -1,6 +1,10 @@
 package filter
 
-import "github.com/sstrace/sstrace/pkg/sock"
+import (
+	"slices"
+
+	"github.com/sstrace/sstrace/pkg/sock"
+)
 
 // ssAll is ss's SS_ALL as a sock.StateSet: every state ss knows. ss's own
 // mask also carries bit 0 (its "UNKNOWN"), which no socket has; we add
@@ -61,4 +65,15 @@ func asciiLower(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// StateWords lists every word `state` and `exclude` take (single states,
+// aliases and groups), sorted: for shell completion.
+func StateWords() []string {
+	words := make([]string, 0, len(stateNames))
+	for w := range stateNames {
+		words = append(words, w)
+	}
+	slices.Sort(words)
+	return words
 }
