@@ -43,9 +43,13 @@ func newRootCmd() *cobra.Command {
 		Short:         "eBPF TCP connection tracer with an ss-compatible socket table",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version.Read(nil).Short(), // --version (no hashing at start-up); `sstrace version` says more
+		// --version: the line is read only when asked for (reading the
+		// build info at every start cost start-up time); `sstrace
+		// version` says more.
+		Version: "-",
 	}
-	root.SetVersionTemplate("{{.Version}}\n")
+	cobra.AddTemplateFunc("sstraceVersion", func() string { return version.Read(nil).Short() })
+	root.SetVersionTemplate("{{sstraceVersion}}\n")
 	root.AddCommand(subcommands()...)
 	return root
 }
