@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -373,19 +372,14 @@ func (s *Server) closeWaitRows(ctx context.Context, p *Peer, req *Request, ns ui
 		Families: []uint8{unix.AF_INET, unix.AF_INET6},
 		States:   sock.StateSet(0).With(sock.CloseWait),
 	}
-	for _, n := range spaces {
-		err := sockdiag.Dump(ctx, n, dreq, func(r *sock.Socket) error {
-			if r.State == sock.CloseWait && r.Cookie != 0 {
-				rows[r.Cookie] = sockdiag.Clone(r)
-			}
-			return nil
-		})
-		if err != nil {
-			if ns == 0 && strings.Contains(err.Error(), "no such") {
-				continue // a namespace that vanished while listing
-			}
-			return nil, fmt.Errorf("dump %s: %w", n, err)
+	err := sockdiag.DumpEach(ctx, spaces, dreq, func(r *sock.Socket) error {
+		if r.Cookie != 0 { // the request asks for CLOSE-WAIT only
+			rows[r.Cookie] = sockdiag.Clone(r)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return rows, nil
 }

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -268,27 +267,19 @@ func DumpAll(ctx context.Context, states sock.StateSet) ([]*sock.Socket, error) 
 		return nil, err
 	}
 	var vals []sock.Socket
-	for _, ns := range nss {
-		err := sockdiag.Dump(ctx, ns, sockdiag.Request{
-			Protos: []sock.Proto{sock.ProtoTCP},
-			States: states,
-		}, func(s *sock.Socket) error {
-			vals = append(vals, sock.Socket{
-				Proto: s.Proto, Family: s.Family, State: s.State, NetNS: s.NetNS,
-				Local: s.Local, Peer: s.Peer, Iface: s.Iface, RecvQ: s.RecvQ, SendQ: s.SendQ,
-				UID: s.UID, Inode: s.Inode, Cookie: s.Cookie, Timer: s.Timer,
-			})
-			return nil
+	err = sockdiag.DumpEach(ctx, nss, sockdiag.Request{
+		Protos: []sock.Proto{sock.ProtoTCP},
+		States: states,
+	}, func(s *sock.Socket) error {
+		vals = append(vals, sock.Socket{
+			Proto: s.Proto, Family: s.Family, State: s.State, NetNS: s.NetNS,
+			Local: s.Local, Peer: s.Peer, Iface: s.Iface, RecvQ: s.RecvQ, SendQ: s.SendQ,
+			UID: s.UID, Inode: s.Inode, Cookie: s.Cookie, Timer: s.Timer,
 		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if ns.Path != "" && isGone(err) {
-				continue
-			}
-			return nil, fmt.Errorf("dump %s: %w", ns, err)
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	rows := make([]*sock.Socket, len(vals))
 	for i := range vals {
@@ -296,9 +287,6 @@ func DumpAll(ctx context.Context, states sock.StateSet) ([]*sock.Socket, error) 
 	}
 	return rows, nil
 }
-
-// isGone reports an error that means the namespace disappeared.
-func isGone(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 
 // Resolver returns a table.Options.Resolve function: it finds the cookie of
 // a cookie-less event's socket with a sock_diag lookup by namespace and

@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 
 	"golang.org/x/sys/unix"
@@ -245,3 +246,24 @@ func planPasses(req Request) ([]pass, error) {
 type callbackError struct{ err error }
 
 func (e callbackError) Error() string { return e.err.Error() }
+
+// DumpEach runs Dump in each namespace of nss, in order, and passes every
+// row to fn. A namespace that vanished since it was listed (its last
+// process exited; a bind mount gone) is skipped: its sockets went with it.
+// Other errors stop the walk, naming the namespace.
+func DumpEach(ctx context.Context, nss []netns.Namespace, req Request, fn func(*sock.Socket) error) error {
+	for _, ns := range nss {
+		err := Dump(ctx, ns, req, fn)
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if ns.Path != "" && errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		return fmt.Errorf("dump %s: %w", ns, err)
+	}
+	return nil
+}
