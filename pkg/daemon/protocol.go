@@ -228,15 +228,13 @@ type Frame struct {
 	Error string `json:"error,omitempty"`
 }
 
-// appendFrame appends one output frame, header and bytes: key is "out" or
-// "err".
-func appendFrame(b []byte, key string, text []byte) []byte {
+// appendFrameHeader appends an output frame's header line for n bytes.
+func appendFrameHeader(b []byte, key string, n int) []byte {
 	b = append(b, `{"`...)
 	b = append(b, key...)
 	b = append(b, `":`...)
-	b = strconv.AppendInt(b, int64(len(text)), 10)
-	b = append(b, "}\n"...)
-	return append(b, text...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	return append(b, "}\n"...)
 }
 
 // MaxFrameBytes bounds the bytes of one output frame a client accepts

@@ -167,3 +167,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// appendFrame appends one output frame, header and bytes, as the server's
+// replyWriter sends it (header and bytes in one writev).
+func appendFrame(b []byte, key string, text []byte) []byte {
+	return append(appendFrameHeader(b, key, len(text)), text...)
+}
