@@ -109,6 +109,10 @@ type Table struct {
 	// of a million retained records each time is what starved the event
 	// loop into ring-buffer losses.
 	closedByCookie map[uint64]*record
+	// closedBytes is the size of the closed records (they never change
+	// once retired): Stats adds it instead of walking a million records
+	// under the lock at every status call and scrape.
+	closedBytes int64
 	// forgotten is the latest gone time of a connection retention
 	// dropped: the history is complete only from then on.
 	forgotten int64
@@ -230,7 +234,11 @@ func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
 	if first {
 		t.started = t.seedStart
 	}
-	inDump := make(map[uint64]bool, len(rows))
+	// inDump (reseeds only) finds the records the dump no longer has.
+	var inDump map[uint64]bool
+	if !first {
+		inDump = make(map[uint64]bool, len(rows))
+	}
 	// Fix (tests): the events of the dump's time are still buffered, so
 	// changedSince cannot see them; a socket with buffered events is one
 	// that changed since BeginSeed (EndSeed's events say what happened to
@@ -245,7 +253,9 @@ func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
 		if s.Proto != sock.ProtoTCP || s.State == sock.NewSynRecv || s.Cookie == 0 {
 			continue // request sockets are not tracked (see the package doc)
 		}
-		inDump[s.Cookie] = true
+		if inDump != nil {
+			inDump[s.Cookie] = true
+		}
 		r := t.live[s.Cookie]
 		if r != nil {
 			// A socket the table already had: its buffered events are
@@ -336,15 +346,18 @@ func (t *Table) Seeded() bool {
 // is applied (at once, or at EndSeed while seeding) its Owner and InState
 // are filled from the socket's record, and subscribers get it so.
 func (t *Table) Apply(e *event.Event) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.stats.events++
-	t.appliedMono = max(t.appliedMono, int64(e.Mono))
+	// A resolve is a sock_diag round trip: not under the lock, which every
+	// query needs. opts never change and Apply has one caller at a time
+	// (the event loop), so Resolve needs no lock of its own.
 	if e.Cookie == 0 && t.opts.Resolve != nil {
 		if c, ok := t.opts.Resolve(e); ok {
 			e.Cookie, e.CookieSource = c, event.CookieResolved
 		}
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stats.events++
+	t.appliedMono = max(t.appliedMono, int64(e.Mono))
 	t.monoToWall = e.Time.UnixNano() - int64(e.Mono)
 	if t.seeding {
 		t.buffer = append(t.buffer, *e)
@@ -535,6 +548,7 @@ func (t *Table) retire(k uint64, r *record, at int64, outcome Outcome) {
 	r.outcome = outcome
 	r.minisock = r.minisock && r.state != sock.Close
 	r.compact()
+	t.closedBytes += r.size()
 	if r.origin == OriginConnect || r.origin == OriginAccept {
 		t.stats.lifetimes.observe(float64(r.fullClosed-r.opened) / 1e9)
 	}
@@ -558,6 +572,7 @@ func (t *Table) trim(now int64) {
 		}
 		t.closed[t.closedHead] = nil
 		t.closedHead++
+		t.closedBytes -= r.size()
 		if t.closedByCookie[r.cookie] == r {
 			delete(t.closedByCookie, r.cookie)
 		}
@@ -728,12 +743,13 @@ func (t *Table) Reconcile(states sock.StateSet, rows []*sock.Socket, dumpStart t
 		if t.live[c] != nil {
 			continue
 		}
-		if t.recentlyClosed(c, start) {
-			continue
+		closed := t.closedByCookie[c]
+		if closed != nil && closed.gone >= start {
+			continue // closed after the dump began: it may show it alive
 		}
-		// Find it among the closed: a connection whose minisocket the
+		// Found among the closed: a connection whose minisocket the
 		// table did not expect.
-		if r := t.findClosed(c); r != nil && s.Inode == 0 {
+		if closed != nil && s.Inode == 0 {
 			t.stats.corrections[CauseTimeWaitMissing]++
 			continue
 		}
@@ -744,18 +760,6 @@ func (t *Table) Reconcile(states sock.StateSet, rows []*sock.Socket, dumpStart t
 		r.minisock = s.Inode == 0 && (s.State == sock.TimeWait || s.State == sock.FinWait2)
 		t.live[c] = r
 	}
-}
-
-// recentlyClosed reports whether a closed connection's record changed
-// after start (so a dump begun at start may show it still alive).
-func (t *Table) recentlyClosed(cookie uint64, start int64) bool {
-	r := t.closedByCookie[cookie]
-	return r != nil && r.gone >= start
-}
-
-// findClosed finds the newest closed connection with this cookie.
-func (t *Table) findClosed(cookie uint64) *record {
-	return t.closedByCookie[cookie]
 }
 
 // ErrBeforeStart is returned for a moment before the table knew anything.
@@ -922,16 +926,14 @@ func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
 
 	var c Conn
 	for _, r := range closed {
-		if q.Match != nil {
-			// Match reads the identity and state: the transitions are
-			// copied only for the connections it keeps (a selective
-			// query over a million retained ones: 1.5 s -> well under).
-			c = viewAt(r, off, losses, false)
-			if !q.Match(&c) {
-				continue
-			}
+		// Match reads the identity and state: the transitions are copied
+		// only for the connections it keeps (a selective query over a
+		// million retained ones: 1.5 s -> 0.37 s).
+		c = viewAt(r, off, losses, false)
+		if q.Match != nil && !q.Match(&c) {
+			continue
 		}
-		c = viewAt(r, off, losses, true)
+		c.Transitions = viewTransitions(r, off)
 		if err := fn(&c); err != nil {
 			return err
 		}
@@ -956,7 +958,7 @@ func (t *Table) Lookup(cookie uint64) (Conn, bool) {
 	if r := t.live[cookie]; r != nil {
 		return t.view(r), true
 	}
-	if r := t.findClosed(cookie); r != nil {
+	if r := t.closedByCookie[cookie]; r != nil {
 		return t.view(r), true
 	}
 	return Conn{}, false
@@ -1019,9 +1021,7 @@ func (t *Table) Stats() Stats {
 		s.LiveByNetNS[r.netns]++
 		s.MemoryBytes += r.size()
 	}
-	for _, r := range t.closed[t.closedHead:] {
-		s.MemoryBytes += r.size()
-	}
+	s.MemoryBytes += t.closedBytes
 	for k, v := range t.stats.corrections {
 		s.Corrections[k] = v
 	}
@@ -1062,17 +1062,26 @@ func viewAt(r *record, off int64, losses []lossWindow, transitions bool) Conn {
 		c.State = sock.Close
 		c.Minisocket = false
 	}
-	if transitions && len(r.trans) > 0 {
-		c.Transitions = make([]Transition, len(r.trans))
-		for i, tr := range r.trans {
-			c.Transitions[i] = Transition{
-				Time: wall(tr.mono), OldState: tr.old, NewState: tr.new, Context: tr.ctx,
-			}
-			if tr.task > 0 && int(tr.task) <= len(r.tasks) {
-				task := r.tasks[tr.task-1]
-				c.Transitions[i].Task = &task
-			}
-		}
+	if transitions {
+		c.Transitions = viewTransitions(r, off)
 	}
 	return c
+}
+
+// viewTransitions expands a record's history (nil for none).
+func viewTransitions(r *record, off int64) []Transition {
+	if len(r.trans) == 0 {
+		return nil
+	}
+	out := make([]Transition, len(r.trans))
+	for i, tr := range r.trans {
+		out[i] = Transition{
+			Time: time.Unix(0, tr.mono+off), OldState: tr.old, NewState: tr.new, Context: tr.ctx,
+		}
+		if tr.task > 0 && int(tr.task) <= len(r.tasks) {
+			task := r.tasks[tr.task-1]
+			out[i].Task = &task
+		}
+	}
+	return out
 }
