@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -589,11 +590,38 @@ func TestSSJSON(t *testing.T) {
 // for the tests that check exit status and stderr as a user sees them.
 func sstraceBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sstrace")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sstrace-test-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binDir = dir
+		builtBin = filepath.Join(dir, "sstrace")
+		if out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("%v: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("go build: %v", buildErr)
 	}
-	return bin
+	return builtBin
+}
+
+// The binary is built once per test run (a build is most of a second, and
+// sixteen tests use it) and removed by TestMain.
+var (
+	buildOnce        sync.Once
+	binDir, builtBin string
+	buildErr         error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 // TestSSErrors runs bad command lines through both binaries: both must
