@@ -93,13 +93,9 @@ stop_daemon() {
 status_json() { "$SSTRACE" status --socket "$SOCK" --json; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$DAEMON_PID/status"; }
 # The daemon's user+system CPU in µs (bench_queries adds it to the client's).
-daemon_cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1e6 / hz}' "/proc/$DAEMON_PID/stat"; }
-server_cpu_us() { daemon_cpu_us; }
+server_cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1e6 / hz}' "/proc/$DAEMON_PID/stat"; }
 
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n / 2)}'; then
-  echo "bench-daemon: warning: load average $LOAD_START on $(nproc) CPUs; other work will skew the timings" >&2
-fi
+check_load bench-daemon
 
 echo "== population: $TOTAL TCP sockets in netns $NS"
 start_farm "$TMP/sockfarm"
@@ -125,7 +121,6 @@ target_of() {
 }
 QTABLE=$TMP/queries.md
 bench_queries "$QTABLE"
-unset -f server_cpu_us
 
 echo "== churn: $CONNS connections x $ROUNDS rounds, none vs daemon"
 ip netns add "$CNS"
@@ -145,10 +140,10 @@ round_daemon() {
   start_daemon
   local e0 e1 lost c0 c1
   e0=$(status_json | jq .events)
-  c0=$(daemon_cpu_us)
+  c0=$(server_cpu_us)
   churn "$CONNS" >>"$TMP/daemon.t"
   sleep 0.5 # the last events reach the table
-  c1=$(daemon_cpu_us)
+  c1=$(server_cpu_us)
   ST=$(status_json)
   e1=$(jq .events <<<"$ST")
   # The daemon's CPU per applied event (user + system, its reader, table

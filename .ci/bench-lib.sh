@@ -137,3 +137,12 @@ bench_queries() {
     echo "| \`$q\` | $(secs "$ss_us") | $(secs "$st_us") | $ratio | ≤ $target | $met | $(secs "$ss_cpu") | $(secs "$st_cpu") | $cpu_ratio | $rs | $rt | $d |" >>"$1"
   done
 }
+
+# check_load NAME: sets LOAD_START and warns (as NAME) when the machine is
+# busy enough to skew the timings.
+check_load() {
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n / 2)}'; then
+    echo "$1: warning: load average $LOAD_START on $(nproc) CPUs; other work will skew the timings" >&2
+  fi
+}

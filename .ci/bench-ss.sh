@@ -54,10 +54,7 @@ CGO_ENABLED=0 "$GO" build -o bin/sstrace ./cmd/sstrace
 "$GO" build -o "$TMP/sockfarm" ./cmd/sockfarm
 SSTRACE=$PWD/bin/sstrace
 
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN {exit !(l > n / 2)}'; then
-  echo "bench-ss: warning: load average $LOAD_START on $(nproc) CPUs; other work will skew the timings" >&2
-fi
+check_load bench-ss
 echo "== population: $TOTAL TCP sockets in netns $NS"
 start_farm "$TMP/sockfarm"
 DPORT=$(sed -n 's/.* dport=\([0-9]*\).*/\1/p' <<<"$READY")
