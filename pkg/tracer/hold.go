@@ -71,7 +71,8 @@ func (h *holder) hold(e *event.Event) bool {
 }
 
 // release returns the held first event of e's socket, completed with e's
-// addresses and cookie, or nil. The pointer is valid until the next hold.
+// addresses and cookie, or nil; e is not a child's first event (hold takes
+// those, replacing a held one of the same address). The pointer is valid until the next hold.
 // Any later event of the child releases it (normally SYN_RECV ->
 // ESTABLISHED or -> CLOSE; a later one if those were lost: the socket is
 // the same, so are its ends). An event that starts a new socket at that
@@ -85,16 +86,11 @@ func (h *holder) release(e *event.Event) *event.Event {
 	if !ok {
 		return nil
 	}
-	if e.OldState == sock.Close || firstOfChild(e) {
-		if firstOfChild(e) {
-			return nil // hold replaces it
-		}
-		delete(h.index, e.Sock)
-		h.free = append(h.free, i)
-		return nil
-	}
 	delete(h.index, e.Sock)
 	h.free = append(h.free, i)
+	if e.OldState == sock.Close {
+		return nil
+	}
 	held := &h.held[i]
 	held.Local = e.Local
 	held.Peer = e.Peer

@@ -532,14 +532,15 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 // deliver hands e to h, holding back a new child's first event until the
 // child's next one (see holder).
 func (t *Tracer) deliver(h Handler, e *event.Event) error {
-	if held := t.hold.release(e); held != nil {
+	if firstOfChild(e) {
+		if t.hold.hold(e) {
+			return nil
+		}
+	} else if held := t.hold.release(e); held != nil {
 		t.received.Add(1)
 		if err := h.Event(held); err != nil {
 			return err
 		}
-	}
-	if firstOfChild(e) && t.hold.hold(e) {
-		return nil
 	}
 	t.received.Add(1)
 	return h.Event(e)
