@@ -347,7 +347,6 @@ func (t *Text) Header() string {
 // (pkg/owner), "-" when unknown: never the unrelated task a softirq
 // transition ran on. COMM is escaped (AppendEscaped).
 func (t *Text) Append(b []byte, e *event.Event) []byte {
-	ms := float64(e.InState) / float64(time.Millisecond)
 	b = e.Time.Local().AppendFormat(b, "15:04:05.000000")
 	b = append(b, ' ', ' ')
 	if !e.Owner.Known() {
@@ -367,7 +366,7 @@ func (t *Text) Append(b []byte, e *event.Event) []byte {
 	b = append(b, "-> "...)
 	b = pad(b, e.NewState.String(), 12)
 	start = len(b)
-	b = strconv.AppendFloat(b, ms, 'f', 3, 64)
+	b = appendMillis(b, e.InState)
 	if t.Extended {
 		b = padFrom(b, start, 10)
 		start = len(b)
