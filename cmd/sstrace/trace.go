@@ -35,7 +35,9 @@ type traceFlags struct {
 	extended bool
 	pid      int
 	// filter is the command tail: ss's state words and expression.
-	filter  []string
+	filter []string
+	// keep is filter and --pid as check built them (nil: every transition).
+	keep    func(*event.Event) bool
 	cpuProf string
 	socket  string
 }
@@ -69,9 +71,11 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.netnsSet = cmd.Flags().Changed("netns")
 			f.filter = args
-			if err := f.check(); err != nil {
+			keep, err := f.check()
+			if err != nil {
 				return err
 			}
+			f.keep = keep
 			if f.socket != "" {
 				return traceFromDaemon(cmd.Context(), f)
 			}
@@ -97,19 +101,18 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 }
 
 // check rejects out-of-range values before anything is loaded, with the
-// range in the message.
-func (f traceFlags) check() error {
+// range in the message, and returns the selection of FILTER and --pid.
+func (f traceFlags) check() (func(*event.Event) bool, error) {
 	if err := checkRingSize(f.ringSize); err != nil {
-		return err
+		return nil, err
 	}
 	if f.duration < 0 {
-		return fmt.Errorf("--duration %v: must be positive, or 0 to run until interrupted", f.duration)
+		return nil, fmt.Errorf("--duration %v: must be positive, or 0 to run until interrupted", f.duration)
 	}
 	if f.pid < 0 {
-		return fmt.Errorf("--pid %d: not a process id", f.pid)
+		return nil, fmt.Errorf("--pid %d: not a process id", f.pid)
 	}
-	_, err := filter.TransitionSelector(f.filter, f.pid)
-	return err
+	return filter.TransitionSelector(f.filter, f.pid)
 }
 
 // checkRingSize validates --ring-size, of trace and of the daemon alike. 0
@@ -231,8 +234,8 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	}()
 
 	owners := owner.New()
-	keep, _ := filter.TransitionSelector(f.filter, f.pid) // checked by f.check
-	var unrendered uint64                                 // events dropped after the stop, stdout blocked
+	keep := f.keep
+	var unrendered uint64 // events dropped after the stop, stdout blocked
 	err = t.Run(ctx, tracer.HandlerFuncs{
 		OnEvent: func(e *event.Event) error {
 			// Every event goes through the owner tracker, kept or not:
