@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/sstrace/sstrace/pkg/daemon"
+	"github.com/sstrace/sstrace/pkg/ssquery"
 )
 
 type historyFlags struct {
@@ -85,7 +85,7 @@ func askDaemon(ctx context.Context, path string, req daemon.Request) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	req.Width = terminalWidth()
+	req.Width = ssquery.TerminalWidth(os.Stdout)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := daemon.Do(ctx, path, req, os.Stdout, os.Stderr)
@@ -107,13 +107,4 @@ func askDaemon(ctx context.Context, path string, req daemon.Request) error {
 		return exitError{code: code, msg: res.Error}
 	}
 	return nil
-}
-
-// terminalWidth is stdout's terminal width, 0 when it is not a terminal.
-func terminalWidth() int {
-	ws, err := unix.IoctlGetWinsize(int(os.Stdout.Fd()), unix.TIOCGWINSZ)
-	if err != nil {
-		return 0
-	}
-	return int(ws.Col)
 }

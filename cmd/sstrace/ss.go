@@ -91,9 +91,9 @@ default socket ` + daemon.DefaultSocket + `.`,
 // ssFromDaemon forwards the query: the options as parsed, in order, then
 // the filter words after "--" (so that none is taken for an option).
 func ssFromDaemon(cmd *cobra.Command, path, at string, allNetNS bool, set *ssflags.Set, args []string) error {
-	// ss lays its columns out for the terminal it prints to: the daemon
-	// renders for the client's.
-	req := daemon.Request{Op: daemon.OpSS, AllNetNS: allNetNS, Width: terminalWidth()}
+	// askDaemon sends the client's terminal width: ss lays its columns out
+	// for the terminal it prints to, and the daemon renders for it.
+	req := daemon.Request{Op: daemon.OpSS, AllNetNS: allNetNS}
 	req.Args = append(set.Args(), "--")
 	req.Args = append(req.Args, args...)
 	if at != "" {

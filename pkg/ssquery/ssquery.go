@@ -156,7 +156,7 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	}
 	width := opts.Width
 	if width == 0 {
-		width = terminalWidth(stdout)
+		width = TerminalWidth(stdout)
 	}
 	if opts.JSON {
 		sink = jsonSink{ssfmt.NewJSONWriter(stdout, names)}
@@ -277,9 +277,9 @@ type jsonSink struct{ *ssfmt.JSONWriter }
 
 func (j jsonSink) Add(s *sock.Socket) { _ = j.JSONWriter.Add(s) }
 
-// terminalWidth is the width ss would use: the terminal's when stdout is
-// one, else 0 (ss's compact layout).
-func terminalWidth(w io.Writer) int {
+// TerminalWidth is the width ss would use for w: the terminal's when w is
+// one, else 0 (ss's compact layout). The daemon's clients send it.
+func TerminalWidth(w io.Writer) int {
 	f, ok := w.(*os.File)
 	if !ok {
 		return 0
