@@ -47,15 +47,15 @@ func (s *Server) runSS(ctx context.Context, p *Peer, req *Request, w *replyWrite
 	if req.AllNetNS && !p.Root() {
 		return 1, errAllNetNS
 	}
-	if opts.Processes {
-		opts.Owners = peerOwners{s: s, p: p}
-	}
 	opts.Width = req.Width
 	if !req.At.IsZero() {
 		return s.ssAt(ctx, p, req, w, opts, words)
 	}
 	if req.AllNetNS {
 		return 1, errors.New("ss: all_netns is for --at only: a live query lists one namespace, as ss does (-N NAME)")
+	}
+	if opts.Processes {
+		opts.Owners = peerOwners{s: s, p: p}
 	}
 	src := ssquery.LiveSource{NS: p.NS}
 	if opts.NetNS != "" {
@@ -75,20 +75,13 @@ func (s *Server) ssAt(ctx context.Context, p *Peer, req *Request, w *replyWriter
 	if opts.NetNS != "" {
 		return 1, errors.New("ss: -N does not apply with --at: the table has every namespace (root: all_netns)")
 	}
-	rows, err := s.cfg.Table.Rows(req.At)
-	if err != nil {
-		return 1, fmt.Errorf("ss: %w", notSeeded(err))
-	}
 	ns := p.NetNS
 	if req.AllNetNS {
 		ns = 0
 	}
-	kept := rows[:0]
-	for _, r := range rows {
-		if ns != 0 && r.NetNS != ns {
-			continue
-		}
-		kept = append(kept, r)
+	rows, err := s.cfg.Table.RowsIn(req.At, ns)
+	if err != nil {
+		return 1, fmt.Errorf("ss: %w", notSeeded(err))
 	}
 	gapWarning(w, s.cfg.Table.Gaps(req.At, req.At))
 	if opts.Processes {
@@ -96,7 +89,7 @@ func (s *Server) ssAt(ctx context.Context, p *Peer, req *Request, w *replyWriter
 	}
 	// Names (interfaces, port range) are read in the caller's namespace.
 	err = p.NS.Do(func() error {
-		return ssquery.Run(ctx, w.Out, w.Err, opts, words, ssquery.RowsSource(kept))
+		return ssquery.Run(ctx, w.Out, w.Err, opts, words, ssquery.RowsSource(rows))
 	})
 	if err != nil {
 		return 1, err

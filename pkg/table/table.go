@@ -773,7 +773,11 @@ var ErrNotSeeded = errors.New("the table is still being seeded")
 // inode where known and the owner as the only process (fd unknown: -1).
 // Queues, timers and TCP internals are not kept: they are zero. Request
 // sockets (SYN-RECV) are not included.
-func (t *Table) Rows(at time.Time) ([]*sock.Socket, error) {
+func (t *Table) Rows(at time.Time) ([]*sock.Socket, error) { return t.RowsIn(at, 0) }
+
+// RowsIn is Rows for one network namespace (0: all): the daemon answers
+// a caller in its own, and rows of the others are not built at all.
+func (t *Table) RowsIn(at time.Time, netns uint64) ([]*sock.Socket, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if !t.seeded {
@@ -781,6 +785,9 @@ func (t *Table) Rows(at time.Time) ([]*sock.Socket, error) {
 	}
 	var out []*sock.Socket
 	row := func(r *record, st sock.State) {
+		if netns != 0 && r.netns != netns {
+			return
+		}
 		s := &sock.Socket{
 			Proto: sock.ProtoTCP, Family: r.family, State: st, NetNS: r.netns,
 			Local: r.local, Peer: r.peer, UID: r.uid, Cookie: r.cookie, Inode: r.inode,
