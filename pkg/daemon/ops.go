@@ -354,7 +354,7 @@ func (s *Server) closeWaitRows(ctx context.Context, p *Peer, req *Request, ns ui
 	case ns == p.NetNS:
 		spaces = []netns.Namespace{p.NS}
 	case ns != 0:
-		n, err := netns.Resolve(fmt.Sprint(ns))
+		n, err := netns.ByInode(ns)
 		if err != nil {
 			return nil, err
 		}

@@ -300,7 +300,7 @@ func Resolver() func(e *event.Event) (uint64, bool) {
 		}
 		ns, ok := cache[e.NetNS]
 		if !ok {
-			found, err := netns.Resolve(fmt.Sprint(e.NetNS))
+			found, err := netns.ByInode(e.NetNS)
 			if err != nil {
 				return 0, false
 			}

@@ -143,7 +143,16 @@ func checkPath(arg string, ns Namespace) (Namespace, error) {
 	return ns, nil
 }
 
-// byInode finds the namespace with inode ino among All.
+// ByInode finds the network namespace with inode ino among All (as an
+// event's NetNS names it), without going through Resolve's reading of a
+// number as an argument (which looks for a /run/netns file of that name
+// first).
+func ByInode(ino uint64) (Namespace, error) {
+	return byInode(strconv.FormatUint(ino, 10), ino)
+}
+
+// byInode finds the namespace with inode ino among All; arg is what the
+// caller gave, for the error.
 func byInode(arg string, ino uint64) (Namespace, error) {
 	list, err := all()
 	if err != nil {
