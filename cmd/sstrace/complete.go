@@ -38,16 +38,13 @@ func completeNetnsNames(*cobra.Command, []string, string) ([]string, cobra.Shell
 	return names, cobra.ShellCompDirectiveNoFileComp
 }
 
-// filterKeywords start a filter expression or a selection.
-var filterKeywords = []string{"state", "exclude", "src", "dst", "sport", "dport", "dev", "fwmark", "cgroup", "autobound"}
-
 // completeFilter completes the command tail in ss's language: state words
 // after `state` or `exclude`, the keywords elsewhere.
 func completeFilter(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
 	if n := len(args); n > 0 && (strings.EqualFold(args[n-1], "state") || strings.EqualFold(args[n-1], "exclude")) {
 		return filter.StateWords(), cobra.ShellCompDirectiveNoFileComp
 	}
-	return filterKeywords, cobra.ShellCompDirectiveNoFileComp
+	return filter.Keywords(), cobra.ShellCompDirectiveNoFileComp
 }
 
 // completeWords returns a completion function offering words.

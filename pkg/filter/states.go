@@ -77,3 +77,16 @@ func StateWords() []string {
 	slices.Sort(words)
 	return words
 }
+
+// Keywords lists the words that begin a selection or a condition ("state",
+// "exclude", "src", "dport", ...), sorted: for shell completion.
+func Keywords() []string {
+	words := []string{"state", "exclude"}
+	for w, k := range keywords {
+		if k != tNot && k != tLParen && startsExpr(k) {
+			words = append(words, w)
+		}
+	}
+	slices.Sort(words)
+	return words
+}

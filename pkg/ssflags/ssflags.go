@@ -149,7 +149,7 @@ func (s *Set) define(daemonSocket *string) {
 	// says so (the Selection records it) instead of being an unknown flag.
 	unsupported := "sockets (not supported by sstrace)"
 	ordered("packet", "0", "display only packet "+unsupported, func() error { sel.Family(unix.AF_PACKET); return nil })
-	ordered("mptcp", "M", "display only mptcp "+unsupported, func() error { sel.Table(ssquery.MPTCP); return nil })
+	ordered("mptcp", "M", "display only mptcp sockets", func() error { sel.Table(ssquery.MPTCP); return nil })
 	ordered("sctp", "S", "display only sctp "+unsupported, func() error { sel.Table(ssquery.SCTP); return nil })
 	ordered("dccp", "d", "display only dccp "+unsupported, func() error { sel.Table(ssquery.DCCP); return nil })
 	ordered("vsock", "", "display only vsock "+unsupported, func() error { sel.Family(unix.AF_VSOCK); return nil })

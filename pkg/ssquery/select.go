@@ -198,7 +198,7 @@ func (s *Selection) All() { s.stateFilter = ssAllStates }
 // UNIX and RAW sockets as listening).
 func (s *Selection) Listening() { s.stateFilter = 1<<sock.Listen | 1<<sock.Close }
 
-// Table selects one table, as -t, -u, -w (and -M, -S, -d, which sstrace
+// Table selects one table, as -t, -u, -w, -M (and -S, -d, which sstrace
 // then refuses) do.
 func (s *Selection) Table(t Table) {
 	s.addTable(t)
