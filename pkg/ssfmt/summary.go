@@ -108,24 +108,65 @@ func (s *SockStat) ParseSNMP(r io.Reader) error {
 	return fmt.Errorf("snmp: no Tcp lines")
 }
 
+// summaryFigures are the numbers `ss -s` prints, worked out once for the
+// text and the JSON form.
+type summaryFigures struct {
+	Sockets int `json:"sockets"`
+	TCP     struct {
+		Total    int `json:"total"`
+		Estab    int `json:"estab"`
+		Closed   int `json:"closed"`
+		Orphaned int `json:"orphaned"`
+		TimeWait int `json:"timewait"`
+	} `json:"tcp"`
+	// Transport has raw, udp, tcp, inet and frag, in ss's row order
+	// (transportRows).
+	Transport map[string]ipSplit `json:"transport"`
+}
+
+// ipSplit is one transport row: the total and its IPv4 and IPv6 parts.
+type ipSplit struct {
+	Total int `json:"total"`
+	IPv4  int `json:"ipv4"`
+	IPv6  int `json:"ipv6"`
+}
+
+// transportRows are ss's row names, in its order, and their JSON keys.
+var transportRows = [...]struct{ name, key string }{
+	{"RAW", "raw"}, {"UDP", "udp"}, {"TCP", "tcp"}, {"INET", "inet"}, {"FRAG", "frag"},
+}
+
+func (s SockStat) figures() summaryFigures {
+	f := summaryFigures{Sockets: s.Sockets}
+	f.TCP.Total = s.TCPAlloc + s.TCPTW
+	f.TCP.Estab = s.TCPCurrEst
+	f.TCP.Closed = s.TCPAlloc - (s.TCPInUse + s.TCP6 - s.TCPTW)
+	f.TCP.Orphaned = s.TCPOrphan
+	f.TCP.TimeWait = s.TCPTW
+	split := func(v4, v6 int) ipSplit { return ipSplit{v4 + v6, v4, v6} }
+	f.Transport = map[string]ipSplit{
+		"raw":  split(s.RAW4, s.RAW6),
+		"udp":  split(s.UDP4, s.UDP6),
+		"tcp":  split(s.TCPInUse, s.TCP6),
+		"inet": split(s.RAW4+s.UDP4+s.TCPInUse, s.RAW6+s.UDP6+s.TCP6),
+		"frag": split(s.Frag4, s.Frag6),
+	}
+	return f
+}
+
 // Summary writes `ss -s` output for s.
 func Summary(w io.Writer, s SockStat) error {
+	f := s.figures()
 	col := func(v int) string { return fmt.Sprintf("%-9d", v) }
-	row := func(name string, total, v4, v6 int) string {
-		return name + "\t  " + col(total) + " " + col(v4) + " " + col(v6) + "\n"
-	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Total: %d\n", s.Sockets)
+	fmt.Fprintf(&b, "Total: %d\n", f.Sockets)
 	fmt.Fprintf(&b, "TCP:   %d (estab %d, closed %d, orphaned %d, timewait %d)\n",
-		s.TCPAlloc+s.TCPTW, s.TCPCurrEst,
-		s.TCPAlloc-(s.TCPInUse+s.TCP6-s.TCPTW), s.TCPOrphan, s.TCPTW)
+		f.TCP.Total, f.TCP.Estab, f.TCP.Closed, f.TCP.Orphaned, f.TCP.TimeWait)
 	b.WriteString("\nTransport Total     IP        IPv6\n")
-	b.WriteString(row("RAW", s.RAW4+s.RAW6, s.RAW4, s.RAW6))
-	b.WriteString(row("UDP", s.UDP4+s.UDP6, s.UDP4, s.UDP6))
-	b.WriteString(row("TCP", s.TCPInUse+s.TCP6, s.TCPInUse, s.TCP6))
-	b.WriteString(row("INET", s.RAW4+s.UDP4+s.TCPInUse+s.RAW6+s.UDP6+s.TCP6,
-		s.RAW4+s.UDP4+s.TCPInUse, s.RAW6+s.UDP6+s.TCP6))
-	b.WriteString(row("FRAG", s.Frag4+s.Frag6, s.Frag4, s.Frag6))
+	for _, r := range transportRows {
+		v := f.Transport[r.key]
+		b.WriteString(r.name + "\t  " + col(v.Total) + " " + col(v.IPv4) + " " + col(v.IPv6) + "\n")
+	}
 	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -136,35 +177,7 @@ func Summary(w io.Writer, s SockStat) error {
 // {total, estab, closed, orphaned, timewait}, and per transport (raw, udp,
 // tcp, inet, frag) {total, ipv4, ipv6}.
 func SummaryJSON(w io.Writer, s SockStat) error {
-	type split struct {
-		Total int `json:"total"`
-		IPv4  int `json:"ipv4"`
-		IPv6  int `json:"ipv6"`
-	}
-	out := struct {
-		Sockets int `json:"sockets"`
-		TCP     struct {
-			Total    int `json:"total"`
-			Estab    int `json:"estab"`
-			Closed   int `json:"closed"`
-			Orphaned int `json:"orphaned"`
-			TimeWait int `json:"timewait"`
-		} `json:"tcp"`
-		Transport map[string]split `json:"transport"`
-	}{Sockets: s.Sockets}
-	out.TCP.Total = s.TCPAlloc + s.TCPTW
-	out.TCP.Estab = s.TCPCurrEst
-	out.TCP.Closed = s.TCPAlloc - (s.TCPInUse + s.TCP6 - s.TCPTW)
-	out.TCP.Orphaned = s.TCPOrphan
-	out.TCP.TimeWait = s.TCPTW
-	out.Transport = map[string]split{
-		"raw":  {s.RAW4 + s.RAW6, s.RAW4, s.RAW6},
-		"udp":  {s.UDP4 + s.UDP6, s.UDP4, s.UDP6},
-		"tcp":  {s.TCPInUse + s.TCP6, s.TCPInUse, s.TCP6},
-		"inet": {s.RAW4 + s.UDP4 + s.TCPInUse + s.RAW6 + s.UDP6 + s.TCP6, s.RAW4 + s.UDP4 + s.TCPInUse, s.RAW6 + s.UDP6 + s.TCP6},
-		"frag": {s.Frag4 + s.Frag6, s.Frag4, s.Frag6},
-	}
-	b, err := json.Marshal(out)
+	b, err := json.Marshal(s.figures())
 	if err != nil {
 		return err
 	}
