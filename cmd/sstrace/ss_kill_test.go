@@ -11,11 +11,13 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sstrace/sstrace/pkg/testutil"
 )
 
-// TestSSKillParity: -K closes the matching TCP sockets and prints them as
-// ss -K does. Two equal populations in a fresh namespace (two connections to
+// TestSSKillParity: -K closes the matching TCP, UDP and RAW sockets and
+// prints them as ss -K does. Two equal populations in a fresh namespace (two connections to
 // each of two listeners): ours closes one listener's clients, the real ss
 // the other's; the outputs are the same once the port numbers are blanked,
 // and afterwards the kernel has none of those connections left. Without
@@ -77,6 +79,68 @@ func TestSSKillParity(t *testing.T) {
 	left := runReal(t, []string{"-N", ns.Name, "-Htn", fmt.Sprintf("dport = :%d or dport = :%d", ports[0], ports[1])})
 	if strings.TrimSpace(left) != "" {
 		t.Errorf("connections left after -K:\n%s", left)
+	}
+
+	// UDP: two connected sockets towards each of two ports.
+	var udpPorts [2]int
+	err = ns.Do(func() error {
+		for i := range udpPorts {
+			srv, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { srv.Close() })
+			udpPorts[i] = srv.LocalAddr().(*net.UDPAddr).Port
+			for j := 0; j < 2; j++ {
+				c, err := net.Dial("udp4", srv.LocalAddr().String())
+				if err != nil {
+					return err
+				}
+				t.Cleanup(func() { c.Close() })
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		testutil.Unavailable(t, "UDP sockets in a namespace: %v", err)
+	}
+	ours, _, err = runOurs(context.Background(), []string{"-N", ns.Name, "-K", "-un", fmt.Sprintf("dport = :%d", udpPorts[0])})
+	if err != nil {
+		t.Fatalf("sstrace ss -K -u: %v", err)
+	}
+	theirs = runReal(t, []string{"-N", ns.Name, "-K", "-un", fmt.Sprintf("dport = :%d", udpPorts[1])})
+	if o, r := norm(ours), norm(theirs); len(o) != 3 || strings.Join(o, "\n") != strings.Join(r, "\n") {
+		t.Errorf("-K -u output, ports blanked:\nsstrace:\n%s\nss:\n%s", strings.Join(o, "\n"), strings.Join(r, "\n"))
+	}
+	if left := runReal(t, []string{"-N", ns.Name, "-Hun"}); strings.TrimSpace(left) != "" {
+		t.Errorf("UDP sockets left after -K:\n%s", left)
+	}
+	// RAW: raw_abort leaves the socket listed and hands its owner
+	// ECONNABORTED, and only kernels with raw_diag can do it (this host's
+	// has none; there ss -K lists the rows it read from /proc/net/raw as
+	// if it had closed them). sstrace prints a row if and only if the
+	// kernel closed it: the owner's SO_ERROR says which.
+	var rawFD int
+	err = ns.Do(func() error {
+		var err error
+		rawFD, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 253)
+		return err
+	})
+	if err != nil {
+		testutil.Unavailable(t, "a RAW socket in a namespace: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(rawFD) })
+	ours, _, err = runOurs(context.Background(), []string{"-N", ns.Name, "-K", "-wan"})
+	if err != nil {
+		t.Fatalf("sstrace ss -K -w: %v", err)
+	}
+	soErr, err := unix.GetsockoptInt(rawFD, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	printed := strings.Contains(ours, ":253 ")
+	if printed != (soErr == int(unix.ECONNABORTED)) {
+		t.Errorf("-K -w printed the RAW socket: %v; its owner's SO_ERROR after: %d\n%s", printed, soErr, ours)
 	}
 
 	// No CAP_NET_ADMIN: a listener of this process in the host namespace,

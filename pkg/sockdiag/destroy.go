@@ -41,22 +41,33 @@ func NewDestroyer(ns netns.Namespace) (*Destroyer, error) {
 // Close releases the netlink socket.
 func (d *Destroyer) Close() { d.c.close() }
 
-// Destroy closes the TCP socket s names (its family, addresses, bound
-// device and cookie, as a dump row gives them). A socket the kernel cannot
-// close or that is gone gives ErrCannotDestroy; a caller without
-// CAP_NET_ADMIN gets an error wrapping unix.EPERM.
+// Destroy closes the TCP, UDP or RAW socket s names (its family,
+// addresses, bound device and cookie, as a dump row gives them), as ss -K
+// does for every inet row: tcp_abort sends the peer an RST, udp_abort and
+// raw_abort disconnect the socket and hand its owner ECONNABORTED. A socket
+// the kernel cannot close or that is gone gives ErrCannotDestroy; a caller
+// without CAP_NET_ADMIN gets an error wrapping unix.EPERM.
 func (d *Destroyer) Destroy(ctx context.Context, s *sock.Socket) error {
-	if s.Proto != sock.ProtoTCP {
-		return fmt.Errorf("destroy: %v sockets are not supported (TCP only)", s.Proto)
+	switch s.Proto {
+	case sock.ProtoTCP, sock.ProtoUDP, sock.ProtoRAW:
+	default:
+		// MPTCP has no destroy handler (its subflows are TCP rows of
+		// their own); UNIX sockets none either.
+		return ErrCannotDestroy
 	}
 	stop := context.AfterFunc(ctx, d.c.interrupt)
 	defer stop()
 	c := d.c
 	c.seq++
-	msg := buildInetRequest(nil, c.seq, unix.NLM_F_REQUEST|unix.NLM_F_ACK, s.Family, unix.IPPROTO_TCP, 0,
+	msg := buildInetRequest(nil, c.seq, unix.NLM_F_REQUEST|unix.NLM_F_ACK, s.Family, ipProto(s.Proto), 0,
 		uint32(sock.AllStates), nil)
 	putNlmsghdr(msg, len(msg), sockDestroy, unix.NLM_F_REQUEST|unix.NLM_F_ACK, c.seq)
 	r := msg[nlmsgHdrLen:]
+	if s.Proto == sock.ProtoRAW {
+		// inet_diag_req_raw: the pad byte is sdiag_raw_protocol, which
+		// raw_diag matches the socket's protocol against.
+		r[3] = s.RawProtocol
+	}
 	// The exact socket: tuple, device and cookie, as the dump gave them.
 	binary.BigEndian.PutUint16(r[8:], s.Local.Port())
 	binary.BigEndian.PutUint16(r[10:], s.Peer.Port())

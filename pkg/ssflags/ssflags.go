@@ -173,7 +173,7 @@ func (s *Set) define(daemonSocket *string) {
 	fl.BoolVarP(&o.NoHeader, "no-header", "H", false, "suppress header line")
 	fl.BoolVarP(&o.OneLine, "oneline", "O", false, "socket's data printed on a single line")
 	fl.BoolVar(&o.JSON, "json", false, "one JSON object per socket per line (keys: see docs/JSON.md)")
-	fl.BoolVarP(&o.Kill, "kill", "K", false, "forcibly close sockets, display what was closed (TCP; needs CAP_NET_ADMIN)")
+	fl.BoolVarP(&o.Kill, "kill", "K", false, "forcibly close sockets, display what was closed (TCP, UDP, RAW; needs CAP_NET_ADMIN)")
 
 	fl.VisitAll(func(f *pflag.Flag) {
 		r := &recorded{Value: f.Value, name: f.Name, args: &s.args}

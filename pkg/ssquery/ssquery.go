@@ -61,7 +61,7 @@ type Options struct {
 	NoHeader  bool // -H: no header line
 	OneLine   bool // -O: one line per socket
 	JSON      bool // --json: one JSON object per socket per line
-	Kill      bool // -K: close the matching TCP sockets (SOCK_DESTROY); print those closed
+	Kill      bool // -K: close the matching TCP, UDP and RAW sockets (SOCK_DESTROY); print those closed
 
 	// NetNS is -N NAME: the `ip netns` name of the namespace listed,
 	// whose environment (port range, interfaces, sockstat, /etc/netns/NAME)
@@ -310,10 +310,10 @@ type Killer interface {
 // Destroyer closes sockets of the listed namespace.
 func (l LiveSource) Destroyer() (*sockdiag.Destroyer, error) { return sockdiag.NewDestroyer(l.NS) }
 
-// killer returns -K's step for each matching row, as ss takes it: a TCP
-// socket is printed once the kernel has closed it; one it cannot close, or
-// that is gone already, and other protocols are skipped (sstrace closes TCP
-// sockets only). Without -K it returns nil.
+// killer returns -K's step for each matching row, as ss takes it: a TCP,
+// UDP or RAW socket is printed once the kernel has closed it; one it cannot
+// close (UNIX, MPTCP, a kernel without the destroy handler), or that is
+// gone already, is skipped. Without -K it returns nil.
 func killer(ctx context.Context, src Source, on bool) (func(*sock.Socket) (bool, error), func(), error) {
 	if !on {
 		return nil, func() {}, nil
@@ -327,9 +327,6 @@ func killer(ctx context.Context, src Source, on bool) (func(*sock.Socket) (bool,
 		return nil, nil, err
 	}
 	return func(s *sock.Socket) (bool, error) {
-		if s.Proto != sock.ProtoTCP {
-			return false, nil
-		}
 		switch err := d.Destroy(ctx, s); {
 		case err == nil:
 			return true, nil
