@@ -46,13 +46,8 @@ default socket ` + daemon.DefaultSocket + `.`,
 		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o := set.Options
-			if o.NetNS == "" && cmd.Flags().Changed("net") {
-				// -N '': ss opens /run/netns/ and fails. Options
-				// cannot tell it from no -N, so it is checked here,
-				// for the daemon's queries as well.
-				if err := ssquery.CheckNetNS(""); err != nil {
-					return err
-				}
+			if err := set.CheckEmptyNetNS(); err != nil {
+				return err
 			}
 			if at != "" || allNetNS {
 				if daemonSocket == "" {

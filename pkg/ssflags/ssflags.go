@@ -67,7 +67,20 @@ func Parse(args []string) (ssquery.Options, []string, error) {
 	if err := s.Flags.Parse(args); err != nil {
 		return ssquery.Options{}, nil, fmt.Errorf("ss: %w", err)
 	}
+	if err := s.CheckEmptyNetNS(); err != nil {
+		return ssquery.Options{}, nil, err
+	}
 	return s.Options, s.Flags.Args(), nil
+}
+
+// CheckEmptyNetNS fails for `-N ''`, as ss does (it opens /run/netns/ and
+// fails): Options cannot tell an empty name from no -N, which means the
+// caller's own namespace, so the flag set checks it once parsed.
+func (s *Set) CheckEmptyNetNS() error {
+	if s.Options.NetNS == "" && s.Flags.Changed("net") {
+		return ssquery.CheckNetNS("")
+	}
+	return nil
 }
 
 // orderedFlag is a boolean-looking flag whose effect depends on where it

@@ -2,6 +2,7 @@ package ssflags
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -45,5 +46,22 @@ func TestDaemonSocket(t *testing.T) {
 	}
 	if _, _, err := Parse([]string{"--socket=/x"}); err == nil {
 		t.Error("the daemon accepted a daemon socket as a query")
+	}
+}
+
+// TestEmptyNetNS: `-N ”` fails as in ss, also when a client forwards it
+// to the daemon (`--net=`), instead of meaning the caller's namespace.
+func TestEmptyNetNS(t *testing.T) {
+	for _, argv := range [][]string{{"-N", ""}, {"--net="}} {
+		s := New(nil)
+		if err := s.Flags.Parse(argv); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Parse(append(s.Args(), "-t")); err == nil || !strings.Contains(err.Error(), "network namespace") {
+			t.Errorf("Parse(%q) after %q: err %v, want a namespace error", s.Args(), argv, err)
+		}
+	}
+	if _, _, err := Parse([]string{"-t"}); err != nil {
+		t.Errorf("no -N: %v", err)
 	}
 }
