@@ -341,6 +341,12 @@ func (c *conn) runPass(ctx context.Context, p pass, req Request, d *decoder, fn 
 			msg = buildNetlinkRequest(msg, c.seq)
 		case sock.ProtoVsock, sock.ProtoTIPC, sock.ProtoXDP:
 			msg = buildUndecodedRequest(msg, c.seq, p.proto, uint32(req.States))
+		case sock.ProtoSCTP, sock.ProtoDCCP:
+			if p.family == unix.AF_UNSPEC {
+				msg = legacyInetRequest(msg, c.seq, p.proto, uint32(req.States))
+				break
+			}
+			fallthrough
 		default:
 			var bc []byte
 			if req.Bytecode != nil {

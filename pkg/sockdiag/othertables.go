@@ -67,6 +67,28 @@ func buildUndecodedRequest(dst []byte, seq uint32, p sock.Proto, states uint32) 
 	}
 }
 
+const (
+	legacyInetReqLen = 60 // struct inet_diag_req
+	tcpdiagGetsock   = 18 // TCPDIAG_GETSOCK
+	dccpdiagGetsock  = 19 // DCCPDIAG_GETSOCK
+)
+
+// legacyInetRequest is the request ss falls back to when its
+// SOCK_DIAG_BY_FAMILY request for SCTP or DCCP fails (it asks again with
+// family AF_UNSPEC): the old struct inet_diag_req, as TCPDIAG_GETSOCK, or
+// DCCPDIAG_GETSOCK for DCCP. A kernel without DCCP answers that one
+// EINVAL, which ss prints. Dump sends it for family AF_UNSPEC.
+func legacyInetRequest(dst []byte, seq uint32, p sock.Proto, states uint32) []byte {
+	typ := uint16(tcpdiagGetsock)
+	if p == sock.ProtoDCCP {
+		typ = dccpdiagGetsock
+	}
+	msg := diagRequest(dst, seq, legacyInetReqLen, unix.AF_INET, 0)
+	ne.PutUint16(msg[4:], typ)
+	ne.PutUint32(msg[nlmsgHdrLen+52:], states)
+	return msg
+}
+
 // notDecoded is the decoder's answer to any row of an undecoded table.
 func notDecoded(p sock.Proto) error {
 	return fmt.Errorf("%s: %w", p, ErrNotDecoded)

@@ -225,6 +225,9 @@ func planPasses(req Request) ([]pass, error) {
 		families = []uint8{unix.AF_INET, unix.AF_INET6}
 	}
 	for _, f := range families {
+		if f == unix.AF_UNSPEC && len(req.Protos) == 1 && (req.Protos[0] == sock.ProtoSCTP || req.Protos[0] == sock.ProtoDCCP) {
+			continue // ss's legacy request (see legacyInetRequest)
+		}
 		if f != unix.AF_INET && f != unix.AF_INET6 {
 			return nil, fmt.Errorf("family %d is not AF_INET or AF_INET6", f)
 		}

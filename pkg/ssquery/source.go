@@ -20,7 +20,8 @@ type Request struct {
 	// Families restricts inet protocols to unix.AF_INET and/or AF_INET6,
 	// in the order their rows are wanted (ss's: IPv4 first unless -6 was
 	// the last family chosen); empty means both, IPv4 first. Protocols
-	// of other families ignore it.
+	// of other families ignore it. For SCTP and DCCP, AF_UNSPEC alone
+	// asks the old way, as ss does when its first request fails.
 	Families []uint8
 	// States is the set of kernel states wanted. It is ss's state set with
 	// NEW_SYN_RECV added when SYN-RECV is in it (request sockets are

@@ -24,10 +24,11 @@ import (
 // checks the type), and so does sstrace.
 //
 // DCCP, SCTP, vsock, TIPC and XDP rows are not decoded. They are asked for
-// as ss asks, and where the kernel has no sock_diag module for them (it
+// as ss asks (for SCTP and DCCP, once more with the old request when the
+// first fails), and where the kernel has no sock_diag module for them (it
 // answers ENOENT), the answer is ss's: no rows, exit status 0. Another
 // error is printed as ss prints it ("RTNETLINK answers: Invalid argument",
-// what a kernel without DCCP answers) and the listing goes on. A kernel
+// what this kernel answers the old DCCP request) and the listing goes on. A kernel
 // that does send rows gets an error instead of a wrong, empty table.
 
 // dumpLinkTables dumps the netlink, then the packet table, as ss does
@@ -88,12 +89,21 @@ func dumpUndecoded(ctx context.Context, src Source, stderr io.Writer, sel *Selec
 			req.Bytecode = q.Bytecode
 		}
 		err := src.Dump(ctx, req, func(*sock.Socket) error { return nil })
+		if err != nil && req.Families != nil && !errors.Is(err, sockdiag.ErrNotDecoded) {
+			// ss asks once more, the old way, and reports that
+			// answer (see sockdiag's legacyInetRequest).
+			req.Families, req.Bytecode = legacyFamily, nil
+			err = src.Dump(ctx, req, func(*sock.Socket) error { return nil })
+		}
 		if err := answerAsSS(stderr, t.proto, err); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// legacyFamily asks a Source for ss's legacy inet request (read-only).
+var legacyFamily = []uint8{unix.AF_UNSPEC}
 
 // answerAsSS turns the error of a dump of an undecoded table into ss's
 // answer: nothing for ENOENT and EOPNOTSUPP (no sock_diag module), ss's
