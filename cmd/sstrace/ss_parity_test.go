@@ -334,13 +334,8 @@ func runOurs(ctx context.Context, args []string) (stdout, stderr string, err err
 
 func runReal(t *testing.T, args []string) string {
 	t.Helper()
-	cmd := exec.Command("ss", args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("ss %s: %v: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.String()
+	out, _ := runRealBoth(t, args)
+	return out
 }
 
 // line is one logical output line (a row plus its -i/-m continuation),
