@@ -13,12 +13,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -332,13 +334,8 @@ func runOurs(ctx context.Context, args []string) (stdout, stderr string, err err
 
 func runReal(t *testing.T, args []string) string {
 	t.Helper()
-	cmd := exec.Command("ss", args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("ss %s: %v: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.String()
+	out, _ := runRealBoth(t, args)
+	return out
 }
 
 // line is one logical output line (a row plus its -i/-m continuation),
@@ -660,6 +657,289 @@ func TestSSErrors(t *testing.T) {
 			}
 			if stdout.Len() != 0 {
 				t.Errorf("stdout not empty: %q", stdout.String())
+			}
+		})
+	}
+}
+
+// addLinkSockets adds to p's namespace the sockets of ss's other tables:
+// packet sockets (raw and datagram, bound to a veth end and to lo, with
+// a ring, a fanout group and auxdata), netlink sockets (route with
+// groups and unread replies, generic, a usersock pair connected to each
+// other, one connected to the kernel) and whatever XDP, vsock, SCTP and
+// TIPC sockets the kernel lets a process create. None is a
+// NETLINK_SOCK_DIAG socket: the only ones in the namespace are the
+// kernel's and the dumping tool's own (see maskSelf).
+func addLinkSockets(t *testing.T, p *population) {
+	t.Helper()
+	err := p.ns.Do(func() error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "sst0"}, PeerName: "sst1"}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("veth: %w", err)
+		}
+		for _, name := range []string{"sst0", "sst1"} {
+			// No IPv6 on the link: no router solicitation or DAD
+			// packet lands in a packet socket's queue between runs.
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0); err != nil {
+				return err
+			}
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		sst0, err := net.InterfaceByName("sst0")
+		if err != nil {
+			return err
+		}
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			return err
+		}
+		htons := func(v uint16) uint16 { return v<<8 | v>>8 }
+		packet := func(typ int, proto uint16, ifindex int) (int, error) {
+			fd, err := unix.Socket(unix.AF_PACKET, typ|unix.SOCK_CLOEXEC, int(htons(proto)))
+			if err != nil {
+				return -1, fmt.Errorf("packet socket: %w", err)
+			}
+			p.keepFD(fd)
+			if ifindex != 0 {
+				if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifindex}); err != nil {
+					return -1, fmt.Errorf("bind packet socket: %w", err)
+				}
+			}
+			return fd, nil
+		}
+		if _, err := packet(unix.SOCK_RAW, unix.ETH_P_ALL, sst0.Index); err != nil {
+			return err
+		}
+		dg, err := packet(unix.SOCK_DGRAM, unix.ETH_P_IP, lo.Index)
+		if err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(dg, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
+			return err
+		}
+		if _, err := packet(unix.SOCK_DGRAM, 0, 0); err != nil { // no protocol: receives nothing
+			return err
+		}
+		ring, err := packet(unix.SOCK_RAW, unix.ETH_P_ARP, sst0.Index)
+		if err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(ring, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
+			return err
+		}
+		req := unix.TpacketReq{Block_size: 4096, Block_nr: 2, Frame_size: 2048, Frame_nr: 4}
+		if err := unix.SetsockoptTpacketReq(ring, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+			return fmt.Errorf("PACKET_RX_RING: %w", err)
+		}
+		fan, err := packet(unix.SOCK_RAW, unix.ETH_P_IPV6, sst0.Index)
+		if err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fan, unix.SOL_PACKET, unix.PACKET_FANOUT, 7|unix.PACKET_FANOUT_LB<<16); err != nil {
+			return fmt.Errorf("PACKET_FANOUT: %w", err)
+		}
+
+		nl := func(proto int, groups uint32) (int, error) {
+			fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+			if err != nil {
+				return -1, fmt.Errorf("netlink socket %d: %w", proto, err)
+			}
+			p.keepFD(fd)
+			if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
+				return -1, fmt.Errorf("bind netlink socket %d: %w", proto, err)
+			}
+			return fd, nil
+		}
+		rt, err := nl(unix.NETLINK_ROUTE, unix.RTMGRP_LINK|unix.RTMGRP_IPV4_IFADDR)
+		if err != nil {
+			return err
+		}
+		// A link dump left unread: a Recv-Q.
+		getlink := make([]byte, unix.NLMSG_HDRLEN+unix.SizeofIfInfomsg)
+		binary.NativeEndian.PutUint32(getlink[0:], uint32(len(getlink)))
+		binary.NativeEndian.PutUint16(getlink[4:], unix.RTM_GETLINK)
+		binary.NativeEndian.PutUint16(getlink[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+		if err := unix.Sendto(rt, getlink, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return err
+		}
+		if _, err := nl(unix.NETLINK_GENERIC, 0); err != nil {
+			return err
+		}
+		toKernel, err := nl(unix.NETLINK_ROUTE, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Connect(toKernel, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return err
+		}
+		a, err := nl(unix.NETLINK_USERSOCK, 0)
+		if err != nil {
+			return err
+		}
+		b, err := nl(unix.NETLINK_USERSOCK, 0)
+		if err != nil {
+			return err
+		}
+		sa, err := unix.Getsockname(b)
+		if err != nil {
+			return err
+		}
+		if err := unix.Connect(a, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: sa.(*unix.SockaddrNetlink).Pid}); err != nil {
+			return err
+		}
+
+		// The families without a sock_diag module on many kernels:
+		// created where the kernel allows it, so that a kernel with
+		// the module has rows to show.
+		for _, s := range []struct{ fam, typ, proto int }{
+			{unix.AF_XDP, unix.SOCK_RAW, 0},
+			{unix.AF_VSOCK, unix.SOCK_STREAM, 0},
+			{unix.AF_VSOCK, unix.SOCK_DGRAM, 0},
+			{unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_SCTP},
+			{unix.AF_TIPC, unix.SOCK_RDM, 0},
+		} {
+			if fd, err := unix.Socket(s.fam, s.typ|unix.SOCK_CLOEXEC, s.proto); err == nil {
+				p.keepFD(fd)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("packet and netlink sockets: %v", err)
+	}
+}
+
+// selfRow matches the netlink row of a dumping tool's own sock_diag
+// socket (ss's "tcpdiag:ss/PID", sstrace's "tcpdiag:sstrace.test/PID" or
+// a negative port id; "4:..." under -n) and the kernel's, whose queues
+// hold the request or reply being processed: they differ between two
+// tools by nature, so maskSelf replaces the port id and the queues.
+var selfRow = regexp.MustCompile(`(?m)^((?:nl +)?(?:UNCONN +)?)\d+ +\d+( +)(tcpdiag|4):(\S+)`)
+
+func maskSelf(out string) string {
+	return selfRow.ReplaceAllStringFunc(out, func(m string) string {
+		sm := selfRow.FindStringSubmatch(m)
+		who := "SELF"
+		if sm[4] == "kernel" || sm[4] == "0" {
+			who = sm[4]
+		}
+		return sm[1] + "Q Q" + sm[2] + sm[3] + ":" + who
+	})
+}
+
+// selfMem is the -m memory of a dumping tool's own sock_diag socket,
+// whose buffer sizes each tool sets its own way.
+var selfMem = regexp.MustCompile(`(?m)^(.*tcpdiag:SELF .*skmem:\().*\)`)
+
+func maskSelfMem(out string) string { return selfMem.ReplaceAllString(maskSelf(out), "${1}M)") }
+
+// runRealBoth runs ss and returns its stdout and stderr.
+func runRealBoth(t *testing.T, args []string) (string, string) {
+	t.Helper()
+	cmd := exec.Command("ss", args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ss %s: %v: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), errb.String()
+}
+
+// TestSSTablesParity compares the tables beyond inet and UNIX: packet and
+// netlink sockets with rows, and the tables this kernel may have no
+// sock_diag module for (SCTP, DCCP, vsock, TIPC, XDP), where both must
+// print the same empty table and the same stderr.
+func TestSSTablesParity(t *testing.T) {
+	p := buildPopulation(t)
+	addLinkSockets(t, p)
+	cases := [][]string{
+		{"-0"}, {"-0", "-a", "-n"}, {"-0", "-e"}, {"-0", "-p"}, {"-0", "-m"}, {"-0", "-eO"},
+		{"-A", "p_raw", "-a"}, {"-A", "packet_dgram", "-a"}, {"-f", "link"},
+		{"-f", "netlink", "-a"}, {"-A", "netlink", "-p"}, {"-A", "netlink", "-a"}, {"-f", "netlink", "-n"},
+		{"-f", "netlink", "-e"}, {"-f", "netlink", "-m"},
+		{"-A", "packet,netlink"}, {"-A", "packet,netlink", "-a"}, {"-a"}, {"-an"}, {"-l"},
+		{"-S"}, {"-S", "-a"}, {"--vsock", "-a"}, {"--tipc"}, {"--xdp"}, {"-d"}, {"-d", "-a"},
+		{"-A", "sctp,dccp", "-a"}, {"-f", "xdp", "-a"}, {"-f", "vsock"}, {"-A", "all", "-a"},
+		// Filters on packet and netlink rows, as ss's userspace filter
+		// sees them: the interface index or port id is the local port.
+		{"-0", "dev", "sst0"}, {"-0", "autobound"}, {"-0", "!", "autobound"},
+		{"-f", "netlink", "autobound"}, {"-f", "netlink", "-a", "!", "autobound"},
+		{"-A", "packet", "-a", "sport", "=", ":0"}, {"-A", "netlink", "-a", "sport", "=", ":0"},
+		{"-A", "netlink", "-a", "dport", "<", ":0"}, {"-A", "packet,netlink", "-a", "sport", ">", ":0"},
+		{"-A", "packet", "-a", "state", "established"},
+	}
+	ctx := context.Background()
+	for _, args := range cases {
+		full := append([]string{"-N", p.ns.Name}, args...)
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			want, wantErr := runRealBoth(t, full)
+			got, gotErr, err := runOurs(ctx, full)
+			if err != nil {
+				t.Fatalf("sstrace ss %s: %v", strings.Join(full, " "), err)
+			}
+			compare(t, maskSelfMem(want), maskSelfMem(got))
+			noFilter := !slices.ContainsFunc(args, func(a string) bool { return !strings.HasPrefix(a, "-") })
+			if noFilter && (args[0] == "-0" || strings.Contains(strings.Join(args, " "), "netlink -a")) && strings.Count(want, "\n") < 3 {
+				t.Errorf("ss listed next to nothing: the population lacks sockets:\n%s", want)
+			}
+			if gotErr != wantErr {
+				t.Errorf("stderr: ss %q, sstrace %q", wantErr, gotErr)
+			}
+		})
+	}
+	// `--netlink` is sstrace's name for -f netlink (ss 6.1 has none).
+	want, _ := runRealBoth(t, []string{"-N", p.ns.Name, "-f", "netlink", "-a"})
+	got, _, err := runOurs(ctx, []string{"-N", p.ns.Name, "--netlink", "-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare(t, maskSelf(want), maskSelf(got))
+}
+
+// TestSSTablesJSON checks the JSON lines of packet and netlink sockets
+// against ss's text rows of the same namespace: one object per row, with
+// the keys of those tables.
+func TestSSTablesJSON(t *testing.T) {
+	p := buildPopulation(t)
+	addLinkSockets(t, p)
+	for _, c := range []struct {
+		args []string
+		keys []string // in every line
+		some []string // in some line
+	}{
+		{[]string{"-0", "-p"}, []string{`"family":"link"`, `"protocol":`, `"inode":`, `"cookie":`, `"owners":[{"comm":`},
+			[]string{`"netid":"p_raw"`, `"netid":"p_dgr"`, `"iface":"sst0"`, `"protocol":3,`}},
+		{[]string{"-f", "netlink", "-a"}, []string{`"netid":"nl"`, `"family":"netlink"`, `"portid":`, `"state":"CLOSE"`},
+			[]string{`"dst_portid":`, `"groups":17,`, `"portid":0,`}},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			full := append([]string{"-N", p.ns.Name, "-H"}, c.args...)
+			out, _, err := runOurs(context.Background(), append(full, "--json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text, _ := runRealBoth(t, full)
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if rows := strings.Count(text, "\n"); len(lines) != rows || rows < 3 {
+				t.Fatalf("%d JSON lines for %d ss rows:\n%s", len(lines), rows, out)
+			}
+			for _, l := range lines {
+				for _, k := range c.keys {
+					if !strings.Contains(l, k) {
+						t.Errorf("line lacks %s: %s", k, l)
+					}
+				}
+			}
+			for _, want := range c.some {
+				if !strings.Contains(out, want) {
+					t.Errorf("no line has %s:\n%s", want, out)
+				}
 			}
 		})
 	}

@@ -17,6 +17,10 @@ import (
 // `src 0.0.0.0/0` passes IPv6 sockets in userspace but not in the kernel,
 // `sport > *` is true in userspace and false in the kernel, and a host
 // name resolving to several addresses only asks the kernel for the first.
+// Packet and netlink rows are filtered in userspace only, as ss's
+// sockstat of them has it: the local port is a packet socket's interface
+// index, a netlink socket's port id (its peer's is -1), and the first
+// bytes of the local address hold the protocol number.
 // UNIX rows are filtered in userspace only, where ss compares `sport`/
 // `dport` with the socket's inode and its peer's, and an address condition
 // with the socket's name pointer (an unnamed socket has a NULL one, so
@@ -147,6 +151,20 @@ func newView(s *sock.Socket) *view {
 		}
 		return v
 	}
+	switch {
+	case s.Packet != nil:
+		// ss's packet row: the interface as the local port, the
+		// Ethernet protocol in the first word of the local address.
+		v.lport = int(s.Iface)
+		v.local[0], v.local[1] = byte(s.Packet.Protocol), byte(s.Packet.Protocol>>8)
+		return v
+	case s.Netlink != nil:
+		// ss's netlink row: the port id as the local port, -1 as the
+		// peer's, the protocol in the first word of the local address.
+		v.lport, v.rport = int(s.Netlink.PortID), -1
+		v.local[0] = s.Netlink.Protocol
+		return v
+	}
 	v.inet = true
 	v.local = familyBytes(s.Local.Addr(), s.Family)
 	v.peer = familyBytes(s.Peer.Addr(), s.Family)
@@ -201,8 +219,13 @@ func evalCond(n Node, v *view) bool {
 		}
 		return port <= n.Port
 	case AutoBound:
-		if v.family == unix.AF_UNIX {
+		switch v.family {
+		case unix.AF_UNIX:
 			return !v.named || isAutobindName(v.name)
+		case unix.AF_PACKET:
+			return v.lport == 0 && v.local[0] == 0 && v.local[1] == 0
+		case unix.AF_NETLINK:
+			return v.lport < 0
 		}
 		return v.lport >= n.Lo && v.lport <= n.Hi
 	case DevCond:

@@ -32,10 +32,24 @@ const (
 	// ProtoMPTCP is Multipath TCP (IPPROTO_MPTCP, 262): the MPTCP socket
 	// an application holds; its subflows are TCP sockets of their own.
 	ProtoMPTCP
+	// ProtoPacket is AF_PACKET (ss -0): raw and datagram packet sockets,
+	// told apart by Socket.Packet.Type.
+	ProtoPacket
+	// ProtoNetlink is AF_NETLINK (ss -A netlink).
+	ProtoNetlink
+	// ProtoSCTP, ProtoDCCP, ProtoVsock, ProtoTIPC and ProtoXDP are ss's
+	// other tables: sstrace asks the kernel for them as ss does, and
+	// answers as ss does where the kernel has no sock_diag module for
+	// them (pkg/sockdiag does not decode their rows).
+	ProtoSCTP
+	ProtoDCCP
+	ProtoVsock
+	ProtoTIPC
+	ProtoXDP
 )
 
 // String returns the lower-case protocol name ("tcp", "udp", "raw", "unix",
-// "mptcp").
+// "mptcp", "packet", "netlink", ...).
 func (p Proto) String() string {
 	switch p {
 	case ProtoTCP:
@@ -48,6 +62,20 @@ func (p Proto) String() string {
 		return "unix"
 	case ProtoMPTCP:
 		return "mptcp"
+	case ProtoPacket:
+		return "packet"
+	case ProtoNetlink:
+		return "netlink"
+	case ProtoSCTP:
+		return "sctp"
+	case ProtoDCCP:
+		return "dccp"
+	case ProtoVsock:
+		return "vsock"
+	case ProtoTIPC:
+		return "tipc"
+	case ProtoXDP:
+		return "xdp"
 	}
 	return "unknown"
 }
@@ -237,15 +265,58 @@ type UnixVFS struct {
 	Dev uint32
 }
 
+// PacketInfo holds what only AF_PACKET sockets have (packet_diag). The
+// bound interface is Socket.Iface, the receive queue Socket.RecvQ.
+type PacketInfo struct {
+	// Type is unix.SOCK_RAW or SOCK_DGRAM.
+	Type uint8
+	// Protocol is the Ethernet protocol the socket receives (ETH_P_*, host
+	// order; 3 is ETH_P_ALL), 0 for none.
+	Protocol uint16
+	// Version, CopyThresh and Flags are packet_diag_info (PACKET_DIAG_INFO);
+	// Flags holds the PDI_* bits.
+	Version    uint32
+	CopyThresh uint32
+	Flags      uint32
+	// RxRing and TxRing are the PACKET_RX_RING/TX_RING set-up, nil when
+	// none was set up.
+	RxRing, TxRing *PacketRing
+	// Fanout is PACKET_FANOUT's id (low 16 bits) and type (high 16 bits),
+	// nil when the socket is in no fanout group.
+	Fanout *uint32
+}
+
+// PacketRing is one mmap ring of a packet socket (struct packet_diag_ring).
+type PacketRing struct {
+	BlockSize, BlockNr, FrameSize, FrameNr, RetireTmo, Features uint32
+}
+
+// NetlinkInfo holds what only AF_NETLINK sockets have (netlink_diag).
+type NetlinkInfo struct {
+	// Protocol is the netlink family (unix.NETLINK_ROUTE, ...).
+	Protocol uint8
+	// PortID is the socket's port id: 0 for the kernel's socket, a PID
+	// or a negative number the kernel chose for the others.
+	PortID int32
+	// Connected reports NETLINK_CONNECTED: DstPortID and DstGroup are the
+	// peer it is connected to.
+	Connected bool
+	DstPortID uint32
+	DstGroup  uint32
+	// Groups is the first word of the multicast group bitmap (the groups
+	// 1-64 the socket listens to).
+	Groups uint64
+}
+
 // Socket is one socket: a row of the table and of `ss` output.
 type Socket struct {
 	Proto  Proto
-	Family uint8 // unix.AF_INET, unix.AF_INET6 or unix.AF_UNIX
+	Family uint8 // unix.AF_INET, AF_INET6, AF_UNIX, AF_PACKET or AF_NETLINK
 	State  State
 	// NetNS is the inode of the socket's network namespace.
 	NetNS uint64
 
-	// Local and Peer are the endpoints of an inet socket; zero for UNIX.
+	// Local and Peer are the endpoints of an inet socket; zero for UNIX, packet and netlink sockets.
 	Local netip.AddrPort
 	Peer  netip.AddrPort
 	// Iface is the bound interface index (SO_BINDTODEVICE), 0 when unbound.
@@ -273,9 +344,11 @@ type Socket struct {
 	// RawProtocol is the IP protocol number of a RAW socket.
 	RawProtocol uint8
 
-	Mem  *MemInfo
-	TCP  *TCPInfo
-	Unix *UnixInfo
+	Mem     *MemInfo
+	TCP     *TCPInfo
+	Unix    *UnixInfo
+	Packet  *PacketInfo
+	Netlink *NetlinkInfo
 
 	// Procs lists the processes holding the socket; filled only when
 	// process attribution was asked for (ss -p).

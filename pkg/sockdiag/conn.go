@@ -261,12 +261,25 @@ func ipProto(p sock.Proto) uint8 {
 		return unix.IPPROTO_UDP
 	case sock.ProtoRAW:
 		return unix.IPPROTO_RAW
+	case sock.ProtoSCTP:
+		return ipprotoSCTP
+	case sock.ProtoDCCP:
+		return ipprotoDCCP
 	case sock.ProtoMPTCP:
 		// The u8 field gets the low byte, as in ss; the kernel takes the
 		// INET_DIAG_REQ_PROTOCOL attribute (withProtocolAttr).
 		return ipprotoMPTCP & 0xff
 	}
 	return 0
+}
+
+// isInet reports whether p is dumped through inet_diag.
+func isInet(p sock.Proto) bool {
+	switch p {
+	case sock.ProtoTCP, sock.ProtoUDP, sock.ProtoRAW, sock.ProtoMPTCP, sock.ProtoSCTP, sock.ProtoDCCP:
+		return true
+	}
+	return false
 }
 
 // withProtocolAttr appends INET_DIAG_REQ_PROTOCOL to an inet request for a
@@ -319,9 +332,22 @@ func (c *conn) runPass(ctx context.Context, p pass, req Request, d *decoder, fn 
 	defer func() { c.delivered = delivered[:0] }()
 	for attempt := 1; ; attempt++ {
 		c.seq++
-		if p.proto == sock.ProtoUNIX {
+		switch p.proto {
+		case sock.ProtoUNIX:
 			msg = buildUnixRequest(msg, c.seq, uint32(req.States), unixShow(req))
-		} else {
+		case sock.ProtoPacket:
+			msg = buildPacketRequest(msg, c.seq)
+		case sock.ProtoNetlink:
+			msg = buildNetlinkRequest(msg, c.seq)
+		case sock.ProtoVsock, sock.ProtoTIPC, sock.ProtoXDP:
+			msg = buildUndecodedRequest(msg, c.seq, p.proto, uint32(req.States))
+		case sock.ProtoSCTP, sock.ProtoDCCP:
+			if p.family == unix.AF_UNSPEC {
+				msg = legacyInetRequest(msg, c.seq, p.proto, uint32(req.States))
+				break
+			}
+			fallthrough
+		default:
 			var bc []byte
 			if req.Bytecode != nil {
 				if b, ok := req.Bytecode(p.family); ok {
@@ -365,7 +391,7 @@ func (c *conn) runPass(ctx context.Context, p pass, req Request, d *decoder, fn 
 			if p.proto == sock.ProtoRAW && attempt == 1 && len(delivered) == 0 && errors.Is(err, unix.ENOENT) {
 				return c.rawFromProc(p, req, d, fn)
 			}
-			if p.proto != sock.ProtoUNIX && req.Bytecode != nil && errors.Is(err, unix.EINVAL) {
+			if isInet(p.proto) && req.Bytecode != nil && errors.Is(err, unix.EINVAL) {
 				return fmt.Errorf("%w (kernel rejected the filter bytecode?)", err)
 			}
 			return err

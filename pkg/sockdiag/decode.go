@@ -33,6 +33,11 @@ type decoder struct {
 	unix     sock.UnixInfo
 	vfs      sock.UnixVFS
 	pending  []uint64
+	packet   sock.PacketInfo
+	rxRing   sock.PacketRing
+	txRing   sock.PacketRing
+	fanout   uint32
+	netlink  sock.NetlinkInfo
 	// congNames interns congestion-control names: a handful of distinct
 	// values across 100k sockets, so one string each.
 	congNames map[string]string
@@ -45,8 +50,15 @@ func newDecoder(netnsIno uint64) *decoder {
 // decode parses one SOCK_DIAG_BY_FAMILY payload of pass p. ok is false for a
 // message that is not of the expected shape family-wise (skipped).
 func (d *decoder) decode(p pass, b []byte) (*sock.Socket, bool, error) {
-	if p.proto == sock.ProtoUNIX {
+	switch p.proto {
+	case sock.ProtoUNIX:
 		return d.decodeUnix(b)
+	case sock.ProtoPacket:
+		return d.decodePacket(b)
+	case sock.ProtoNetlink:
+		return d.decodeNetlink(b)
+	case sock.ProtoSCTP, sock.ProtoDCCP, sock.ProtoVsock, sock.ProtoTIPC, sock.ProtoXDP:
+		return nil, false, notDecoded(p.proto)
 	}
 	return d.decodeInet(p.proto, b)
 }
@@ -354,6 +366,14 @@ func Clone(s *sock.Socket) *sock.Socket {
 		u.VFS = clonePtr(s.Unix.VFS)
 		c.Unix = &u
 	}
+	if s.Packet != nil {
+		p := *s.Packet
+		p.RxRing = clonePtr(s.Packet.RxRing)
+		p.TxRing = clonePtr(s.Packet.TxRing)
+		p.Fanout = clonePtr(s.Packet.Fanout)
+		c.Packet = &p
+	}
+	c.Netlink = clonePtr(s.Netlink)
 	if s.Procs != nil {
 		c.Procs = append([]sock.Process{}, s.Procs...)
 	}

@@ -1,6 +1,10 @@
 // Package sockdiag dumps the sockets of a network namespace through the
 // kernel's NETLINK_SOCK_DIAG interface into sock.Socket rows: TCP (every
-// state, including TIME-WAIT and request sockets), UDP, RAW and UNIX.
+// state, including TIME-WAIT and request sockets), UDP, RAW, UNIX, MPTCP,
+// packet (packet_diag) and netlink (netlink_diag). It asks for SCTP, DCCP,
+// vsock, TIPC and XDP sockets as ss does, without decoding their rows
+// (ErrNotDecoded), so that a kernel without their sock_diag module gets
+// ss's answer.
 //
 // It is the source of rows for a one-shot `sstrace ss` and the seed of the
 // daemon's table, so it is built for speed: one netlink socket per Dump, one
@@ -53,7 +57,7 @@ type Request struct {
 	Protos []sock.Proto
 	// Families restricts inet protocols to unix.AF_INET and/or
 	// unix.AF_INET6, dumped in the order given; empty means both (INET
-	// first, as ss does). UNIX ignores it.
+	// first, as ss does). The other families' protocols ignore it.
 	Families []uint8
 	// States is passed to the kernel (idiag_states / udiag_states); only
 	// sockets in these states are returned. The zero set matches nothing:
@@ -221,6 +225,9 @@ func planPasses(req Request) ([]pass, error) {
 		families = []uint8{unix.AF_INET, unix.AF_INET6}
 	}
 	for _, f := range families {
+		if f == unix.AF_UNSPEC && len(req.Protos) == 1 && (req.Protos[0] == sock.ProtoSCTP || req.Protos[0] == sock.ProtoDCCP) {
+			continue // ss's legacy request (see legacyInetRequest)
+		}
 		if f != unix.AF_INET && f != unix.AF_INET6 {
 			return nil, fmt.Errorf("family %d is not AF_INET or AF_INET6", f)
 		}
@@ -228,12 +235,19 @@ func planPasses(req Request) ([]pass, error) {
 	var passes []pass
 	for _, p := range req.Protos {
 		switch p {
-		case sock.ProtoTCP, sock.ProtoUDP, sock.ProtoRAW, sock.ProtoMPTCP:
+		case sock.ProtoTCP, sock.ProtoUDP, sock.ProtoRAW, sock.ProtoMPTCP, sock.ProtoSCTP, sock.ProtoDCCP:
 			for _, f := range families {
 				passes = append(passes, pass{proto: p, family: f})
 			}
 		case sock.ProtoUNIX:
 			passes = append(passes, pass{proto: p, family: unix.AF_UNIX})
+		case sock.ProtoPacket:
+			passes = append(passes, pass{proto: p, family: unix.AF_PACKET})
+		case sock.ProtoNetlink:
+			passes = append(passes, pass{proto: p, family: unix.AF_NETLINK})
+		case sock.ProtoVsock, sock.ProtoTIPC, sock.ProtoXDP:
+			f, _ := undecodedFamily(p)
+			passes = append(passes, pass{proto: p, family: f})
 		default:
 			return nil, fmt.Errorf("unknown protocol %d", uint8(p))
 		}

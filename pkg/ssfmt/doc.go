@@ -27,8 +27,9 @@
 // stay in its human output. A key whose value is absent or unknown is
 // omitted, never null:
 //
-//	netid        string  "tcp", "udp", "raw", "u_str", "u_dgr", "u_seq" (ss's Netid)
-//	family       string  "inet", "inet6" or "unix"
+//	netid        string  "tcp", "udp", "raw", "mptcp", "u_str", "u_dgr", "u_seq",
+//	                     "p_raw", "p_dgr", "nl" (ss's Netid)
+//	family       string  "inet", "inet6", "unix", "link" (packet) or "netlink"
 //	state        string  kernel name without TCP_: "ESTABLISHED", "LISTEN",
 //	                     "CLOSE" (ss's UNCONN), "TIME_WAIT", ...
 //	recvq        number  Recv-Q
@@ -37,7 +38,14 @@
 //	sport        number  local port (protocol number for raw sockets); inet only
 //	daddr        string  peer address; inet only
 //	dport        number  peer port; inet only
-//	iface        string  bound interface name (SO_BINDTODEVICE); omitted when unbound
+//	iface        string  bound interface name (SO_BINDTODEVICE, a packet socket's
+//	                     bind); omitted when unbound
+//	protocol     number  a packet socket's Ethernet protocol (3 is ETH_P_ALL), a
+//	                     netlink socket's netlink protocol (0 is NETLINK_ROUTE)
+//	portid       number  a netlink socket's port id (0: the kernel's)
+//	dst_portid   number  the port id a netlink socket is connected to
+//	dst_group    number  the group a netlink socket is connected to
+//	groups       number  a netlink socket's multicast groups 1-64 (bit n-1: group n)
 //	path         string  bound UNIX name ("@" prefix for abstract names); unix only
 //	peer_inode   number  inode of the connected UNIX peer; unix only
 //	pending      [number] inodes of not yet accepted connections (UNIX listeners)

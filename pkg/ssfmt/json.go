@@ -50,6 +50,11 @@ type JSONRow struct {
 	Path      string        `json:"path,omitempty"`
 	PeerInode *uint64       `json:"peer_inode,omitempty"`
 	Pending   []uint64      `json:"pending,omitempty"`
+	Protocol  *uint16       `json:"protocol,omitempty"`
+	PortID    *int32        `json:"portid,omitempty"`
+	DstPortID *uint32       `json:"dst_portid,omitempty"`
+	DstGroup  *uint32       `json:"dst_group,omitempty"`
+	Groups    *uint64       `json:"groups,omitempty"`
 	NetNS     uint64        `json:"netns,omitempty"`
 	UID       uint32        `json:"uid"`
 	Inode     uint64        `json:"inode"`
@@ -116,10 +121,13 @@ func (j *JSONWriter) Row(s *sock.Socket) JSONRow {
 	case unix.AF_INET6:
 		r.Family = "inet6"
 		r.V6Only = s.V6Only
-	case unix.AF_UNIX:
-		r.Family = "unix"
+	default:
+		r.Family = sock.FamilyName(s.Family)
 	}
-	if s.Proto == sock.ProtoUNIX {
+	switch s.Proto {
+	case sock.ProtoPacket, sock.ProtoNetlink:
+		j.linkKeys(&r, s)
+	case sock.ProtoUNIX:
 		r.Family = "unix"
 		var peer uint64
 		if s.Unix != nil {
@@ -130,18 +138,11 @@ func (j *JSONWriter) Row(s *sock.Socket) JSONRow {
 			r.Pending = s.Unix.Pending
 		}
 		r.PeerInode = &peer
-	} else {
+	default:
 		sp, dp := s.Local.Port(), s.Peer.Port()
 		r.Saddr, r.Sport = addrText(s.Local.Addr(), s.Family), &sp
 		r.Daddr, r.Dport = addrText(s.Peer.Addr(), s.Family), &dp
-		if s.Iface != 0 {
-			r.Iface = "if" + utoa(uint64(s.Iface))
-			if j.names != nil {
-				if n, ok := j.names.Iface(s.Iface); ok {
-					r.Iface = n
-				}
-			}
-		}
+		r.Iface = j.ifaceName(s.Iface)
 	}
 	if s.Timer.Kind != 0 {
 		r.Timer = &JSONTimer{Name: TimerName(s.Timer.Kind), ExpiresMS: max(s.Timer.Expires.Milliseconds(), 0), Retrans: s.Timer.Retrans}
@@ -164,6 +165,20 @@ func (j *JSONWriter) Row(s *sock.Socket) JSONRow {
 		r.TCPInfo = tcpInfoJSON(s.TCP)
 	}
 	return r
+}
+
+// ifaceName names a bound interface: its name, "ifN" when Names has none,
+// "" for 0 (unbound).
+func (j *JSONWriter) ifaceName(index uint32) string {
+	if index == 0 {
+		return ""
+	}
+	if j.names != nil {
+		if n, ok := j.names.Iface(index); ok {
+			return n
+		}
+	}
+	return "if" + utoa(uint64(index))
 }
 
 // addrText is the canonical text of an address: dotted quad for IPv4

@@ -13,7 +13,8 @@ import (
 
 // Netid returns what ss prints in its Netid column for s.
 func Netid(s *sock.Socket) string {
-	if s.Proto == sock.ProtoUNIX {
+	switch s.Proto {
+	case sock.ProtoUNIX:
 		if s.Unix != nil {
 			switch s.Unix.Type {
 			case unix.SOCK_STREAM:
@@ -23,6 +24,13 @@ func Netid(s *sock.Socket) string {
 			}
 		}
 		return "u_dgr"
+	case sock.ProtoPacket:
+		if s.Packet != nil && s.Packet.Type == unix.SOCK_RAW {
+			return "p_raw"
+		}
+		return "p_dgr"
+	case sock.ProtoNetlink:
+		return "nl"
 	}
 	return s.Proto.String()
 }

@@ -464,9 +464,14 @@ func (t *Table) Add(s *sock.Socket) {
 	t.buf = appendLeftPad6(t.buf, int32(s.SendQ))
 	t.commit(mark)
 	t.fieldSet(colAddr)
-	if s.Proto == sock.ProtoUNIX {
+	switch s.Proto {
+	case sock.ProtoUNIX:
 		t.unixRow(s)
-	} else {
+	case sock.ProtoPacket:
+		t.packetRow(s)
+	case sock.ProtoNetlink:
+		t.netlinkRow(s)
+	default:
 		t.inetRow(s)
 	}
 }

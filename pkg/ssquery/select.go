@@ -10,9 +10,10 @@ import (
 )
 
 // Table is one of ss's socket tables ("dbs" in misc/ss.c). sstrace dumps
-// TCP, UDP, RAW and the three UNIX ones; the others exist so that the
-// default state set and the Netid column come out exactly as ss computes
-// them, and so that asking for one is refused with a clear error.
+// every one: TCP, MPTCP, UDP, RAW, the three UNIX ones, the two packet ones
+// and netlink with their rows; DCCP, SCTP, vsock, TIPC and XDP are asked
+// for as ss asks, and answer ss's empty table where the kernel has no
+// sock_diag module for them (see dump).
 type Table uint8
 
 // ss's socket tables, in its order (the order matters: it is the bit
@@ -57,8 +58,6 @@ const (
 	packetTables = 1<<PacketDgram | 1<<PacketRaw
 	vsockTables  = 1<<VsockStream | 1<<VsockDgram
 	inetTables   = 1<<TCP | 1<<MPTCP | 1<<UDP | 1<<DCCP | 1<<SCTP | 1<<RAW
-	// supportedTables are the tables sstrace can dump.
-	supportedTables = 1<<TCP | 1<<MPTCP | 1<<UDP | 1<<RAW | unixTables
 )
 
 // ssAllStates is ss's SS_ALL: bits 0-11 (bit 0 being its UNKNOWN).
@@ -75,7 +74,7 @@ const inetFams = 1<<afInet | 1<<afInet6
 type tableDefault struct {
 	states   sock.StateSet
 	families uint64
-	name     string // for "sstrace does not dump NAME sockets"
+	name     string // ss's -A name
 }
 
 // tableDefaults is a read-only table (ss's default_dbs).
@@ -186,9 +185,6 @@ type Selection struct {
 	chosen      bool          // a table or family was chosen (ss's !do_default)
 	sawQuery    bool
 	preferred   int // ss's preferred_family
-	// unsupported lists tables the user named that sstrace cannot dump,
-	// refused with an error rather than shown as empty.
-	unsupported []string
 }
 
 // All is -a: every state.
@@ -198,29 +194,14 @@ func (s *Selection) All() { s.stateFilter = ssAllStates }
 // UNIX and RAW sockets as listening).
 func (s *Selection) Listening() { s.stateFilter = 1<<sock.Listen | 1<<sock.Close }
 
-// Table selects one table, as -t, -u, -w, -M (and -S, -d, which sstrace
-// then refuses) do.
-func (s *Selection) Table(t Table) {
-	s.addTable(t)
-	if supportedTables&t.bit() == 0 {
-		s.ask(tableDefaults[t].name)
-	}
-}
+// Table selects one table, as -t, -u, -w, -M, -S and -d do.
+func (s *Selection) Table(t Table) { s.addTable(t) }
 
-// Family selects an address family (unix.AF_INET, AF_INET6, AF_UNIX, and
-// AF_PACKET, AF_VSOCK, AF_TIPC, AF_XDP, which sstrace then refuses), as
-// -4, -6, -x, -0, --vsock, --tipc and --xdp do. The last family chosen is
-// the preferred one: it orders inet dumps and types filter addresses.
-func (s *Selection) Family(af uint8) {
-	d, ok := familyDefaults[int(af)]
-	switch {
-	case !ok:
-		s.ask(sock.FamilyName(af))
-	case d.tables&supportedTables == 0:
-		s.ask(d.name)
-	}
-	s.addFamily(int(af))
-}
+// Family selects an address family (unix.AF_INET, AF_INET6, AF_UNIX,
+// AF_PACKET, AF_NETLINK, AF_VSOCK, AF_TIPC, AF_XDP), as -4, -6, -x, -0,
+// --netlink, --vsock, --tipc and --xdp do. The last family chosen is the
+// preferred one: it orders inet dumps and types filter addresses.
+func (s *Selection) Family(af uint8) { s.addFamily(int(af)) }
 
 // FamilyName is -f NAME (inet, inet6, unix, link, netlink, tipc, vsock,
 // xdp).
@@ -228,9 +209,6 @@ func (s *Selection) FamilyName(name string) error {
 	af, ok := familyByName(name)
 	if !ok {
 		return fmt.Errorf("%q is invalid family", name)
-	}
-	if familyDefaults[af].tables&supportedTables == 0 {
-		s.ask(name)
 	}
 	s.addFamily(af)
 	return nil
@@ -259,18 +237,10 @@ func (s *Selection) Query(list string) error {
 		for _, t := range tables {
 			if enable {
 				s.addTable(t)
-				// Groups ("all", "inet") quietly skip what sstrace
-				// cannot dump; a table named alone is refused.
-				if len(tables) == 1 && supportedTables&t.bit() == 0 {
-					s.ask(name)
-				}
 			} else {
 				s.tables &^= t.bit()
 				s.chosen = true
 			}
-		}
-		if enable && (name == "packet" || name == "vsock") {
-			s.ask(name)
 		}
 	}
 	return nil
@@ -288,9 +258,6 @@ func (s *Selection) addFamily(af int) {
 	s.chosen = true
 	s.preferred = af
 }
-
-// ask records that the user named a table sstrace cannot dump.
-func (s *Selection) ask(name string) { s.unsupported = append(s.unsupported, name) }
 
 // finish applies ss's defaults once the options are known.
 func (s *Selection) finish() {

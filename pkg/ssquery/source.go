@@ -12,14 +12,16 @@ import (
 
 // Request is what Run asks a Source for: the sockets of some protocols and
 // families in some states. Run asks one protocol at a time, in ss's order
-// (UNIX, RAW, UDP, TCP), and prints rows in the order the Source emits them.
+// (netlink, packet, UNIX, RAW, UDP, TCP, DCCP, SCTP, vsock, TIPC, XDP,
+// MPTCP), and prints rows in the order the Source emits them.
 type Request struct {
 	// Protos lists the protocols, in the order their rows are wanted.
 	Protos []sock.Proto
 	// Families restricts inet protocols to unix.AF_INET and/or AF_INET6,
 	// in the order their rows are wanted (ss's: IPv4 first unless -6 was
-	// the last family chosen); empty means both, IPv4 first. UNIX ignores
-	// it.
+	// the last family chosen); empty means both, IPv4 first. Protocols
+	// of other families ignore it. For SCTP and DCCP, AF_UNSPEC alone
+	// asks the old way, as ss does when its first request fails.
 	Families []uint8
 	// States is the set of kernel states wanted. It is ss's state set with
 	// NEW_SYN_RECV added when SYN-RECV is in it (request sockets are
@@ -65,8 +67,18 @@ func (l LiveSource) Dump(ctx context.Context, req Request, emit func(*sock.Socke
 			States: req.States,
 			Mem:    req.Mem,
 		}
-		if p == sock.ProtoUNIX {
-			// UNIX has no kernel filter and one family.
+		switch p {
+		case sock.ProtoUNIX, sock.ProtoPacket, sock.ProtoNetlink, sock.ProtoVsock, sock.ProtoTIPC, sock.ProtoXDP:
+			// No kernel filter and one family.
+			if err := sockdiag.Dump(ctx, l.NS, r, emit); err != nil {
+				return err
+			}
+			continue
+		case sock.ProtoSCTP, sock.ProtoDCCP:
+			// Asked as ss asks, one family after the other, stopping
+			// at the first error (see ssquery's dump).
+			r.Bytecode = req.Bytecode
+			r.Families = req.Families
 			if err := sockdiag.Dump(ctx, l.NS, r, emit); err != nil {
 				return err
 			}

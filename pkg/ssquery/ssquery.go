@@ -94,9 +94,6 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 			return err
 		}
 	}
-	if len(sel.unsupported) > 0 {
-		return fmt.Errorf("ss: sstrace does not dump %s sockets (it dumps tcp, mptcp, udp, raw and unix)", sel.unsupported[0])
-	}
 	env := newNetnsEnv(opts.NetNS)
 
 	// ss prints the summary before it even parses the filter, and stops
@@ -199,7 +196,7 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 		sink.Add(s)
 		return nil
 	}
-	dumpErr := dump(ctx, src, &sel, states, q, &opts, emit)
+	dumpErr := dump(ctx, src, stderr, &sel, states, q, &opts, emit)
 	if attr != nil {
 		// A failed scan (which also stops the dump) prints nothing, not
 		// even the header, as when ss -p scans first.
@@ -214,16 +211,20 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	return closeErr
 }
 
-// dump asks src for the tables in ss's order: unix, raw, udp, tcp, each
-// inet one IPv4 first (unless -6 was preferred), and passes the rows of the
-// selected UNIX types and families to emit.
-func dump(ctx context.Context, src Source, sel *Selection, states sock.StateSet,
+// dump asks src for the tables in ss's order: netlink, packet, unix, raw,
+// udp, tcp (each inet one IPv4 first, unless -6 was preferred), then the
+// tables sstrace does not decode (dump.go), then mptcp, and passes the rows
+// of the selected UNIX types and families to emit.
+func dump(ctx context.Context, src Source, stderr io.Writer, sel *Selection, states sock.StateSet,
 	q *filter.Query, o *Options, emit func(*sock.Socket) error) error {
 	kernelStates := states &^ 1
 	if kernelStates.Has(sock.SynRecv) {
 		// Request sockets are NEW_SYN_RECV in the kernel; ss gets them
 		// when it asks for SYN-RECV.
 		kernelStates = kernelStates.With(sock.NewSynRecv)
+	}
+	if err := dumpLinkTables(ctx, src, sel, states, o, emit); err != nil {
+		return err
 	}
 	if sel.tables&unixTables != 0 && sel.hasFamily(afUnix) {
 		err := src.Dump(ctx, Request{
@@ -244,6 +245,13 @@ func dump(ctx context.Context, src Source, sel *Selection, states sock.StateSet,
 		table Table
 		proto sock.Proto
 	}{{RAW, sock.ProtoRAW}, {UDP, sock.ProtoUDP}, {TCP, sock.ProtoTCP}, {MPTCP, sock.ProtoMPTCP}} {
+		if p.table == MPTCP {
+			// ss asks for the tables it has no rows of here, after
+			// tcp and before mptcp.
+			if err := dumpUndecoded(ctx, src, stderr, sel, kernelStates, q); err != nil {
+				return err
+			}
+		}
 		if !sel.hasTable(p.table) {
 			continue
 		}

@@ -252,3 +252,21 @@ func WalkCgroups(root string) map[uint64]string {
 	})
 	return m
 }
+
+// ProcessName implements ssfmt.ProcessNames: the comm of process pid as
+// ss reads it from /proc/PID/stat (up to the first ')').
+func (r *Resolver) ProcessName(pid int32) (string, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
+	if err != nil {
+		return "", false
+	}
+	_, rest, ok := strings.Cut(string(b), " (")
+	if !ok {
+		return "", false
+	}
+	comm, _, _ := strings.Cut(rest, ")")
+	if comm == "" {
+		return "", false
+	}
+	return comm, true
+}
