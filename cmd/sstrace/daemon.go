@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"os/user"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/keeper"
+	"github.com/sstrace/sstrace/pkg/logging"
 	"github.com/sstrace/sstrace/pkg/metrics"
 	"github.com/sstrace/sstrace/pkg/table"
 	"github.com/sstrace/sstrace/pkg/tracer"
@@ -44,7 +44,8 @@ namespace from sock_diag (events that race the dump are applied after it, by
 cookie and time), keeps it exact with the event stream, and answers
 ` + "`sstrace ss --socket`, `sstrace history`, `sstrace closewait`, `sstrace status --socket`" + `
 and ` + "`sstrace trace --socket`" + ` on a Unix socket. Closed connections are kept
-for --retain (and at most --retain-max). Logs go to stderr (log/slog).
+for --retain (and at most --retain-max). Logs go to stderr (log/slog); when stderr is the journal
+(systemd), each line carries its priority for journald and no time.
 SIGINT or SIGTERM stop it: programs detached, socket removed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDaemon(cmd.Context(), f) },
@@ -81,23 +82,8 @@ func parseGroup(s string) (int, error) {
 	return strconv.Atoi(g.Gid)
 }
 
-func newLogger(format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
-}
-
 func runDaemon(ctx context.Context, f daemonFlags) error {
-	log, err := newLogger(f.logFormat, f.logLevel)
+	log, err := logging.New(os.Stderr, f.logFormat, f.logLevel, logging.ToJournal(os.Stderr))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sstrace/sstrace/pkg/testutil"
 )
@@ -101,5 +104,61 @@ func TestSystemdUnit(t *testing.T) {
 	got := d.run(t, "ss", "--socket", d.sock, "-N", ns.Name, "-tanp")
 	if w, g := sortedLines(want), sortedLines(got); strings.Join(w, "\n") != strings.Join(g, "\n") {
 		t.Errorf("ss -tanp with the unit's capabilities:\nss:\n%s\ndaemon:\n%s", want, got)
+	}
+}
+
+// TestDaemonJournalLog: with stderr on the journal stream (JOURNAL_STREAM
+// naming its device and inode, as systemd sets it), every daemon log line
+// starts with its syslog priority and carries no time, so journald files
+// it at the right level.
+func TestDaemonJournalLog(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := sstraceBinary(t)
+	dir := t.TempDir()
+	stream, err := os.Create(filepath.Join(dir, "journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(stream.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "sstrace.sock")
+	cmd := exec.Command(bin, "daemon", "--socket", sock, "--log-level", "debug")
+	cmd.Stderr = stream
+	cmd.Env = append(os.Environ(), fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); exec.Command(bin, "status", "--socket", sock).Run() != nil; {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			out, _ := os.ReadFile(stream.Name())
+			testutil.Unavailable(t, "sstrace daemon not up within 15 s:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("daemon: %v", err)
+	}
+	out, err := os.ReadFile(stream.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	var info int
+	for _, l := range lines {
+		if len(l) < 3 || l[0] != '<' || l[2] != '>' || !strings.ContainsRune("01234567", rune(l[1])) || strings.Contains(l, "time=") {
+			t.Errorf("journal line without a priority prefix, or with a time: %q", l)
+		}
+		if strings.HasPrefix(l, "<6>") && strings.Contains(l, "msg=listening") {
+			info++
+		}
+	}
+	if info != 1 {
+		t.Errorf("no <6> \"listening\" line in:\n%s", out)
 	}
 }

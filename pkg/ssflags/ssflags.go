@@ -73,7 +73,7 @@ func Parse(args []string) (ssquery.Options, []string, error) {
 	return s.Options, s.Flags.Args(), nil
 }
 
-// CheckEmptyNetNS fails for `-N ''`, as ss does (it opens /run/netns/ and
+// CheckEmptyNetNS fails for an empty -N (`-N ""`), as ss does (it opens /run/netns/ and
 // fails): Options cannot tell an empty name from no -N, which means the
 // caller's own namespace, so the flag set checks it once parsed.
 func (s *Set) CheckEmptyNetNS() error {
