@@ -113,7 +113,7 @@ func TestShutdownString(t *testing.T) {
 }
 
 func TestUsersString(t *testing.T) {
-	got := UsersString([]sock.Process{{Comm: "python3", PID: 9897, FD: 6}, {Comm: "sshd", PID: 1, FD: 3}})
+	got := UsersString([]sock.Process{{Comm: "python3", PID: 9897, FD: 6}, {Comm: "sshd", PID: 1, FD: 3}}, false)
 	want := ` users:(("python3",pid=9897,fd=6),("sshd",pid=1,fd=3))`
 	if got != want {
 		t.Errorf("got %q, want %q", got, want)

@@ -33,6 +33,9 @@ type Request struct {
 	Info bool
 	// Mem asks for socket memory (Socket.Mem), for -m.
 	Mem bool
+	// TOS asks for the TOS, TCLASS and class id (Socket.TOS, TClass,
+	// ClassID), for --tos.
+	TOS bool
 }
 
 // Source serves the rows of one ss query: a live dump of the kernel
@@ -64,6 +67,7 @@ func (l LiveSource) Dump(ctx context.Context, req Request, emit func(*sock.Socke
 			Protos: []sock.Proto{p},
 			States: req.States,
 			Mem:    req.Mem,
+			TOS:    req.TOS,
 		}
 		if p == sock.ProtoUNIX {
 			// UNIX has no kernel filter and one family.
