@@ -309,6 +309,11 @@ func inetExt(req Request, proto sock.Proto) uint8 {
 	}
 	if req.Mem {
 		ext |= bit(inetDiagSkMeminfo)
+		if req.Raw != nil {
+			// ss asks for the old MEMINFO as well; the raw replies
+			// (ss -D) carry it then.
+			ext |= bit(inetDiagMeminfo)
+		}
 	}
 	if req.TOS {
 		ext |= bit(inetDiagTOS) | bit(inetDiagTClass)

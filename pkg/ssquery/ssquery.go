@@ -176,7 +176,7 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	}
 
 	var sink rowSink
-	names := env.names(opts.Extended || opts.JSON || opts.Cgroup)
+	names := env.names(opts.Extended || opts.JSON || opts.Cgroup, opts.Resolve)
 	var ports ssfmt.PortRange
 	if !opts.Numeric {
 		ports = env.portRange() // only service names depend on it

@@ -1,0 +1,251 @@
+package main
+
+// Parity of the options that need more than the shared socket population:
+// -T (a process with several threads), -D (raw replies compared byte for
+// byte), -E (both binaries follow the same sockets as they are closed),
+// kTLS under -i, and -r through a namespace's own hosts file and DNS server.
+//
+//	sudo go test ./cmd/sstrace -run 'SS(Threads|Diag|Events|KTLS|Resolve)' -v
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/testutil"
+)
+
+// threadsHolderEnv makes the test binary hold a listener with several
+// threads (holdWithThreads) instead of running tests: -T lists every thread.
+const threadsHolderEnv = "SSTRACE_TEST_THREADS_HOLDER"
+
+// holdWithThreads listens on the port the environment names, starts three
+// threads of its own, says "ready" and waits for stdin to close.
+func holdWithThreads() int {
+	l, err := noKeepAlive.Listen(context.Background(), "tcp4", "127.0.0.1:"+os.Getenv(threadsHolderEnv))
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer l.Close()
+	for range 3 {
+		go func() {
+			runtime.LockOSThread() // a thread of its own, parked
+			select {}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	fmt.Println("ready")
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	return 0
+}
+
+func TestSSThreadsParity(t *testing.T) {
+	ns := requireSS(t)
+	const port = 7777
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0])
+	cmd.Env = append(os.Environ(), threadsHolderEnv+"="+strconv.Itoa(port))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("thread holder: %q", line)
+	}
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"-tlnT", "sport", "=", ":" + strconv.Itoa(port)},
+		{"-tlnpT", "sport", "=", ":" + strconv.Itoa(port)},
+		{"-tlT", "--json", "sport", "=", ":" + strconv.Itoa(port)},
+	} {
+		full := append([]string{"-N", ns.Name}, args...)
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			got, _, err := runOurs(ctx, full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if args[1] == "--json" {
+				// One owner per thread, each with its tid.
+				if n := strings.Count(got, `"tid":`); n < 4 {
+					t.Errorf("%d owners with a tid, want the holder's 4 threads or more: %s", n, got)
+				}
+				return
+			}
+			want := runReal(t, full)
+			if n := strings.Count(want, "tid="); n < 4 {
+				t.Fatalf("ss lists %d threads, want 4 or more: %s", n, want)
+			}
+			compare(t, want, got)
+		})
+	}
+}
+
+// TestSSDiagParity compares -D FILE: the raw replies must be the same
+// messages, but for the header's sequence number and port id (each
+// program's own) and the countdown of a timer.
+func TestSSDiagParity(t *testing.T) {
+	p := buildPopulation(t)
+	dir := t.TempDir()
+	for _, args := range [][]string{{"-ta"}, {"-t4"}, {"-ta", "state", "listening"}, {"-tam"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			wantF, gotF := filepath.Join(dir, "ss.bin"), filepath.Join(dir, "sstrace.bin")
+			runReal(t, append([]string{"-N", p.ns.Name, "-D", wantF}, args...))
+			stdout, _, err := runOurs(context.Background(), append([]string{"-N", p.ns.Name, "-D", gotF}, args...))
+			if err != nil || stdout != "" {
+				t.Fatalf("sstrace ss -D: %v, stdout %q", err, stdout)
+			}
+			want, got := readDiag(t, wantF), readDiag(t, gotF)
+			if len(want) < 3 {
+				t.Fatalf("ss dumped only %d messages", len(want))
+			}
+			if len(want) != len(got) {
+				t.Fatalf("ss dumped %d messages, sstrace %d", len(want), len(got))
+			}
+			for i := range want {
+				if !bytes.Equal(want[i], got[i]) {
+					t.Errorf("message %d differs:\n ss:      %x\n sstrace: %x", i, want[i], got[i])
+				}
+			}
+		})
+	}
+	// Without TCP, ss says so and dumps nothing.
+	full := []string{"-N", p.ns.Name, "-u", "-D", filepath.Join(dir, "none")}
+	if _, stderr, err := runOurs(context.Background(), full); err != nil || !strings.Contains(stderr, "ss: tcpdiag dump requested and no tcp in filter.") {
+		t.Errorf("-u -D: %v, stderr %q", err, stderr)
+	}
+}
+
+// readDiag splits a -D file into its netlink messages, with the sequence
+// number, port id and timer countdown (idiag_expires) zeroed.
+func readDiag(t *testing.T, path string) [][]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs [][]byte
+	for len(b) >= 16 {
+		n := int(binary.NativeEndian.Uint32(b))
+		if n < 16 || n > len(b) {
+			t.Fatalf("malformed message of %d bytes with %d left", n, len(b))
+		}
+		m := bytes.Clone(b[:n])
+		clear(m[8:16])
+		if binary.NativeEndian.Uint16(m[4:]) == unix.SOCK_DIAG_BY_FAMILY && len(m) >= 16+72 {
+			clear(m[16+52 : 16+56])
+		}
+		msgs = append(msgs, m)
+		b = b[min((n+3)&^3, len(b)):]
+	}
+	return msgs
+}
+
+// TestSSEventsParity runs ss -E and sstrace ss -E side by side in a fresh
+// namespace, closes TCP and UDP sockets there, and compares what both
+// printed.
+func TestSSEventsParity(t *testing.T) {
+	ns := requireSS(t)
+	if _, err := exec.LookPath("stdbuf"); err != nil {
+		testutil.Unavailable(t, "stdbuf (coreutils) not installed: %v", err)
+	}
+	bin := sstraceBinary(t)
+	for _, args := range [][]string{{"-E"}, {"-Eni"}, {"-Ete"}, {"-E", "-6"}, {"-Eu"}, {"-En", "dport", "=", ":9901"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			full := append([]string{"-N", ns.Name}, args...)
+			// ss writes through stdio: unbuffered, so that what it
+			// printed before it is killed is in the pipe.
+			ss := exec.Command("stdbuf", append([]string{"-o0", "ss"}, full...)...)
+			ours := exec.Command(bin, append([]string{"ss"}, full...)...)
+			var ssOut, ourOut, ourErr bytes.Buffer
+			ss.Stdout, ours.Stdout, ours.Stderr = &ssOut, &ourOut, &ourErr
+			for _, c := range []*exec.Cmd{ss, ours} {
+				if err := c.Start(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(500 * time.Millisecond) // both join the groups
+			closeSockets(t, ns)
+			time.Sleep(300 * time.Millisecond)
+			for _, c := range []*exec.Cmd{ss, ours} {
+				_ = c.Process.Kill()
+				_ = c.Wait()
+			}
+			if strings.Count(ssOut.String(), "\n") < 2 {
+				t.Fatalf("ss -E printed too little to compare: %q", ssOut.String())
+			}
+			if ourErr.Len() != 0 {
+				t.Errorf("stderr: %s", ourErr.String())
+			}
+			compare(t, ssOut.String(), ourOut.String())
+		})
+	}
+}
+
+// requireSS checks for root and the real ss, and makes a fresh namespace.
+func requireSS(t *testing.T) *testutil.NS {
+	t.Helper()
+	testutil.RequireRoot(t)
+	if _, err := exec.LookPath("ss"); err != nil {
+		testutil.Unavailable(t, "iproute2 ss not installed: %v", err)
+	}
+	return testutil.NewNS(t)
+}
+
+// closeSockets opens and closes TCP (a listener, a connection with unread
+// data) and UDP sockets over IPv4 and IPv6 in ns.
+func closeSockets(t *testing.T, ns *testutil.NS) {
+	t.Helper()
+	err := ns.Do(func() error {
+		for _, addr := range []string{"127.0.0.1:9901", "[::1]:9901"} {
+			l, err := noKeepAlive.Listen(context.Background(), "tcp", addr)
+			if err != nil {
+				return err
+			}
+			c, err := noKeepAliveDialer.Dial("tcp", addr)
+			if err != nil {
+				return err
+			}
+			a, err := l.Accept()
+			if err != nil {
+				return err
+			}
+			if _, err := a.Write([]byte("unread")); err != nil {
+				return err
+			}
+			time.Sleep(20 * time.Millisecond)
+			c.Close()
+			a.Close()
+			l.Close()
+			u, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return err
+			}
+			u.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
