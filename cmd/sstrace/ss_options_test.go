@@ -12,7 +12,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -247,5 +250,245 @@ func closeSockets(t *testing.T, ns *testutil.NS) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSSKTLSParity sets kTLS up on a connection (TCP_ULP "tls", then
+// TLS_TX and TLS_RX crypto info: TLS 1.2 with AES-GCM-128 on one end, 1.3
+// with AES-GCM-256 sending only on the other) and compares -i, where ss
+// ends the TCP details with tcp-ulp-tls.
+func TestSSKTLSParity(t *testing.T) {
+	ns := requireSS(t)
+	_ = exec.Command("modprobe", "tls").Run() // where tls is a module
+	const port = 4433
+	var keep []net.Conn
+	t.Cleanup(func() {
+		for _, c := range keep {
+			c.Close()
+		}
+	})
+	err := ns.Do(func() error {
+		l, err := noKeepAlive.Listen(context.Background(), "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		c, err := noKeepAliveDialer.Dial("tcp4", l.Addr().String())
+		if err != nil {
+			return err
+		}
+		a, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		keep = append(keep, c, a)
+		// struct tls12_crypto_info_aes_gcm_{128,256}: version, cipher,
+		// then iv (8), key (16 or 32), salt (4), rec_seq (8).
+		info := func(version, cipher uint16, keyLen int) string {
+			b := make([]byte, 4+8+keyLen+4+8)
+			binary.NativeEndian.PutUint16(b, version)
+			binary.NativeEndian.PutUint16(b[2:], cipher)
+			return string(b)
+		}
+		ends := []struct {
+			c    net.Conn
+			dirs []int
+			info string
+		}{
+			{c, []int{tlsTX, tlsRX}, info(0x0303, 51, 16)},
+			{a, []int{tlsTX}, info(0x0304, 52, 32)},
+		}
+		for _, e := range ends {
+			rc, err := e.c.(*net.TCPConn).SyscallConn()
+			if err != nil {
+				return err
+			}
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				if serr = unix.SetsockoptString(int(fd), unix.SOL_TCP, unix.TCP_ULP, "tls"); serr != nil {
+					return
+				}
+				for _, d := range e.dirs {
+					if serr = unix.SetsockoptString(int(fd), unix.SOL_TLS, d, e.info); serr != nil {
+						return
+					}
+				}
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("kTLS setsockopt: %w", serr)
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, unix.ENOENT) && kernelWithoutModules() {
+		// Not a missing setup step: the kernel has no "tls" ULP and
+		// cannot load one, so no kTLS socket can exist here.
+		t.Skip("the running kernel has no kTLS (TCP_ULP \"tls\": ENOENT, no module support)")
+	}
+	if err != nil {
+		testutil.Unavailable(t, "kTLS socket pair: %v", err)
+	}
+	filter := fmt.Sprintf("sport = :%d or dport = :%d", port, port)
+	for _, args := range [][]string{{"-tni", filter}, {"-tniO", filter}, {"-tnie", filter}} {
+		full := append([]string{"-N", ns.Name}, args...)
+		t.Run(strings.Join(args[:1], " "), func(t *testing.T) {
+			want := runReal(t, full)
+			if strings.Count(want, "tcp-ulp-tls") != 2 {
+				t.Fatalf("ss shows no kTLS details: %s", want)
+			}
+			got, _, err := runOurs(context.Background(), full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compare(t, want, got)
+		})
+	}
+}
+
+// kTLS's socket options (include/uapi/linux/tls.h), which x/sys does not
+// name.
+const (
+	tlsTX = 1
+	tlsRX = 2
+)
+
+// kernelWithoutModules reports whether the running kernel was built
+// without loadable modules (no /proc/modules): what it lacks, it lacks.
+func kernelWithoutModules() bool {
+	_, err := os.Stat("/proc/modules")
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// TestSSResolveParity compares -r where names come from the namespace's
+// own files, which ss -N bind-mounts over /etc: /etc/netns/NAME/hosts names
+// 127.0.0.1, and 127.0.0.2, which no hosts file lists, is answered by a
+// DNS server inside the namespace that /etc/netns/NAME/resolv.conf names.
+// The host's /etc/hosts is never touched.
+func TestSSResolveParity(t *testing.T) {
+	ns := requireSS(t)
+	etc := filepath.Join("/etc/netns", ns.Name)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	files := map[string]string{
+		"hosts":       "127.0.0.1 files-name.example files-alias\n",
+		"resolv.conf": "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n",
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(etc, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keep []io.Closer
+	t.Cleanup(func() {
+		for _, c := range keep {
+			c.Close()
+		}
+	})
+	err := ns.Do(func() error {
+		dns, err := net.ListenPacket("udp4", "127.0.0.1:53")
+		if err != nil {
+			return err
+		}
+		keep = append(keep, dns)
+		go servePTR(dns, map[string]string{"2.0.0.127.in-addr.arpa.": "dns-name.example."})
+		l, err := noKeepAlive.Listen(context.Background(), "tcp4", "127.0.0.1:8080")
+		if err != nil {
+			return err
+		}
+		keep = append(keep, l)
+		d := net.Dialer{KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+		c, err := d.Dial("tcp4", "127.0.0.1:8080")
+		if err != nil {
+			return err
+		}
+		a, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		keep = append(keep, c, a)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"-tnr"}, {"-tar"}, {"-tar", "-4", "dst", "127.0.0.2"}} {
+		full := append([]string{"-N", ns.Name}, args...)
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			want := runReal(t, full)
+			if !strings.Contains(want, "files-name.example") || !strings.Contains(want, "dns-name.example") {
+				t.Fatalf("ss did not resolve through both sources: %s", want)
+			}
+			got, _, err := runOurs(context.Background(), full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compare(t, want, got)
+		})
+	}
+}
+
+// servePTR answers DNS queries on c until it is closed: a PTR question for
+// a name in ptr with that name, anything else with NXDOMAIN.
+func servePTR(c net.PacketConn, ptr map[string]string) {
+	buf := make([]byte, 512)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		q := buf[:n]
+		if len(q) < 12 {
+			continue
+		}
+		// The question: labels up to the root, then type and class.
+		var name strings.Builder
+		i := 12
+		for i < len(q) && q[i] != 0 {
+			l := int(q[i])
+			if i+1+l > len(q) {
+				break
+			}
+			name.Write(q[i+1 : i+1+l])
+			name.WriteByte('.')
+			i += 1 + l
+		}
+		if i+5 > len(q) {
+			continue
+		}
+		qtype := binary.BigEndian.Uint16(q[i+1:])
+		question := q[12 : i+5]
+		resp := append([]byte(nil), q[:2]...)       // id
+		flags := uint16(0x8400) | uint16(q[2]&1)<<8 // QR, AA, RD copied
+		target, found := ptr[strings.ToLower(name.String())]
+		if !found || qtype != 12 {
+			flags |= 3 // NXDOMAIN
+		}
+		resp = binary.BigEndian.AppendUint16(resp, flags)
+		resp = binary.BigEndian.AppendUint16(resp, 1)
+		ans := uint16(0)
+		if found && qtype == 12 {
+			ans = 1
+		}
+		resp = binary.BigEndian.AppendUint16(resp, ans)
+		resp = append(resp, 0, 0, 0, 0)
+		resp = append(resp, question...)
+		if ans == 1 {
+			var rdata []byte
+			for _, label := range strings.Split(strings.TrimSuffix(target, "."), ".") {
+				rdata = append(append(rdata, byte(len(label))), label...)
+			}
+			rdata = append(rdata, 0)
+			resp = append(resp, 0xc0, 12) // the question's name
+			resp = binary.BigEndian.AppendUint16(resp, 12)
+			resp = binary.BigEndian.AppendUint16(resp, 1)
+			resp = binary.BigEndian.AppendUint32(resp, 60)
+			resp = binary.BigEndian.AppendUint16(resp, uint16(len(rdata)))
+			resp = append(resp, rdata...)
+		}
+		_, _ = c.WriteTo(resp, from)
 	}
 }

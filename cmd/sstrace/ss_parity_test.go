@@ -679,6 +679,8 @@ func TestSSErrors(t *testing.T) {
 		{[]string{"-N", p.ns.Name, "-tan", "-F", "/nonexistent/filter"}, "sstrace: ss: open filter file: "},
 		{[]string{"-N", p.ns.Name, "-tanZ"}, "sstrace: ss: SELinux is not enabled."},
 		{[]string{"-N", p.ns.Name, "-z"}, "sstrace: ss: SELinux is not enabled."},
+		{[]string{"-N", p.ns.Name, "-tan", "dev", "=", "nosuchdev"}, "sstrace: ss: filter: bad device"},
+		{[]string{"-N", p.ns.Name, "-tan", "fwmark", "=", "zz"}, "sstrace: ss: filter: bad mark"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args[2:], " "), func(t *testing.T) {

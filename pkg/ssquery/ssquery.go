@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -157,6 +158,13 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	}
 	q, err := parseQuery(args, opts.FilterFile, opts.Stdin, &sel, env)
 	if err != nil {
+		// A value ss cannot read (a host, port, device, mark or cgroup)
+		// ends it with status 1; a filter that does not parse, an unknown
+		// state or a -F file that does not open with its usage (255).
+		var fe *filter.Error
+		if errors.As(err, &fe) && strings.HasPrefix(fe.What, "bad ") {
+			return fmt.Errorf("ss: %w", err)
+		}
 		return &UsageError{Err: fmt.Errorf("ss: %w", err)}
 	}
 	states := q.States
