@@ -205,6 +205,20 @@ func TestSSEventsParity(t *testing.T) {
 	}
 }
 
+// dialAccept connects d to l and returns both ends.
+func dialAccept(d net.Dialer, l net.Listener) (client, server net.Conn, err error) {
+	client, err = d.Dial(l.Addr().Network(), l.Addr().String())
+	if err != nil {
+		return nil, nil, err
+	}
+	server, err = l.Accept()
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return client, server, nil
+}
+
 // requireSS checks for root and the real ss, and makes a fresh namespace.
 func requireSS(t *testing.T) *testutil.NS {
 	t.Helper()
@@ -225,11 +239,7 @@ func closeSockets(t *testing.T, ns *testutil.NS) {
 			if err != nil {
 				return err
 			}
-			c, err := noKeepAliveDialer.Dial("tcp", addr)
-			if err != nil {
-				return err
-			}
-			a, err := l.Accept()
+			c, a, err := dialAccept(noKeepAliveDialer, l)
 			if err != nil {
 				return err
 			}
@@ -273,11 +283,7 @@ func TestSSKTLSParity(t *testing.T) {
 			return err
 		}
 		defer l.Close()
-		c, err := noKeepAliveDialer.Dial("tcp4", l.Addr().String())
-		if err != nil {
-			return err
-		}
-		a, err := l.Accept()
+		c, a, err := dialAccept(noKeepAliveDialer, l)
 		if err != nil {
 			return err
 		}
@@ -401,11 +407,7 @@ func TestSSResolveParity(t *testing.T) {
 		}
 		keep = append(keep, l)
 		d := net.Dialer{KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
-		c, err := d.Dial("tcp4", "127.0.0.1:8080")
-		if err != nil {
-			return err
-		}
-		a, err := l.Accept()
+		c, a, err := dialAccept(d, l)
 		if err != nil {
 			return err
 		}
