@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,11 +10,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/ssflags"
 	"github.com/sstrace/sstrace/pkg/ssquery"
+	"github.com/sstrace/sstrace/pkg/version"
 )
 
 // newSSCmd builds `sstrace ss`. Its options are ss's (pkg/ssflags, shared
@@ -34,6 +37,8 @@ socket per line instead.
 
 sstrace dumps TCP, UDP, RAW and UNIX sockets; asking for another table
 (-0, -M, -S, -d, --vsock, --tipc, --xdp, -A packet, ...) is an error.
+-E prints sockets as they are destroyed (until interrupted); -D FILE writes
+the kernel's raw TCP replies to FILE. Neither goes through the daemon.
 
 --socket PATH (a path: it contains a "/"; without one, --socket is ss's
 alias of -A) asks the sstrace daemon listening there, which answers in the
@@ -46,6 +51,12 @@ default socket ` + daemon.DefaultSocket + `.`,
 		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o := set.Options
+			if o.Version {
+				// ss -V prints its line and exits, whatever else was asked.
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "ss utility, %s, speaking the language of ss utility, iproute2-%s\n",
+					version.Read(nil).Short(), ssquery.SSVersion)
+				return err
+			}
 			if err := set.CheckEmptyNetNS(); err != nil {
 				return err
 			}
@@ -67,11 +78,18 @@ default socket ` + daemon.DefaultSocket + `.`,
 			if o.NetNS != "" {
 				src.NS = netns.ByName(o.NetNS)
 			}
-			return ssquery.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o, args, src)
+			return ssExit(ssquery.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o, args, src))
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return fmt.Errorf("ss: %w (see 'sstrace ss --help')", err)
+		// ss answers an option it rejects with its usage and status 255;
+		// a bad value in ss's own words (`"foo" is illegal socket table
+		// id`), not pflag's.
+		var bad *pflag.InvalidValueError
+		if errors.As(err, &bad) && bad.Unwrap() != nil {
+			err = bad.Unwrap()
+		}
+		return exitError{code: ssquery.UsageExitStatus, msg: fmt.Sprintf("ss: %v (see 'sstrace ss --help')", err)}
 	})
 	fl := cmd.Flags()
 	fl.SortFlags = false
@@ -81,6 +99,15 @@ default socket ` + daemon.DefaultSocket + `.`,
 	cmd.ValidArgsFunction = completeFilter
 	_ = cmd.RegisterFlagCompletionFunc("net", completeNetnsNames)
 	return cmd
+}
+
+// ssExit gives input ss rejects ss's exit status.
+func ssExit(err error) error {
+	var ue *ssquery.UsageError
+	if errors.As(err, &ue) {
+		return exitError{code: ssquery.UsageExitStatus, msg: ue.Error()}
+	}
+	return err
 }
 
 // ssFromDaemon forwards the query: the options as parsed, in order, then

@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,6 +130,10 @@ func buildPopulation(t *testing.T) *population {
 	lAlt := listen("tcp4", fmt.Sprintf("127.0.0.1:%d", portHTTPAlt))
 	listen("tcp6", fmt.Sprintf("[::]:%d", portSSH))
 	l6 := listen("tcp6", fmt.Sprintf("[::1]:%d", port8443))
+	// --tos and --inet-sockopt: a TOS and a priority (class_id) on the
+	// http listener, a traffic class on the IPv6 one.
+	setOpts(t, lHTTP.(*net.TCPListener), [][3]int{{unix.IPPROTO_IP, unix.IP_TOS, 0x10}, {unix.SOL_SOCKET, unix.SO_PRIORITY, 6}})
+	setOpts(t, l6.(*net.TCPListener), [][3]int{{unix.IPPROTO_IPV6, unix.IPV6_TCLASS, 0x20}})
 
 	// Established IPv4 with 1000 unread bytes at the server.
 	c1 := dial(noKeepAliveDialer, "tcp4", fmt.Sprintf("127.0.0.1:%d", portHTTPAlt))
@@ -196,6 +201,7 @@ func buildPopulation(t *testing.T) *population {
 			return err
 		}
 		p.keep(u6)
+		setOpts(t, u4, [][3]int{{unix.IPPROTO_IP, unix.IP_FREEBIND, 1}, {unix.IPPROTO_IP, unix.IP_RECVERR, 1}})
 		uc, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: portDNS})
 		if err != nil {
 			return err
@@ -317,6 +323,26 @@ func buildPopulation(t *testing.T) *population {
 	// Let the handshakes and FINs settle.
 	time.Sleep(50 * time.Millisecond)
 	return p
+}
+
+// setOpts sets integer socket options ({level, option, value}) on c.
+func setOpts(t *testing.T, c syscall.Conn, opts [][3]int) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		for _, o := range opts {
+			if serr = unix.SetsockoptInt(int(fd), o[0], o[1], o[2]); serr != nil {
+				return
+			}
+		}
+	})
+	if err != nil || serr != nil {
+		t.Fatalf("setsockopt: %v %v", err, serr)
+	}
 }
 
 // runOurs runs `sstrace ss ARGS` in-process.
@@ -499,6 +525,10 @@ func TestSSParity(t *testing.T) {
 		// MPTCP, alone and among the other tables.
 		{"-Man"}, {"-Mn"}, {"-Ml"}, {"-Manp"}, {"-Mane"}, {"-Mano"}, {"-6Man"},
 		{"-A", "mptcp", "-an"}, {"-A", "inet", "-an"}, {"-Man", "sport", "=", strconv.Itoa(portMPTCP)},
+		// Options of the rest of ss.
+		{"-tan", "--tos"}, {"-uan", "--tos"}, {"-wan", "--tos"}, {"-tane", "--tos", "--cgroup"},
+		{"-tuan", "--cgroup"}, {"-tuwan", "--inet-sockopt"}, {"-tanO", "--inet-sockopt", "--tos"},
+		{"-tab"}, {"-uab"}, {"-tanbe"},
 	}
 	if len(cases) < 40 {
 		t.Fatalf("battery too small: %d cases", len(cases))
@@ -614,6 +644,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(threadsHolderEnv) != "" {
+		os.Exit(holdWithThreads())
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -622,7 +655,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestSSErrors runs bad command lines through both binaries: both must
-// fail, and sstrace must say what is wrong in one line.
+// fail with the same exit status (255 where ss prints its usage), and
+// sstrace must say what is wrong in one line.
 func TestSSErrors(t *testing.T) {
 	p := buildPopulation(t)
 	bin := sstraceBinary(t)
@@ -637,19 +671,28 @@ func TestSSErrors(t *testing.T) {
 		{[]string{"-N", p.ns.Name, "-q"}, "sstrace: ss: unknown shorthand flag: 'q' in -q"},
 		{[]string{"-N", p.ns.Name, "--bogus"}, "sstrace: ss: unknown flag: --bogus"},
 		{[]string{"-N", "sstrace-no-such-netns", "-tan"}, `sstrace: ss: cannot open network namespace "sstrace-no-such-netns": no such file or directory`},
+		{[]string{"-N", p.ns.Name, "-A", "bogus"}, `sstrace: ss: "bogus" is illegal socket table id`},
+		{[]string{"-N", p.ns.Name, "-f", "bogus"}, `sstrace: ss: "bogus" is invalid family`},
+		{[]string{"-N", p.ns.Name, "-tan", "-F", "/nonexistent/filter"}, "sstrace: ss: open filter file: "},
+		{[]string{"-N", p.ns.Name, "-tanZ"}, "sstrace: ss: SELinux is not enabled."},
+		{[]string{"-N", p.ns.Name, "-z"}, "sstrace: ss: SELinux is not enabled."},
+		{[]string{"-N", p.ns.Name, "-tan", "dev", "=", "nosuchdev"}, "sstrace: ss: filter: bad device"},
+		{[]string{"-N", p.ns.Name, "-tan", "fwmark", "=", "zz"}, "sstrace: ss: filter: bad mark"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args[2:], " "), func(t *testing.T) {
-			if err := exec.Command("ss", c.args...).Run(); err == nil {
-				t.Errorf("ss %s succeeded; the case is not an error", strings.Join(c.args, " "))
+			ssErr := exec.Command("ss", c.args...).Run()
+			ssExit, ok := ssErr.(*exec.ExitError)
+			if !ok {
+				t.Fatalf("ss %s: %v; the case is not an error", strings.Join(c.args, " "), ssErr)
 			}
 			cmd := exec.Command(bin, append([]string{"ss"}, c.args...)...)
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()
 			ee, ok := err.(*exec.ExitError)
-			if !ok || ee.ExitCode() == 0 {
-				t.Fatalf("sstrace ss %s: exit %v, want a non-zero status", strings.Join(c.args, " "), err)
+			if !ok || ee.ExitCode() != ssExit.ExitCode() {
+				t.Fatalf("sstrace ss %s: exit %v, want ss's status %d", strings.Join(c.args, " "), err, ssExit.ExitCode())
 			}
 			msg := strings.TrimRight(stderr.String(), "\n")
 			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, c.msg) {

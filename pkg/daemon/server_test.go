@@ -329,6 +329,23 @@ func TestServerSSLive(t *testing.T) {
 	}
 }
 
+// TestServerSSRefusesLocalOptions checks that the options that cannot work
+// through the daemon are refused with a line that says what to run instead.
+func TestServerSSRefusesLocalOptions(t *testing.T) {
+	s := newSynth(t)
+	path := serve(t, s.tbl)
+	for _, c := range []struct{ arg, want string }{
+		{"--events=true", "ss: -E is not served by the daemon: run sstrace ss -E yourself"},
+		{"--diag=/tmp/x", "ss: -D is not served by the daemon"},
+		{"--threads=true", "ss: -T is not served by the daemon"},
+	} {
+		_, _, res := ask(t, path, Request{Op: OpSS, Args: []string{"--tcp=true", c.arg, "--"}})
+		if res.Exit != 1 || !strings.HasPrefix(res.Error, c.want) {
+			t.Errorf("%s: exit %d, error %q; want 1 and %q", c.arg, res.Exit, res.Error, c.want)
+		}
+	}
+}
+
 func TestServerTraceAndLimits(t *testing.T) {
 	s := newSynth(t)
 	path := serve(t, s.tbl)

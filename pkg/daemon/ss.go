@@ -41,6 +41,16 @@ func (s *Server) runSS(ctx context.Context, p *Peer, req *Request, w *replyWrite
 		// privileges must answer for that.
 		return 1, errors.New("ss: -K is not served by the daemon: run sstrace ss -K yourself (it needs CAP_NET_ADMIN)")
 	}
+	switch {
+	case opts.Events:
+		// A stream without end, from a multicast group only CAP_NET_ADMIN
+		// may join: the caller's own to run.
+		return 1, errors.New("ss: -E is not served by the daemon: run sstrace ss -E yourself (it needs CAP_NET_ADMIN)")
+	case opts.Diag != "":
+		return 1, errors.New("ss: -D is not served by the daemon (it would write the file as the daemon): run sstrace ss -D yourself")
+	case opts.Threads:
+		return 1, errors.New("ss: -T is not served by the daemon (its owner scan lists processes, not threads): run sstrace ss -T yourself")
+	}
 	if opts.NetNS != "" && !p.Root() {
 		return 1, errors.New("ss: -N: only root may list another network namespace")
 	}

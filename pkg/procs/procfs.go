@@ -21,7 +21,9 @@ import (
 // mid-walk are skipped, as ss skips them. The entries come back in the order
 // ss finds them (readdir order). The pids are spread over one worker per
 // CPU: each process costs a handful of system calls that do not contend.
-func scanProc(ctx context.Context, root string) ([]entry, error) {
+// With threads (ss -T), each process's other threads follow it, in the
+// order root/PID/task lists them, each read as root/TID.
+func scanProc(ctx context.Context, root string, threads bool) ([]entry, error) {
 	dir, err := os.Open(root)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", root, err)
@@ -64,7 +66,7 @@ func scanProc(ctx context.Context, root string) ([]entry, error) {
 					return
 				}
 				var err error
-				if perPid[i], err = scanPid(root, pids[i], nil, link); err != nil {
+				if perPid[i], err = scanPid(root, pids[i], threads, link); err != nil {
 					errs[w] = err
 					return
 				}
@@ -89,11 +91,47 @@ func scanProc(ctx context.Context, root string) ([]entry, error) {
 	return ents, nil
 }
 
-// scanPid appends the socket descriptors of one process to ents. A process
-// that vanished or is not readable yields nothing and no error: the walk is a
-// snapshot of a moving system, and ss behaves the same way.
-func scanPid(root string, pid int32, ents []entry, link []byte) ([]entry, error) {
-	procDir := filepath.Join(root, strconv.Itoa(int(pid)))
+// scanPid returns the socket descriptors of one process and, with
+// threads, those of each of its other threads after them, as ss -T finds
+// them.
+func scanPid(root string, pid int32, threads bool, link []byte) ([]entry, error) {
+	var tid int32
+	if threads {
+		tid = pid
+	}
+	ents, err := scanTask(root, pid, tid, nil, link)
+	if err != nil || !threads {
+		return ents, err
+	}
+	dir := filepath.Join(root, strconv.Itoa(int(pid)), "task")
+	d, err := os.Open(dir)
+	if err != nil {
+		return ents, nil // gone, or not ours to read: ss skips it too
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	for _, n := range names {
+		t, err := strconv.ParseInt(n, 10, 32)
+		if err != nil || int32(t) == pid {
+			continue
+		}
+		if ents, err = scanTask(root, pid, int32(t), ents, link); err != nil {
+			return ents, err
+		}
+	}
+	return ents, nil
+}
+
+// scanTask appends the socket descriptors of one task to ents: the process
+// pid itself (id == 0 or pid) or its thread id, read from root/ID. A task
+// that vanished or is not readable yields nothing and no error: the walk is
+// a snapshot of a moving system, and ss behaves the same way.
+func scanTask(root string, pid, id int32, ents []entry, link []byte) ([]entry, error) {
+	dirID := pid
+	if id != 0 {
+		dirID = id
+	}
+	procDir := filepath.Join(root, strconv.Itoa(int(dirID)))
 	fdDir := procDir + "/fd"
 	dfd, err := unix.Open(fdDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -130,7 +168,7 @@ func scanPid(root string, pid int32, ents []entry, link []byte) ([]entry, error)
 			// Read once per process, at its first socket, as ss does.
 			comm, haveComm = readComm(procDir)
 		}
-		ents = append(ents, entry{ino: ino, pid: pid, fd: int32(fd), comm: comm})
+		ents = append(ents, entry{ino: ino, pid: pid, fd: int32(fd), comm: comm, tid: id})
 	}
 	return ents, nil
 }

@@ -52,6 +52,11 @@ type Options struct {
 	// ForceProc skips the BPF iterator and walks /proc, as ss does. Useful
 	// to compare the two paths and as an escape hatch.
 	ForceProc bool
+	// Threads lists every thread holding a socket, not only every
+	// process (ss -T): each entry carries its thread id, and the comm is
+	// the thread's. Threads share their process's descriptors, so a
+	// socket gets one entry per thread. It walks /proc, as ss does.
+	Threads bool
 	// BTFCache, when set, is shared with the other BPF loads of the
 	// process. Decoding the kernel's BTF for CO-RE is most of the cost of
 	// loading the program (tens of milliseconds); a shared cache pays it
@@ -117,14 +122,19 @@ type Scanner struct {
 	iter   *iterProgram // nil when the /proc walk is used
 	reason string       // why iter is nil
 	proc   string       // the /proc root
+	// threads walks every thread's descriptors (Options.Threads).
+	threads bool
 }
 
 // NewScanner prepares scans as Scan describes. It does not fail: when the
 // BPF iterator cannot be loaded, the Scanner walks /proc and its indexes
 // carry the reason.
 func NewScanner(opts Options) *Scanner {
-	s := &Scanner{proc: "/proc", reason: "forced by Options.ForceProc"}
-	if opts.ForceProc {
+	s := &Scanner{proc: "/proc", reason: "forced by Options.ForceProc", threads: opts.Threads}
+	if opts.Threads {
+		s.reason = "threads (Options.Threads) are listed from /proc"
+	}
+	if opts.ForceProc || opts.Threads {
 		return s
 	}
 	it, err := loadIter(opts.BTFCache)
@@ -158,7 +168,7 @@ func (s *Scanner) Scan(ctx context.Context) (*Index, error) {
 	if root == "" {
 		root, reason = "/proc", "no BPF program loaded (zero Scanner)"
 	}
-	ents, err := scanProc(ctx, root)
+	ents, err := scanProc(ctx, root, s.threads)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +191,7 @@ type entry struct {
 	pid  int32
 	fd   int32
 	comm string
+	tid  int32 // 0 unless threads are listed
 }
 
 // build indexes the entries, given in the order they were found.

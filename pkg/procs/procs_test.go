@@ -310,7 +310,7 @@ func TestScanCancelled(t *testing.T) {
 // A /proc root that does not exist is an error that names it, not a panic
 // or an empty index.
 func TestScanProcBadRoot(t *testing.T) {
-	_, err := scanProc(context.Background(), "/nonexistent-proc-root")
+	_, err := scanProc(context.Background(), "/nonexistent-proc-root", false)
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent-proc-root") {
 		t.Errorf("scanProc(bad root) err = %v, want one naming the path", err)
 	}

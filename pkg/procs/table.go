@@ -81,7 +81,7 @@ func newInodeTable(ents []entry) inodeTable {
 		start := uint32(len(t.procs))
 		for j := t.spans[s].start; j != 0; j = next[j-1] {
 			e := &ents[j-1]
-			t.procs = append(t.procs, sock.Process{Comm: e.comm, PID: int(e.pid), FD: int(e.fd)})
+			t.procs = append(t.procs, sock.Process{Comm: e.comm, PID: int(e.pid), FD: int(e.fd), TID: int(e.tid)})
 		}
 		t.spans[s] = span{start: start, end: uint32(len(t.procs))}
 	}

@@ -91,7 +91,7 @@ func TestDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []entry{{7, 10, 3, "one"}, {8, 10, 4, "one"}, {7, 11, 5, "t"}}
+	want := []entry{{ino: 7, pid: 10, fd: 3, comm: "one"}, {ino: 8, pid: 10, fd: 4, comm: "one"}, {ino: 7, pid: 11, fd: 5, comm: "t"}}
 	if !slices.Equal(got, want) {
 		t.Errorf("decode = %+v, want %+v", got, want)
 	}

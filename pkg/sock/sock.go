@@ -204,6 +204,10 @@ type Process struct {
 	Comm string
 	PID  int
 	FD   int
+	// TID is the thread holding the descriptor, for ss -T (every thread
+	// of a process shares its descriptors, and ss -T lists each); 0 when
+	// threads were not asked for.
+	TID int
 }
 
 // MemInfo is the socket memory accounting (INET_DIAG_SKMEMINFO,
@@ -240,6 +244,31 @@ type TCPInfo struct {
 	BBR   *unix.TCPBBRInfo
 	DCTCP *unix.TCPDCTCPInfo
 	Vegas *unix.TCPVegasInfo
+	// ULP is INET_DIAG_ULP_INFO: the upper layer protocol on the
+	// connection (kTLS, an MPTCP subflow); nil when there is none.
+	ULP *ULPInfo
+}
+
+// ULPInfo is a TCP socket's upper layer protocol (INET_DIAG_ULP_INFO).
+type ULPInfo struct {
+	// Name is INET_ULP_INFO_NAME ("tls", "mptcp").
+	Name string
+	// TLS holds kTLS's INET_ULP_INFO_TLS attributes; nil for another ULP.
+	TLS *TLSInfo
+}
+
+// TLSInfo is kTLS's state (include/uapi/linux/tls.h, TLS_INFO_*). A field
+// the kernel did not send is 0 (false for ZeroCopyTX); Has says which were.
+type TLSInfo struct {
+	Version uint16 // TLS_1_2_VERSION 0x0303, TLS_1_3_VERSION 0x0304
+	Cipher  uint16 // TLS_CIPHER_* (51 aes-gcm-128, 52 aes-gcm-256, ...)
+	// RXConf and TXConf are TLS_CONF_*: 1 base (none), 2 sw, 3 hw,
+	// 4 hw-record.
+	RXConf, TXConf uint16
+	// ZeroCopyTX is TLS_INFO_ZC_RO_TX (TLS_TX_ZEROCOPY_RO set).
+	ZeroCopyTX bool
+	// Has is a bit per TLS_INFO_* attribute present (bit n: attribute n).
+	Has uint32
 }
 
 // UnixInfo holds what only UNIX sockets have.
@@ -341,6 +370,14 @@ type Socket struct {
 	TClass   *uint8
 	// V6Only reports IPV6_V6ONLY for AF_INET6 sockets when known.
 	V6Only *bool
+	// ClassID is INET_DIAG_CLASS_ID: the net_cls class id, or the
+	// socket's SO_PRIORITY when it has none (sent with TOS, full sockets
+	// only).
+	ClassID *uint32
+	// Sockopt is INET_DIAG_SOCKOPT (kernel >= 5.10), struct
+	// inet_diag_sockopt's two bytes of flags as the kernel lays them out
+	// (see ssfmt's --inet-sockopt).
+	Sockopt *[2]byte
 	// RawProtocol is the IP protocol number of a RAW socket.
 	RawProtocol uint8
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"slices"
@@ -62,7 +63,19 @@ const (
 	inetDiagSkV6Only  = 11
 	inetDiagMark      = 15
 	inetDiagBBRInfo   = 16
+	inetDiagClassID   = 17
+	inetDiagULPInfo   = 20
 	inetDiagCgroupID  = 21
+	inetDiagSockopt   = 22
+	// Nested in INET_DIAG_ULP_INFO (include/uapi/linux/inet_diag.h) and
+	// its INET_ULP_INFO_TLS (include/uapi/linux/tls.h).
+	inetULPInfoName = 1
+	inetULPInfoTLS  = 2
+	tlsInfoVersion  = 1
+	tlsInfoCipher   = 2
+	tlsInfoTXConf   = 3
+	tlsInfoRXConf   = 4
+	tlsInfoZCROTX   = 5
 
 	udiagShowName    = 0x01
 	udiagShowVFS     = 0x02
@@ -102,6 +115,8 @@ type conn struct {
 	// delivered holds the cookies of the rows a pass has delivered, kept
 	// across passes so its storage is reused (8 bytes per socket).
 	delivered []uint64
+	// raw receives every reply datagram as is (Request.Raw); nil: none.
+	raw io.Writer
 }
 
 func dial(ns netns.Namespace) (*conn, error) {
@@ -307,6 +322,11 @@ func inetExt(req Request, proto sock.Proto) uint8 {
 	}
 	if req.Mem {
 		ext |= bit(inetDiagSkMeminfo)
+		if req.Raw != nil {
+			// ss asks for the old MEMINFO as well; the raw replies
+			// (ss -D) carry it then.
+			ext |= bit(inetDiagMeminfo)
+		}
 	}
 	if req.TOS {
 		ext |= bit(inetDiagTOS) | bit(inetDiagTClass)
@@ -474,6 +494,11 @@ func (c *conn) readDump(ctx context.Context, seq uint32, each func(payload []byt
 		}
 		if bt.err != nil {
 			return false, bt.err
+		}
+		if c.raw != nil {
+			if _, err := c.raw.Write(bt.b); err != nil {
+				return false, fmt.Errorf("write raw replies: %w", err)
+			}
 		}
 		done, intr, err := walkMessages(bt.b, seq, each)
 		interrupted = interrupted || intr

@@ -25,6 +25,10 @@ type decoder struct {
 	tos      uint8
 	tclass   uint8
 	v6only   bool
+	classID  uint32
+	sockopt  [2]byte
+	ulp      sock.ULPInfo
+	tls      sock.TLSInfo
 	mem      sock.MemInfo
 	tcp      sock.TCPInfo
 	bbr      unix.TCPBBRInfo
@@ -99,7 +103,7 @@ func (d *decoder) decodeInet(proto sock.Proto, b []byte) (*sock.Socket, bool, er
 	r.Inode = uint64(ne.Uint32(b[68:]))
 
 	var tcpLen int
-	var haveBBR, haveDCTCP, haveVegas, haveCong bool
+	var haveBBR, haveDCTCP, haveVegas, haveCong, haveULP bool
 	var cong []byte
 	err := walkAttrs(b[inetMsgLen:], func(typ uint16, v []byte) error {
 		switch typ {
@@ -133,6 +137,19 @@ func (d *decoder) decodeInet(proto sock.Proto, b []byte) (*sock.Socket, bool, er
 				d.cgroupID = ne.Uint64(v)
 				r.CgroupID = &d.cgroupID
 			}
+		case inetDiagClassID:
+			if len(v) >= 4 {
+				d.classID = ne.Uint32(v)
+				r.ClassID = &d.classID
+			}
+		case inetDiagSockopt:
+			if len(v) >= 2 {
+				d.sockopt = [2]byte(v[:2])
+				r.Sockopt = &d.sockopt
+			}
+		case inetDiagULPInfo:
+			haveULP = true
+			return d.decodeULP(v)
 		case inetDiagProtocol:
 			if len(v) >= 1 {
 				r.RawProtocol = v[0]
@@ -174,6 +191,7 @@ func (d *decoder) decodeInet(proto sock.Proto, b []byte) (*sock.Socket, bool, er
 	if err != nil {
 		return nil, false, err
 	}
+	// The ULP rides along with the TCP information (-i), never alone.
 	if tcpLen > 0 || haveCong || haveBBR || haveDCTCP || haveVegas {
 		t := &d.tcp
 		t.Len = tcpLen
@@ -194,9 +212,51 @@ func (d *decoder) decodeInet(proto sock.Proto, b []byte) (*sock.Socket, bool, er
 		if haveVegas {
 			t.Vegas = &d.vegas
 		}
+		t.ULP = nil
+		if haveULP {
+			t.ULP = &d.ulp
+		}
 		r.TCP = t
 	}
 	return r, true, nil
+}
+
+// decodeULP reads INET_DIAG_ULP_INFO's nested attributes into d.ulp: the
+// name and, for kTLS, its version, cipher and configurations.
+func (d *decoder) decodeULP(b []byte) error {
+	d.ulp = sock.ULPInfo{}
+	return walkAttrs(b, func(typ uint16, v []byte) error {
+		switch typ {
+		case inetULPInfoName:
+			d.ulp.Name = d.intern(cstring(v))
+		case inetULPInfoTLS:
+			d.tls = sock.TLSInfo{}
+			d.ulp.TLS = &d.tls
+			return walkAttrs(v, func(typ uint16, v []byte) error {
+				if typ < 32 {
+					d.tls.Has |= 1 << typ
+				}
+				var val uint16
+				if len(v) >= 2 {
+					val = ne.Uint16(v)
+				}
+				switch typ {
+				case tlsInfoVersion:
+					d.tls.Version = val
+				case tlsInfoCipher:
+					d.tls.Cipher = val
+				case tlsInfoTXConf:
+					d.tls.TXConf = val
+				case tlsInfoRXConf:
+					d.tls.RXConf = val
+				case tlsInfoZCROTX:
+					d.tls.ZeroCopyTX = true
+				}
+				return nil
+			})
+		}
+		return nil
+	})
 }
 
 func (d *decoder) decodeUnix(b []byte) (*sock.Socket, bool, error) {
@@ -350,12 +410,19 @@ func Clone(s *sock.Socket) *sock.Socket {
 	c.TOS = clonePtr(s.TOS)
 	c.TClass = clonePtr(s.TClass)
 	c.V6Only = clonePtr(s.V6Only)
+	c.ClassID = clonePtr(s.ClassID)
+	c.Sockopt = clonePtr(s.Sockopt)
 	c.Mem = clonePtr(s.Mem)
 	if s.TCP != nil {
 		t := *s.TCP
 		t.BBR = clonePtr(s.TCP.BBR)
 		t.DCTCP = clonePtr(s.TCP.DCTCP)
 		t.Vegas = clonePtr(s.TCP.Vegas)
+		if s.TCP.ULP != nil {
+			u := *s.TCP.ULP
+			u.TLS = clonePtr(s.TCP.ULP.TLS)
+			t.ULP = &u
+		}
 		c.TCP = &t
 	}
 	if s.Unix != nil {

@@ -31,6 +31,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 
@@ -75,6 +76,10 @@ type Request struct {
 	// TOS asks for INET_DIAG_TOS and INET_DIAG_TCLASS into Socket.TOS and
 	// Socket.TClass (ss --tos).
 	TOS bool
+	// Raw, when set, receives every datagram of the kernel's replies as it
+	// arrives, headers and all (ss -D FILE writes the same bytes). The
+	// rows are decoded and passed to fn as well.
+	Raw io.Writer
 }
 
 // maxDumpAttempts bounds how often a dump the kernel marks inconsistent
@@ -146,6 +151,7 @@ func Dump(ctx context.Context, ns netns.Namespace, req Request, fn func(*sock.So
 	stop := context.AfterFunc(ctx, c.interrupt)
 	defer stop()
 
+	c.raw = req.Raw
 	d := newDecoder(c.netnsIno)
 	for _, p := range passes {
 		if err := c.runPass(ctx, p, req, d, fn); err != nil {

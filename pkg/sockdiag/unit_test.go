@@ -3,6 +3,7 @@ package sockdiag
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -326,5 +327,40 @@ func TestErrorNamesProtocolAndNamespace(t *testing.T) {
 	u := &Error{Proto: sock.ProtoUNIX, Family: unix.AF_UNIX, NS: netns.Namespace{}, Err: syscall.EPERM}
 	if got := u.Error(); got != "sock_diag unix in netns self: operation not permitted" {
 		t.Errorf("%q", got)
+	}
+}
+
+// TestDecodeULPAndOptions decodes the attributes --tos, --inet-sockopt and
+// -i's tcp-ulp details read, laid out as the kernel sends them: kTLS's
+// nested INET_DIAG_ULP_INFO (name, then INET_ULP_INFO_TLS with u16
+// attributes and the ZC_RO_TX flag). The kernels here lack kTLS, so this
+// is where the decoding of a kTLS reply is checked.
+func TestDecodeULPAndOptions(t *testing.T) {
+	u16 := func(v uint16) []byte { b := make([]byte, 2); ne.PutUint16(b, v); return b }
+	u32 := func(v uint32) []byte { b := make([]byte, 4); ne.PutUint32(b, v); return b }
+	tls := slices.Concat(attr(tlsInfoVersion, u16(0x0304)), attr(tlsInfoCipher, u16(52)),
+		attr(tlsInfoTXConf, u16(2)), attr(tlsInfoRXConf, u16(1)), attr(tlsInfoZCROTX, nil))
+	ulp := slices.Concat(attr(inetULPInfoName, []byte("tls\x00")), attr(inetULPInfoTLS, tls))
+	local, peer := netip.MustParseAddrPort("127.0.0.1:4433"), netip.MustParseAddrPort("127.0.0.1:50000")
+	msg := inetMsg(7, sock.Established, local, peer,
+		attr(inetDiagInfo, make([]byte, 104)), attr(inetDiagULPInfo, ulp),
+		attr(inetDiagClassID, u32(6)), attr(inetDiagSockopt, []byte{0x12, 0x04}))
+	s, ok, err := newDecoder(1).decode(pass{proto: sock.ProtoTCP, family: unix.AF_INET}, msg)
+	if err != nil || !ok {
+		t.Fatalf("decode: %v %v", ok, err)
+	}
+	if s.TCP == nil || s.TCP.ULP == nil || s.TCP.ULP.Name != "tls" || s.TCP.ULP.TLS == nil {
+		t.Fatalf("ULP not decoded: %+v", s.TCP)
+	}
+	want := sock.TLSInfo{Version: 0x0304, Cipher: 52, TXConf: 2, RXConf: 1, ZeroCopyTX: true, Has: 0b111110}
+	if *s.TCP.ULP.TLS != want {
+		t.Errorf("TLS = %+v, want %+v", *s.TCP.ULP.TLS, want)
+	}
+	if s.ClassID == nil || *s.ClassID != 6 || s.Sockopt == nil || *s.Sockopt != [2]byte{0x12, 0x04} {
+		t.Errorf("class id %v, sockopt %v", s.ClassID, s.Sockopt)
+	}
+	c := Clone(s)
+	if c.TCP.ULP == s.TCP.ULP || c.TCP.ULP.TLS == s.TCP.ULP.TLS || *c.TCP.ULP.TLS != want {
+		t.Error("Clone shares or loses the ULP")
 	}
 }

@@ -136,12 +136,13 @@ func (s *Set) define(daemonSocket *string) {
 	o := &s.Options
 	fl := s.Flags
 	fl.SortFlags = false
-	fl.BoolVarP(&o.Numeric, "numeric", "n", false, "don't resolve service names")
-	fl.BoolVarP(&o.Resolve, "resolve", "r", false, "resolve host names (from /etc/hosts only)")
 	ordered := func(name, short, usage string, apply func() error) {
 		f := fl.VarPF(&orderedFlag{apply: apply}, name, short, usage)
 		f.NoOptDefVal = "true"
 	}
+	fl.BoolVarP(&o.Version, "version", "V", false, "output version information")
+	fl.BoolVarP(&o.Numeric, "numeric", "n", false, "don't resolve service names")
+	fl.BoolVarP(&o.Resolve, "resolve", "r", false, "resolve host names (hosts file, then the system resolver)")
 	sel := &o.Selection
 	ordered("all", "a", "display all sockets", func() error { sel.All(); return nil })
 	ordered("listening", "l", "display listening sockets", func() error { sel.Listening(); return nil })
@@ -149,8 +150,15 @@ func (s *Set) define(daemonSocket *string) {
 	fl.BoolVarP(&o.Extended, "extended", "e", false, "show detailed socket information")
 	fl.BoolVarP(&o.Memory, "memory", "m", false, "show socket memory usage")
 	fl.BoolVarP(&o.Processes, "processes", "p", false, "show process using socket")
+	fl.BoolVarP(&o.Threads, "threads", "T", false, "show thread using socket")
 	fl.BoolVarP(&o.Info, "info", "i", false, "show internal TCP information")
 	fl.BoolVarP(&o.Summary, "summary", "s", false, "show socket usage summary")
+	fl.BoolVar(&o.TOS, "tos", false, "show tos and priority information")
+	fl.BoolVar(&o.Cgroup, "cgroup", false, "show cgroup information")
+	fl.BoolVarP(&o.BPF, "bpf", "b", false, "show bpf filter socket information (packet sockets; else as -o)")
+	fl.BoolVarP(&o.Events, "events", "E", false, "continually display sockets as they are destroyed")
+	ordered("context", "Z", "display task SELinux security contexts", func() error { o.Context = max(o.Context, 1); return nil })
+	ordered("contexts", "z", "display task and socket SELinux security contexts", func() error { o.Context = 2; return nil })
 	fl.StringVarP(&o.NetNS, "net", "N", "", "switch to the specified network namespace name")
 	ordered("ipv4", "4", "display only IP version 4 sockets", func() error { sel.Family(unix.AF_INET); return nil })
 	ordered("ipv6", "6", "display only IP version 6 sockets", func() error { sel.Family(unix.AF_INET6); return nil })
@@ -187,6 +195,8 @@ func (s *Set) define(daemonSocket *string) {
 	fl.StringVarP(&o.FilterFile, "filter", "F", "", "read filter information from FILE")
 	fl.BoolVarP(&o.NoHeader, "no-header", "H", false, "suppress header line")
 	fl.BoolVarP(&o.OneLine, "oneline", "O", false, "socket's data printed on a single line")
+	fl.BoolVar(&o.InetSockopt, "inet-sockopt", false, "show various inet socket options")
+	fl.StringVarP(&o.Diag, "diag", "D", "", "dump raw information about TCP sockets to FILE")
 	fl.BoolVar(&o.JSON, "json", false, "one JSON object per socket per line (keys: see docs/JSON.md)")
 	fl.BoolVarP(&o.Kill, "kill", "K", false, "forcibly close sockets, display what was closed (TCP, UDP, RAW; needs CAP_NET_ADMIN)")
 

@@ -62,7 +62,7 @@
 //	shutdown     string  ss's shutdown arrows: "<->", "-->", "<--", "---"
 //	tos          number  IP TOS
 //	tclass       number  IPv6 traffic class
-//	owners       [object] [{"comm": string, "pid": number, "fd": number}], ss -p order
+//	owners       [object] [{"comm": string, "pid": number, "fd": number, "tid": number (-T only)}], ss -p order
 //	skmem        object  {"rmem_alloc","rcvbuf","wmem_alloc","sndbuf","fwd_alloc",
 //	                      "wmem_queued","optmem","backlog","drops"} (bytes)
 //	tcp_info     object  see below

@@ -113,9 +113,34 @@ func TestShutdownString(t *testing.T) {
 }
 
 func TestUsersString(t *testing.T) {
-	got := UsersString([]sock.Process{{Comm: "python3", PID: 9897, FD: 6}, {Comm: "sshd", PID: 1, FD: 3}})
+	got := UsersString([]sock.Process{{Comm: "python3", PID: 9897, FD: 6}, {Comm: "sshd", PID: 1, FD: 3}}, false)
 	want := ` users:(("python3",pid=9897,fd=6),("sshd",pid=1,fd=3))`
 	if got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestULPString checks -i's tcp-ulp words against ss 6.1's tcp_show_info
+// (misc/ss.c: tcp_tls_version, tcp_tls_cipher, tcp_tls_conf in rxconf,
+// txconf order, tcp_tls_zc_sendfile).
+func TestULPString(t *testing.T) {
+	all := uint32(0b111110)
+	cases := []struct {
+		u    *sock.ULPInfo
+		want string
+	}{
+		{nil, ""},
+		{&sock.ULPInfo{Name: "mptcp"}, " tcp-ulp-mptcp"},
+		{&sock.ULPInfo{Name: "tls", TLS: &sock.TLSInfo{Version: 0x0303, Cipher: 51, TXConf: 2, RXConf: 2, Has: all &^ (1 << 5)}},
+			" tcp-ulp-tls version: 1.2 cipher: aes-gcm-128 rxconf: sw txconf: sw"},
+		{&sock.ULPInfo{Name: "tls", TLS: &sock.TLSInfo{Version: 0x0304, Cipher: 52, TXConf: 3, RXConf: 1, ZeroCopyTX: true, Has: all}},
+			" tcp-ulp-tls version: 1.3 cipher: aes-gcm-256 rxconf: none txconf: hw zc_ro_tx"},
+		{&sock.ULPInfo{Name: "tls", TLS: &sock.TLSInfo{Version: 9, Cipher: 53, TXConf: 4, RXConf: 7, Has: all}},
+			" tcp-ulp-tls version: unknown(9) rxconf: unknown(7) txconf: hw-record"},
+	}
+	for _, c := range cases {
+		if got := ULPString(c.u); got != c.want {
+			t.Errorf("ULPString(%+v) = %q, want %q", c.u, got, c.want)
+		}
 	}
 }

@@ -84,6 +84,8 @@ type JSONProcess struct {
 	Comm string `json:"comm"`
 	PID  int    `json:"pid"`
 	FD   int    `json:"fd"`
+	// TID is the thread, under -T only.
+	TID int `json:"tid,omitempty"`
 }
 
 // JSONSkmem is the "skmem" object.

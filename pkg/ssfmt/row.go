@@ -58,6 +58,15 @@ func (t *Table) inetRow(s *sock.Socket) {
 	if o.Extended {
 		t.inetDetails(s)
 	}
+	if o.TOS {
+		t.out(TOSString(s))
+	}
+	if o.Cgroup && s.CgroupID != nil {
+		t.out(" cgroup:" + t.cgroupPath(*s.CgroupID))
+	}
+	if o.InetSockopt && s.Sockopt != nil {
+		t.out(InetSockoptString(*s.Sockopt, o.OneLine))
+	}
 	if o.Memory || (o.Info && s.Proto != sock.ProtoUDP) {
 		if !o.OneLine {
 			t.out("\n\t")
@@ -178,15 +187,17 @@ func (t *Table) users(s *sock.Socket) {
 		return
 	}
 	mark := len(t.buf)
-	t.buf = appendUsers(t.buf, s.Procs)
+	t.buf = appendUsers(t.buf, s.Procs, t.opts.Threads)
 	t.commit(mark)
 }
 
 // UsersString formats processes as ss -p does: ` users:(("comm",pid=N,fd=N),...)`
-// with a leading space.
-func UsersString(procs []sock.Process) string { return string(appendUsers(nil, procs)) }
+// with a leading space; with threads (ss -T), ("comm",pid=N,tid=N,fd=N).
+func UsersString(procs []sock.Process, threads bool) string {
+	return string(appendUsers(nil, procs, threads))
+}
 
-func appendUsers(b []byte, procs []sock.Process) []byte {
+func appendUsers(b []byte, procs []sock.Process, threads bool) []byte {
 	b = append(b, " users:("...)
 	for i, p := range procs {
 		if i > 0 {
@@ -196,6 +207,10 @@ func appendUsers(b []byte, procs []sock.Process) []byte {
 		b = append(b, p.Comm...)
 		b = append(b, `",pid=`...)
 		b = strconv.AppendInt(b, int64(p.PID), 10)
+		if threads {
+			b = append(b, ",tid="...)
+			b = strconv.AppendInt(b, int64(p.TID), 10)
+		}
 		b = append(b, ",fd="...)
 		b = strconv.AppendInt(b, int64(p.FD), 10)
 		b = append(b, ')')
@@ -288,6 +303,61 @@ func (t *Table) inetDetails(s *sock.Socket) {
 		b.WriteString(" " + ShutdownString(*s.Shutdown))
 	}
 	t.out(b.String())
+}
+
+// TOSString formats ss --tos's fields of an inet socket, each present only
+// when the kernel sent it: ` tos:0x10 tclass:0 class_id:0x6` (C's %#x, so
+// zero is "0").
+func TOSString(s *sock.Socket) string {
+	var b strings.Builder
+	hex := func(name string, v uint64) {
+		b.WriteString(" " + name + ":")
+		if v == 0 {
+			b.WriteString("0")
+			return
+		}
+		b.WriteString("0x" + strconv.FormatUint(v, 16))
+	}
+	if s.TOS != nil {
+		hex("tos", uint64(*s.TOS))
+	}
+	if s.TClass != nil {
+		hex("tclass", uint64(*s.TClass))
+	}
+	if s.ClassID != nil {
+		hex("class_id", uint64(*s.ClassID))
+	}
+	return b.String()
+}
+
+// inetSockoptNames are struct inet_diag_sockopt's flags in ss's order, by
+// byte and bit (the kernel's bitfields, first declared lowest).
+var inetSockoptNames = [...]struct {
+	byte, bit uint8
+	name      string
+}{
+	{0, 0, "recverr"}, {0, 1, "is_icsk"}, {0, 2, "freebind"}, {0, 3, "hdrincl"},
+	{0, 4, "mc_loop"}, {0, 5, "transparent"}, {0, 6, "mc_all"}, {0, 7, "nodefrag"},
+	{1, 0, "bind_addr_no_port"}, {1, 1, "recverr_rfc4884"}, {1, 2, "defer_connect"},
+}
+
+// InetSockoptString formats ss --inet-sockopt's list of the flags set in
+// INET_DIAG_SOCKOPT, "inet-sockopt: ( mc_loop)": on a line of its own
+// ("\n\t" first), or after a space under -O.
+func InetSockoptString(opts [2]byte, oneLine bool) string {
+	var b strings.Builder
+	if oneLine {
+		b.WriteString(" inet-sockopt: (")
+	} else {
+		b.WriteString("\n\tinet-sockopt: (")
+	}
+	for _, f := range inetSockoptNames {
+		if opts[f.byte]&(1<<f.bit) != 0 {
+			b.WriteString(" " + f.name)
+		}
+	}
+	b.WriteString(")")
+	return b.String()
 }
 
 func (t *Table) cgroupPath(id uint64) string {

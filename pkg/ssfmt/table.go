@@ -28,6 +28,14 @@ type Options struct {
 	Memory    bool // -m
 	Info      bool // -i
 	OneLine   bool // -O
+	// TOS is --tos: tos:, tclass: and class_id: of inet sockets.
+	TOS bool
+	// Cgroup is --cgroup: the cgroup path of inet sockets.
+	Cgroup bool
+	// InetSockopt is --inet-sockopt: the inet options the kernel reports.
+	InetSockopt bool
+	// Threads is -T: users:(...) entries name the thread (tid=N).
+	Threads bool
 
 	// Width is the terminal width ss would read from TIOCGWINSZ; 0 means
 	// stdout is not a terminal, where ss sizes every column to its widest
@@ -172,6 +180,15 @@ func NewTable(w io.Writer, opts Options) *Table {
 
 // Close renders whatever is buffered and writes it out.
 func (t *Table) Close() error {
+	t.render()
+	t.write()
+	return t.err
+}
+
+// Render prints the rows added so far and writes them out, as ss renders
+// after each socket of -E; the table takes more rows afterwards, and the
+// column widths keep growing with the widest field seen, as in ss.
+func (t *Table) Render() error {
 	t.render()
 	t.write()
 	return t.err

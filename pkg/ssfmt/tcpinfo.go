@@ -270,5 +270,82 @@ func TCPInfoString(ti *sock.TCPInfo, state sock.State, withOpts, numeric bool) s
 	if info.Snd_wnd != 0 {
 		w(" snd_wnd:", u(info.Snd_wnd))
 	}
+	w(ULPString(ti.ULP))
 	return b.String()
 }
+
+// ULPString formats INET_DIAG_ULP_INFO as ss -i ends its TCP details:
+// ` tcp-ulp-tls version: 1.3 cipher: aes-gcm-256 rxconf: sw txconf: sw`.
+// Only the name of another ULP is printed (an MPTCP subflow's flags and
+// tokens are not decoded); nil gives "".
+func ULPString(u *sock.ULPInfo) string {
+	if u == nil {
+		return ""
+	}
+	var b strings.Builder
+	if u.Name != "" {
+		b.WriteString(" tcp-ulp-" + u.Name)
+	}
+	t := u.TLS
+	if t == nil {
+		return b.String()
+	}
+	has := func(attr int) bool { return t.Has&(1<<attr) != 0 }
+	if has(tlsInfoVersion) {
+		switch t.Version {
+		case tls12:
+			b.WriteString(" version: 1.2")
+		case tls13:
+			b.WriteString(" version: 1.3")
+		default:
+			b.WriteString(" version: unknown(" + strconv.Itoa(int(t.Version)) + ")")
+		}
+	}
+	if has(tlsInfoCipher) {
+		// ss 6.1 names these two and prints nothing for the others.
+		switch t.Cipher {
+		case tlsCipherAESGCM128:
+			b.WriteString(" cipher: aes-gcm-128")
+		case tlsCipherAESGCM256:
+			b.WriteString(" cipher: aes-gcm-256")
+		}
+	}
+	conf := func(name string, v uint16) {
+		b.WriteString(" " + name + ": ")
+		switch v {
+		case 1:
+			b.WriteString("none")
+		case 2:
+			b.WriteString("sw")
+		case 3:
+			b.WriteString("hw")
+		case 4:
+			b.WriteString("hw-record")
+		default:
+			b.WriteString("unknown(" + strconv.Itoa(int(v)) + ")")
+		}
+	}
+	if has(tlsInfoRXConf) {
+		conf("rxconf", t.RXConf)
+	}
+	if has(tlsInfoTXConf) {
+		conf("txconf", t.TXConf)
+	}
+	if t.ZeroCopyTX {
+		b.WriteString(" zc_ro_tx")
+	}
+	return b.String()
+}
+
+// kTLS's attribute numbers and versions (include/uapi/linux/tls.h).
+const (
+	tlsInfoVersion = 1
+	tlsInfoCipher  = 2
+	tlsInfoTXConf  = 3
+	tlsInfoRXConf  = 4
+	tls12          = 0x0303
+	tls13          = 0x0304
+	// TLS_CIPHER_AES_GCM_128 and _256.
+	tlsCipherAESGCM128 = 51
+	tlsCipherAESGCM256 = 52
+)

@@ -2,11 +2,15 @@ package ssquery
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -134,13 +138,16 @@ func (e *netnsEnv) interfaces() (map[uint32]string, error) {
 // names returns the resolver ss would use. Under -N, ss has remounted /sys
 // for the namespace, which hides a cgroup2 mount below /sys, and
 // bind-mounted /etc/netns/NAME/* over /etc; the resolver sees the same.
-func (e *netnsEnv) names(needCgroups bool) ssfmt.Names {
+func (e *netnsEnv) names(needCgroups, resolve bool) ssfmt.Names {
 	opts := sysnames.Options{Ifaces: func() map[uint32]string {
 		// Without a listing, ss prints "ifN", as the resolver does
 		// for an unknown index.
 		m, _ := e.interfaces()
 		return m
 	}}
+	if resolve {
+		opts.LookupAddr = e.lookupAddr
+	}
 	if e.name != "" {
 		opts.EtcOverlay = "/etc/netns/" + e.name
 	}
@@ -182,4 +189,56 @@ func readProcFile(path string) ([]byte, error) {
 		}
 		b = b[:len(b)+n]
 	}
+}
+
+// lookupAddr is -r's system resolver for what the hosts file does not
+// list: a reverse (PTR) query as gethostbyaddr sends it, from inside the
+// namespace (ss has entered it), to the nameservers of the namespace's
+// resolv.conf (/etc/netns/NAME/resolv.conf when there is one: ss -N
+// bind-mounts it over /etc/resolv.conf). Go's resolver does the query; its
+// sockets are opened on a thread in the namespace.
+func (e *netnsEnv) lookupAddr(a netip.Addr) (string, bool) {
+	servers := nameservers("/etc/resolv.conf")
+	if e.name != "" {
+		if s := nameservers("/etc/netns/" + e.name + "/resolv.conf"); s != nil {
+			servers = s
+		}
+	}
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		if len(servers) > 0 {
+			_, port, _ := net.SplitHostPort(address)
+			address = net.JoinHostPort(servers[0], port)
+		}
+		var c net.Conn
+		err := e.ns.Do(func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, address)
+			return err
+		})
+		return c, err
+	}}
+	// glibc's default: 5 s per try, 2 tries.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	names, err := r.LookupAddr(ctx, a.String())
+	if err != nil || len(names) == 0 {
+		return "", false
+	}
+	return strings.TrimSuffix(names[0], "."), true
+}
+
+// nameservers lists the nameserver addresses of a resolv.conf; nil when it
+// cannot be read or names none.
+func nameservers(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			out = append(out, f[1])
+		}
+	}
+	return out
 }

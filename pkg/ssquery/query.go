@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/sstrace/sstrace/pkg/filter"
+	"github.com/sstrace/sstrace/pkg/sock"
 )
 
 // parseQuery parses the command tail (state words and filter expression)
@@ -53,4 +54,18 @@ func parseQuery(args []string, file string, stdin io.Reader, sel *Selection, env
 	}
 	defer f.Close()
 	return filter.ParseReader(args, f, opts)
+}
+
+// parseStates parses only the state words at the head of args (what ss has
+// read when it runs -D, before the filter), with sel's default states.
+func parseStates(args []string, sel *Selection) (sock.StateSet, error) {
+	n := 0
+	for n < len(args) && (args[n] == "state" || args[n] == "exclude" || args[n] == "excl") {
+		n += 2
+	}
+	q, err := filter.Parse(args[:min(n, len(args))], filter.ParseOptions{DefaultStates: sel.states})
+	if err != nil {
+		return 0, err
+	}
+	return q.States, nil
 }

@@ -35,6 +35,9 @@ type Request struct {
 	Info bool
 	// Mem asks for socket memory (Socket.Mem), for -m.
 	Mem bool
+	// TOS asks for the TOS, TCLASS and class id (Socket.TOS, TClass,
+	// ClassID), for --tos.
+	TOS bool
 }
 
 // Source serves the rows of one ss query: a live dump of the kernel
@@ -66,6 +69,7 @@ func (l LiveSource) Dump(ctx context.Context, req Request, emit func(*sock.Socke
 			Protos: []sock.Proto{p},
 			States: req.States,
 			Mem:    req.Mem,
+			TOS:    req.TOS,
 		}
 		switch p {
 		case sock.ProtoUNIX, sock.ProtoPacket, sock.ProtoNetlink, sock.ProtoVsock, sock.ProtoTIPC, sock.ProtoXDP:

@@ -34,10 +34,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/sstrace/sstrace/pkg/filter"
+	"github.com/sstrace/sstrace/pkg/procs"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/sockdiag"
 	"github.com/sstrace/sstrace/pkg/ssfmt"
@@ -62,6 +64,23 @@ type Options struct {
 	OneLine   bool // -O: one line per socket
 	JSON      bool // --json: one JSON object per socket per line
 	Kill      bool // -K: close the matching TCP, UDP and RAW sockets (SOCK_DESTROY); print those closed
+
+	TOS         bool // --tos: tos, tclass and class_id of inet sockets
+	Cgroup      bool // --cgroup: the cgroup path of inet sockets
+	InetSockopt bool // --inet-sockopt: the inet socket options the kernel reports
+	BPF         bool // -b: BPF filters (of packet sockets); implies -o, as in ss
+	Threads     bool // -T: -p's owners, one entry per thread holding the socket
+	// Context is -Z (1) or -z (2): SELinux contexts. Where SELinux is
+	// absent, Run fails as ss does ("SELinux is not enabled."); where it
+	// is present, sstrace does not print contexts and says so.
+	Context int
+	// Events is -E: print sockets as they are destroyed, until ctx ends.
+	Events bool
+	// Version is -V: the caller prints its version line instead of a query.
+	Version bool
+	// Diag is -D FILE: write the raw sock_diag replies of the TCP dump to
+	// FILE ("-" or any name starting with "-": stdout) instead of rows.
+	Diag string
 
 	// NetNS is -N NAME: the `ip netns` name of the namespace listed,
 	// whose environment (port range, interfaces, sockstat, /etc/netns/NAME)
@@ -89,6 +108,11 @@ type Options struct {
 // go to stderr. Errors are one line starting with "ss: ".
 func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []string, src Source) error {
 	sel := opts.Selection // a copy: finish must not change the caller's
+	// ss checks -Z while it reads its options, before it enters -N's
+	// namespace.
+	if err := checkSELinux(opts.Context); err != nil {
+		return err
+	}
 	if opts.NetNS != "" {
 		if err := CheckNetNS(opts.NetNS); err != nil {
 			return err
@@ -116,29 +140,40 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	}
 
 	sel.finish()
+	if opts.Diag != "" {
+		// ss dumps for -D before it parses the filter (the state words
+		// still count), and prints nothing else.
+		q, err := parseStates(args, &sel)
+		if err != nil {
+			return &UsageError{Err: fmt.Errorf("ss: %w", err)}
+		}
+		if ok := noteEmpty(stderr, &sel, q); !ok {
+			return nil
+		}
+		sel.states = q
+		return diagDump(ctx, stdout, stderr, &opts, &sel, src)
+	}
 	q, err := parseQuery(args, opts.FilterFile, opts.Stdin, &sel, env)
 	if err != nil {
-		return fmt.Errorf("ss: %w", err)
+		// A value ss cannot read (a host, port, device, mark or cgroup)
+		// ends it with status 1; a filter that does not parse, an unknown
+		// state or a -F file that does not open with its usage (255).
+		var fe *filter.Error
+		if errors.As(err, &fe) && strings.HasPrefix(fe.What, "bad ") {
+			return fmt.Errorf("ss: %w", err)
+		}
+		return &UsageError{Err: fmt.Errorf("ss: %w", err)}
 	}
 	states := q.States
-	if sel.tables == 0 {
-		fmt.Fprintln(stderr, "ss: no socket tables to show with such filter.")
-		return nil
-	}
-	if sel.families == 0 {
-		fmt.Fprintln(stderr, "ss: no families to show with such filter.")
-		return nil
-	}
-	if states == 0 {
-		fmt.Fprintln(stderr, "ss: no socket states to show with such filter.")
+	if !noteEmpty(stderr, &sel, states) {
 		return nil
 	}
 
 	var attr *attribution
-	if opts.Processes {
+	if opts.Processes || opts.Threads {
 		owners := opts.Owners
 		if owners == nil {
-			owners = ProcScan{}
+			owners = ProcScan{Options: procs.Options{Threads: opts.Threads}}
 		}
 		scanCtx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -146,7 +181,7 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	}
 
 	var sink rowSink
-	names := env.names(opts.Extended || opts.JSON)
+	names := env.names(opts.Extended || opts.JSON || opts.Cgroup, opts.Resolve)
 	var ports ssfmt.PortRange
 	if !opts.Numeric {
 		ports = env.portRange() // only service names depend on it
@@ -155,27 +190,65 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	if width == 0 {
 		width = TerminalWidth(stdout)
 	}
+	var table *ssfmt.Table
 	if opts.JSON {
 		sink = jsonSink{ssfmt.NewJSONWriter(stdout, names)}
 	} else {
-		sink = ssfmt.NewTable(stdout, ssfmt.Options{
-			ShowNetid: sel.showNetid(),
-			ShowState: showState(states),
-			NoHeader:  opts.NoHeader,
-			Numeric:   opts.Numeric,
-			Resolve:   opts.Resolve,
-			Processes: opts.Processes,
-			Timers:    opts.Timers || opts.Extended,
-			Extended:  opts.Extended,
-			Memory:    opts.Memory,
-			Info:      opts.Info,
-			OneLine:   opts.OneLine,
-			Width:     width,
-			Ephemeral: ports,
-			Names:     names,
+		table = ssfmt.NewTable(stdout, ssfmt.Options{
+			ShowNetid:   sel.showNetid(),
+			ShowState:   showState(states),
+			NoHeader:    opts.NoHeader,
+			Numeric:     opts.Numeric,
+			Resolve:     opts.Resolve,
+			Processes:   opts.Processes || opts.Threads,
+			Timers:      opts.Timers || opts.Extended || opts.BPF,
+			Extended:    opts.Extended,
+			Memory:      opts.Memory,
+			Info:        opts.Info,
+			OneLine:     opts.OneLine,
+			TOS:         opts.TOS,
+			Cgroup:      opts.Cgroup,
+			InetSockopt: opts.InetSockopt,
+			Threads:     opts.Threads,
+			Width:       width,
+			Ephemeral:   ports,
+			Names:       names,
 		})
+		sink = table
 	}
+	if opts.Events {
+		if table == nil {
+			return errors.New("ss: -E prints ss's rows: --json does not apply")
+		}
+		// ss matches a destroyed socket against the expression only, not
+		// the state set: every one is in CLOSE by then.
+		anyState := *q
+		anyState.States = ^sock.StateSet(0)
+		return followDestroyed(ctx, src, &sel, anyState.Match, table)
+	}
+	return runDump(ctx, src, stderr, &sel, states, q, &opts, sink, attr)
+}
 
+// noteEmpty prints ss's note when the selection leaves nothing to show and
+// reports whether anything is left.
+func noteEmpty(stderr io.Writer, sel *Selection, states sock.StateSet) bool {
+	switch {
+	case sel.tables == 0:
+		fmt.Fprintln(stderr, "ss: no socket tables to show with such filter.")
+	case sel.families == 0:
+		fmt.Fprintln(stderr, "ss: no families to show with such filter.")
+	case states == 0:
+		fmt.Fprintln(stderr, "ss: no socket states to show with such filter.")
+	default:
+		return true
+	}
+	return false
+}
+
+// runDump is the dump proper: rows from src, matched, killed under -K,
+// attributed under -p, into sink.
+func runDump(ctx context.Context, src Source, stderr io.Writer, sel *Selection, states sock.StateSet, q *filter.Query,
+	opts *Options, sink rowSink, attr *attribution) error {
 	kill, closeKill, err := killer(ctx, src, opts.Kill)
 	if err != nil {
 		return fmt.Errorf("ss: %w", err)
@@ -196,7 +269,7 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 		sink.Add(s)
 		return nil
 	}
-	dumpErr := dump(ctx, src, stderr, &sel, states, q, &opts, emit)
+	dumpErr := dump(ctx, src, stderr, sel, states, q, opts, emit)
 	if attr != nil {
 		// A failed scan (which also stops the dump) prints nothing, not
 		// even the header, as when ss -p scans first.
@@ -217,12 +290,7 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 // of the selected UNIX types and families to emit.
 func dump(ctx context.Context, src Source, stderr io.Writer, sel *Selection, states sock.StateSet,
 	q *filter.Query, o *Options, emit func(*sock.Socket) error) error {
-	kernelStates := states &^ 1
-	if kernelStates.Has(sock.SynRecv) {
-		// Request sockets are NEW_SYN_RECV in the kernel; ss gets them
-		// when it asks for SYN-RECV.
-		kernelStates = kernelStates.With(sock.NewSynRecv)
-	}
+	kernelStates := kernelStates(states)
 	if err := dumpLinkTables(ctx, src, sel, states, o, emit); err != nil {
 		return err
 	}
@@ -266,6 +334,7 @@ func dump(ctx context.Context, src Source, stderr io.Writer, sel *Selection, sta
 			Bytecode: q.Bytecode,
 			Info:     o.Info && p.proto == sock.ProtoTCP,
 			Mem:      o.Memory,
+			TOS:      o.TOS,
 		}, func(s *sock.Socket) error {
 			if !sel.hasFamily(int(s.Family)) {
 				return nil
@@ -277,6 +346,18 @@ func dump(ctx context.Context, src Source, stderr io.Writer, sel *Selection, sta
 		}
 	}
 	return nil
+}
+
+// kernelStates is the state set to ask the kernel for ss's states: without
+// ss's UNKNOWN bit, and with NEW_SYN_RECV when SYN-RECV is asked for
+// (request sockets are NEW_SYN_RECV in the kernel; ss gets them when it
+// asks for SYN-RECV).
+func kernelStates(states sock.StateSet) sock.StateSet {
+	k := states &^ 1
+	if k.Has(sock.SynRecv) {
+		k = k.With(sock.NewSynRecv)
+	}
+	return k
 }
 
 // jsonSink drops JSONWriter.Add's error: a write error comes back from

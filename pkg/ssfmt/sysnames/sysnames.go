@@ -4,9 +4,10 @@
 // (gethostbyaddr's "files" source), and cgroup paths by walking the
 // cgroup v2 mount. It implements ssfmt.Names.
 //
-// Host names come from the hosts file only: sstrace never sends a DNS
-// query while printing (ss would, for addresses the file does not list).
-// Files are read once, on first use, and a missing file resolves nothing.
+// Host names come from the hosts file first and then, for an address it
+// does not list, from Options.LookupAddr (the system resolver, as
+// gethostbyaddr goes on to DNS). Files are read once, on first use, and a
+// missing file resolves nothing.
 package sysnames
 
 import (
@@ -40,6 +41,10 @@ type Options struct {
 	// netlink dump it takes is paid only when a row is bound to a device;
 	// nil resolves no interface.
 	Ifaces func() map[uint32]string
+	// LookupAddr is asked for a host name the hosts file does not have
+	// (ss -r's gethostbyaddr goes on to the sources nsswitch.conf lists,
+	// DNS); nil asks nothing. Its answers are cached per address.
+	LookupAddr func(netip.Addr) (string, bool)
 }
 
 // Resolver implements ssfmt.Names. It is safe for concurrent use.
@@ -56,6 +61,9 @@ type Resolver struct {
 
 	ifOnce sync.Once
 	ifaces map[uint32]string
+
+	lookupMu sync.Mutex
+	looked   map[netip.Addr]string // LookupAddr's answers, "" for none
 }
 
 type svcKey struct {
@@ -196,8 +204,20 @@ func (r *Resolver) Protocol(num uint8) (string, bool) {
 // Host implements ssfmt.Names.
 func (r *Resolver) Host(a netip.Addr) (string, bool) {
 	r.load()
-	n, ok := r.hosts[a]
-	return n, ok
+	if n, ok := r.hosts[a]; ok || r.opts.LookupAddr == nil {
+		return n, ok
+	}
+	r.lookupMu.Lock()
+	defer r.lookupMu.Unlock()
+	n, seen := r.looked[a]
+	if !seen {
+		n, _ = r.opts.LookupAddr(a)
+		if r.looked == nil {
+			r.looked = make(map[netip.Addr]string)
+		}
+		r.looked[a] = n
+	}
+	return n, n != ""
 }
 
 // Iface implements ssfmt.Names.
