@@ -215,7 +215,13 @@ func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, e
 				continue
 			}
 			if ps := sc.ix.Lookup(s.Inode); len(ps) > 0 {
-				owners[s.Inode] = event.Owner{PID: uint32(ps[0].PID), UID: s.UID, Comm: ps[0].Comm}
+				// Holders come newest-discovered first (ss's order);
+				// the owner is the lowest pid, the likeliest creator: a
+				// process forked since holds the same descriptors
+				// (until its exec, or for good as a worker) under a
+				// higher pid.
+				p := ps[len(ps)-1]
+				owners[s.Inode] = event.Owner{PID: uint32(p.PID), UID: s.UID, Comm: p.Comm}
 			}
 		}
 	}
