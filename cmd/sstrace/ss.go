@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -78,7 +81,18 @@ default socket ` + daemon.DefaultSocket + `.`,
 			if o.NetNS != "" {
 				src.NS = netns.ByName(o.NetNS)
 			}
-			return ssExit(ssquery.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o, args, src))
+			if o.Transitions {
+				o.TransitionSource = tracerTransitions{ns: src.NS, notify: cmd.ErrOrStderr()}
+			}
+			ctx := cmd.Context()
+			if o.Events {
+				// -E runs until interrupted: end it cleanly (the
+				// tracer detached, the last row written), status 0.
+				var stop context.CancelFunc
+				ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+				defer stop()
+			}
+			return ssExit(ssquery.Run(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o, args, src))
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {

@@ -157,6 +157,7 @@ func (s *Set) define(daemonSocket *string) {
 	fl.BoolVar(&o.Cgroup, "cgroup", false, "show cgroup information")
 	fl.BoolVarP(&o.BPF, "bpf", "b", false, "show bpf filter socket information (packet sockets; else as -o)")
 	fl.BoolVarP(&o.Events, "events", "E", false, "continually display sockets as they are destroyed")
+	fl.BoolVar(&o.Transitions, "transitions", false, "with -E: display every TCP socket as it changes state, from sstrace's tracer, matched against states and filter (sstrace; needs BPF)")
 	ordered("context", "Z", "display task SELinux security contexts", func() error { o.Context = max(o.Context, 1); return nil })
 	ordered("contexts", "z", "display task and socket SELinux security contexts", func() error { o.Context = 2; return nil })
 	fl.StringVarP(&o.NetNS, "net", "N", "", "switch to the specified network namespace name")

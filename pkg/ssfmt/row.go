@@ -181,9 +181,11 @@ func (t *Table) ephemeral(port uint16) bool {
 	return port >= r.Min && port <= r.Max
 }
 
-// users prints ss -p's users:(...) list.
+// users prints ss -p's users:(...) list. A row without an inode (a
+// minisocket) has no holders to list; the sources leave its Procs empty,
+// while a transition row (-E --transitions) has an owner but no inode.
 func (t *Table) users(s *sock.Socket) {
-	if !t.opts.Processes || s.Inode == 0 || len(s.Procs) == 0 {
+	if !t.opts.Processes || len(s.Procs) == 0 {
 		return
 	}
 	mark := len(t.buf)

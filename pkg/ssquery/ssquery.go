@@ -76,6 +76,12 @@ type Options struct {
 	Context int
 	// Events is -E: print sockets as they are destroyed, until ctx ends.
 	Events bool
+	// Transitions (sstrace's --transitions, with -E) prints every TCP
+	// socket as it changes state instead, from TransitionSource.
+	Transitions bool
+	// TransitionSource is what -E --transitions reads: the caller's
+	// tracer, set by the caller (nil: --transitions is refused).
+	TransitionSource TransitionFollower
 	// Version is -V: the caller prints its version line instead of a query.
 	Version bool
 	// Diag is -D FILE: write the raw sock_diag replies of the TCP dump to
@@ -112,6 +118,9 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	// namespace.
 	if err := checkSELinux(opts.Context); err != nil {
 		return err
+	}
+	if opts.Transitions && !opts.Events {
+		return &UsageError{Err: errors.New("ss: --transitions goes with -E (sstrace ss -E --transitions ...)")}
 	}
 	if opts.NetNS != "" {
 		if err := CheckNetNS(opts.NetNS); err != nil {
@@ -219,6 +228,9 @@ func Run(ctx context.Context, stdout, stderr io.Writer, opts Options, args []str
 	if opts.Events {
 		if table == nil {
 			return errors.New("ss: -E prints ss's rows: --json does not apply")
+		}
+		if opts.Transitions {
+			return followTransitions(ctx, opts.TransitionSource, &sel, q, opts.Processes, table)
 		}
 		// ss matches a destroyed socket against the expression only, not
 		// the state set: every one is in CLOSE by then.
