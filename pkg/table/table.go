@@ -347,6 +347,10 @@ func (t *Table) EndSeed() {
 	}
 }
 
+// Cgroups returns Options.Cgroups: the names of the owners' cgroups, for
+// the seed to record those of the processes its scan found.
+func (t *Table) Cgroups() *cgroup2.Names { return t.opts.Cgroups }
+
 // Seeded reports whether the first seed has completed.
 func (t *Table) Seeded() bool {
 	t.mu.RLock()
