@@ -39,6 +39,6 @@ group first (keys: docs/JSON.md).`,
 	fl.StringVar(&socket, "socket", daemon.DefaultSocket, "the daemon's socket")
 	fl.BoolVar(&asJSON, "json", false, "one JSON object per socket")
 	fl.BoolVar(&allNetNS, "all-netns", false, "every network namespace (root only)")
-	cmd.ValidArgsFunction = completeFilter
+	cmd.ValidArgsFunction = completeConnFilter
 	return cmd
 }

@@ -74,7 +74,7 @@ and, unless root, only its own processes.`,
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "each connection's timeline")
 	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line")
 	fl.BoolVar(&f.allNetNS, "all-netns", false, "every network namespace (root only)")
-	cmd.ValidArgsFunction = completeFilter
+	cmd.ValidArgsFunction = completeConnFilter
 	return cmd
 }
 
