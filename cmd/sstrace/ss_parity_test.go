@@ -617,6 +617,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if ns := os.Getenv(envClientNetNS); ns != "" {
+		os.Exit(runClient(ns)) // a client of the container tests
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
