@@ -305,7 +305,7 @@ func TestDaemonContainers(t *testing.T) {
 		{[]string{"container " + strings.ToUpper(crioID[:8])}, expect(seededOpen, seededCW)},
 		{[]string{"cgroup", kube.Path}, expect(kubePort)},
 		{[]string{"cgroup = " + podman.Path}, expect(podPort)}, // removed: by its path
-		{[]string{"cgroup", podman.Dir}, expect(podPort)},     // under the mount point too
+		{[]string{"cgroup", podman.Dir}, expect(podPort)},      // under the mount point too
 		{[]string{"state", "close-wait", "container", crioID}, expect(seededCW)},
 		{[]string{"container " + dockerID[:6] + " or container " + kubeID[:6]}, expect(dockShort, dockCW, kubePort)},
 		{[]string{"!", "container", dockerID[:4], "and", "cgroup", "!=", crio.Path}, expect(kubePort, podPort)},
