@@ -88,3 +88,27 @@ func TestNamesBound(t *testing.T) {
 		t.Errorf("%s, seen once long ago, is still cached", cgs[1].Path)
 	}
 }
+
+// BenchmarkIntern measures what the table pays per process-context event:
+// "same" repeats one cgroup (the last-id check), "alternating" switches
+// between two (a map lookup under a read lock). Both are known: the first
+// sight of a cgroup (a resolution) happens once per cgroup.
+func BenchmarkIntern(b *testing.B) {
+	cg := testutil.NewCgroup(b, fmt.Sprintf("/sstrace-test-%d.slice/bench.scope", os.Getpid()))
+	n, err := cgroup2.NewNames(0)
+	if err != nil {
+		testutil.Unavailable(b, "cgroup names: %v", err)
+	}
+	defer n.Close()
+	ids := [2]uint64{1, cg.ID}
+	for _, tc := range []struct {
+		name string
+		mask int
+	}{{"same", 0}, {"alternating", 1}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				n.Intern(ids[i&tc.mask])
+			}
+		})
+	}
+}

@@ -478,7 +478,7 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 	r.final = e.Final
 	r.fullClosed = int64(e.Mono)
 	outcome, by := classify(r, e)
-	r.by = by
+	r.by = codeOf(by)
 	if r.origin == OriginListen {
 		outcome = OutcomeClosed
 	}
@@ -1088,7 +1088,7 @@ func viewAt(r *record, off int64, losses []lossWindow, names *cgroup2.Names, tra
 		Cookie: r.cookie, NetNS: r.netns, Family: r.family, Local: r.local, Peer: r.peer,
 		State: r.state, Minisocket: r.minisock, Owner: r.owner, Origin: r.origin,
 		Opened: wall(r.opened), FullClosed: wall(r.fullClosed), Gone: wall(r.gone),
-		Outcome: r.outcome, By: r.by, Final: r.final, Gap: r.gap || livedThrough(r, losses), UID: r.uid, Inode: r.inode,
+		Outcome: r.outcome, By: r.by.side(), Final: r.final, Gap: r.gap || livedThrough(r, losses), UID: r.uid, Inode: r.inode,
 	}
 	if names != nil && r.owner.CgroupID != 0 {
 		if n, ok := names.Lookup(r.owner.CgroupID); ok {
