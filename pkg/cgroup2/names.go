@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -47,9 +48,13 @@ const DefaultMaxNames = 16384
 // All methods are safe for concurrent use.
 type Names struct {
 	root       string
-	rootFD     int
 	handleType int32
 	max        int
+
+	// fdMu keeps rootFD open while a resolution uses it; apart from mu,
+	// so that lookups never wait for a resolution's system calls.
+	fdMu   sync.RWMutex
+	rootFD int
 
 	// last is the id interned last: consecutive events of one cgroup
 	// (the common case) cost one atomic load.
@@ -100,8 +105,8 @@ func (n *Names) Root() string { return n.root }
 // Close releases the mount's descriptor; Lookup keeps working, Intern
 // resolves nothing more.
 func (n *Names) Close() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.fdMu.Lock()
+	defer n.fdMu.Unlock()
 	if n.rootFD < 0 {
 		return nil
 	}
@@ -153,16 +158,10 @@ func (n *Names) OfProcess(pid int) (uint64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	n.mu.RLock()
-	fd := n.rootFD
-	n.mu.RUnlock()
-	if fd < 0 {
-		return 0, false
-	}
 	var id uint64
 	if rel := strings.TrimLeft(path, "/"); rel == "" {
 		id = 1 // the root cgroup's id on every kernel with cgroup ids
-	} else if id, err = ID(fd, rel); err != nil {
+	} else if id, err = n.idOf(rel); err != nil {
 		return 0, false
 	}
 	n.add(id, Name{Path: path, Container: ContainerID(path)}, true, true).used.Store(n.clock.Add(1))
@@ -187,10 +186,20 @@ func ProcessPath(pid int) (string, error) {
 	return "", fmt.Errorf("/proc/%d/cgroup: no cgroup v2 line", pid)
 }
 
+// idOf is the id of the cgroup at rel, relative to the mount.
+func (n *Names) idOf(rel string) (uint64, error) {
+	n.fdMu.RLock()
+	defer n.fdMu.RUnlock()
+	if n.rootFD < 0 {
+		return 0, errors.New("closed")
+	}
+	return ID(n.rootFD, rel)
+}
+
 // resolve finds the path of cgroup id through its file handle.
 func (n *Names) resolve(id uint64) (Name, bool) {
-	n.mu.RLock()
-	defer n.mu.RUnlock() // the descriptor stays open while it is used
+	n.fdMu.RLock()
+	defer n.fdMu.RUnlock()
 	if n.rootFD < 0 {
 		return Name{}, false
 	}
