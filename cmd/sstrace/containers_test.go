@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -86,12 +87,9 @@ func startClient(t *testing.T, ns *testutil.NS, cg *testutil.Cgroup) *client {
 	cmd.Env = append(os.Environ(), envClientNetNS+"=/run/netns/"+ns.Name)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg.Open(t)}
 	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
+	in, errIn := cmd.StdinPipe()
+	out, errOut := cmd.StdoutPipe()
+	if err := errors.Join(errIn, errOut); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {

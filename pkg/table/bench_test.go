@@ -120,6 +120,13 @@ func BenchmarkRetainedConn(b *testing.B) {
 // 1000 connections and retention trimming at 100 000 closed connections.
 func BenchmarkApply(b *testing.B) {
 	tbl, off := benchTable(Options{RetainMax: 100_000})
+	applyPairs(b, tbl, off, nil)
+}
+
+// applyPairs applies b.N events of loopback connections to tbl, timed,
+// with a reconcile of TIME-WAITs every 1000 connections; set, when not
+// nil, changes each event before it is applied.
+func applyPairs(b *testing.B, tbl *Table, off int64, set func(*event.Event)) {
 	m := monoNow()
 	var e event.Event
 	b.ReportAllocs()
@@ -128,11 +135,15 @@ func BenchmarkApply(b *testing.B) {
 		i, j := n/10, n%10
 		m += 1000
 		pairEvent(&e, i, j, m, off)
+		if set != nil {
+			set(&e)
+		}
 		tbl.Apply(&e)
 		if j == 9 && i%1000 == 999 {
 			tbl.Reconcile(1<<sock.TimeWait, nil, time.Unix(0, m+1+off))
 		}
 	}
+	b.StopTimer()
 }
 
 // BenchmarkApplyCgroups is BenchmarkApply with the owners' cgroups named
@@ -147,24 +158,12 @@ func BenchmarkApplyCgroups(b *testing.B) {
 	}
 	defer names.Close()
 	tbl, off := benchTable(Options{RetainMax: 100_000, Cgroups: names})
-	m := monoNow()
-	var e event.Event
-	b.ReportAllocs()
-	b.ResetTimer()
-	for n := 0; n < b.N; n++ {
-		i, j := n/10, n%10
-		m += 1000
-		pairEvent(&e, i, j, m, off)
+	applyPairs(b, tbl, off, func(e *event.Event) {
 		e.CgroupID = cg.ID
 		if e.Task == nginx {
 			e.CgroupID = 1 // the root cgroup
 		}
-		tbl.Apply(&e)
-		if j == 9 && i%1000 == 999 {
-			tbl.Reconcile(1<<sock.TimeWait, nil, time.Unix(0, m+1+off))
-		}
-	}
-	b.StopTimer()
+	})
 	if c, _ := tbl.Conns(Query{Limit: 1}); len(c) == 1 && c[0].Container == "" {
 		b.Errorf("no container named: %+v", c[0])
 	}
