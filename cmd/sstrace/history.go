@@ -47,8 +47,9 @@ words select the current state, "closed" the ones gone; without them every
 state matches. Two words select by the owner: "cgroup PATH", its cgroup v2
 by the path history shows (relative to the cgroup v2 mount; a cgroup gone
 since still matches), and "container ID", the owners in the container whose
-id begins with ID (as docker ps or crictl ps show it). --json prints one object per connection (keys: docs/JSON.md).
---follow keeps going and prints each connection as it closes.
+id begins with ID (as docker ps or crictl ps show it). --json prints one
+object per connection (keys: docs/JSON.md). --follow keeps going and prints
+each connection as it closes.
 
 A caller sees its own network namespace (--all-netns: every one, for root)
 and, unless root, only its own processes.`,
