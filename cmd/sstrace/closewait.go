@@ -22,11 +22,14 @@ Recv-Q, and how the connection began (connect or accept, by whom, when).
 For a socket already in CLOSE-WAIT when the daemon started, the FIN time is
 unknown and the age is a lower bound.
 
-Sockets are grouped by process and peer service (the peer's port for
-outgoing connections, the local port for accepted ones), the group with
-the most sockets first, then the oldest: a leak stands out at the top.
+Sockets are grouped by process (and its container) and peer service (the
+peer's port for outgoing connections, the local port for accepted ones),
+the group with the most sockets first, then the oldest: a leak stands out
+at the top. When owners are in containers, the count by container follows.
 
-FILTER is ss's filter language. --json prints one object per socket, worst
+FILTER is ss's filter language, plus "cgroup PATH" (the owner's cgroup v2,
+by its path relative to the cgroup v2 mount) and "container ID" (the owners
+in the container whose id begins with ID), as in history. --json prints one object per socket, worst
 group first (keys: docs/JSON.md).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -39,6 +42,6 @@ group first (keys: docs/JSON.md).`,
 	fl.StringVar(&socket, "socket", daemon.DefaultSocket, "the daemon's socket")
 	fl.BoolVar(&asJSON, "json", false, "one JSON object per socket")
 	fl.BoolVar(&allNetNS, "all-netns", false, "every network namespace (root only)")
-	cmd.ValidArgsFunction = completeFilter
+	cmd.ValidArgsFunction = completeConnFilter
 	return cmd
 }

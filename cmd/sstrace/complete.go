@@ -41,10 +41,20 @@ func completeNetnsNames(*cobra.Command, []string, string) ([]string, cobra.Shell
 // completeFilter completes the command tail in ss's language: state words
 // after `state` or `exclude`, the keywords elsewhere.
 func completeFilter(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	return completeFilterWords(args, false)
+}
+
+// completeConnFilter is completeFilter for history and closewait, whose
+// filters also take `container`.
+func completeConnFilter(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	return completeFilterWords(args, true)
+}
+
+func completeFilterWords(args []string, connections bool) ([]string, cobra.ShellCompDirective) {
 	if n := len(args); n > 0 && (strings.EqualFold(args[n-1], "state") || strings.EqualFold(args[n-1], "exclude")) {
 		return filter.StateWords(), cobra.ShellCompDirectiveNoFileComp
 	}
-	return filter.Keywords(), cobra.ShellCompDirectiveNoFileComp
+	return filter.Keywords(connections), cobra.ShellCompDirectiveNoFileComp
 }
 
 // completeWords returns a completion function offering words.

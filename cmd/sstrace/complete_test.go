@@ -23,6 +23,7 @@ func TestCompletion(t *testing.T) {
 		{[]string{"ss", "-t", "state", ""}, "close-wait"},
 		{[]string{"trace", "state", ""}, "time-wait"},
 		{[]string{"history", ""}, "dport"},
+		{[]string{"closewait", ""}, "container"},
 		{[]string{"ss", "-N", ""}, ns.Name},
 		{[]string{"trace", "--netns", ""}, ns.Name},
 	} {

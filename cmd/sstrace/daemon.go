@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/keeper"
 	"github.com/sstrace/sstrace/pkg/logging"
@@ -114,6 +115,12 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	version := buildInfo().Short()
 
 	opts := table.Options{Retain: f.retain, RetainMax: f.retainMax}
+	if names, err := cgroup2.NewNames(0); err == nil {
+		opts.Cgroups = names
+		defer names.Close()
+	} else {
+		log.Warn("owners' cgroups and containers will not be named", "err", err)
+	}
 	if method != tracer.CookieMethodHelper {
 		opts.Resolve = keeper.Resolver()
 	}

@@ -40,12 +40,16 @@ state (CLOSED once gone) and how it ended: refused, timeout, reset or closed
 (with the side: "closed(peer)" means the peer closed first), aborted (closed
 with unread data). A "!" marks a history with a gap (events were lost).
 -v adds each connection's timeline: every transition with its time, context
-and, in process context, the task.
+and, in process context, the task; and the owner's cgroup and container.
 
 FILTER is ss's filter language (dport = :443, src 10.0.0.0/8, ...). State
 words select the current state, "closed" the ones gone; without them every
-state matches. --json prints one object per connection (keys: docs/JSON.md).
---follow keeps going and prints each connection as it closes.
+state matches. Two words select by the owner: "cgroup PATH", its cgroup v2
+by the path history shows (relative to the cgroup v2 mount; a cgroup gone
+since still matches), and "container ID", the owners in the container whose
+id begins with ID (as docker ps or crictl ps show it). --json prints one
+object per connection (keys: docs/JSON.md). --follow keeps going and prints
+each connection as it closes.
 
 A caller sees its own network namespace (--all-netns: every one, for root)
 and, unless root, only its own processes.`,
@@ -74,7 +78,7 @@ and, unless root, only its own processes.`,
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "each connection's timeline")
 	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line")
 	fl.BoolVar(&f.allNetNS, "all-netns", false, "every network namespace (root only)")
-	cmd.ValidArgsFunction = completeFilter
+	cmd.ValidArgsFunction = completeConnFilter
 	return cmd
 }
 

@@ -647,6 +647,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(threadsHolderEnv) != "" {
 		os.Exit(holdWithThreads())
 	}
+	if ns := os.Getenv(envClientNetNS); ns != "" {
+		os.Exit(runClient(ns)) // a client of the container tests
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

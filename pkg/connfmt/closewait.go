@@ -69,6 +69,9 @@ type Group struct {
 	// when none could be seen.
 	PID  int
 	Comm string
+	// Container is the container of the connections' owner (the table's,
+	// table.Conn.Container); "" for none or unknown.
+	Container string
 	// Peer is the remote address. Port is the service's port: the
 	// remote port of an outgoing connection, the local port of an
 	// accepted one (Inbound), whose remote ports are ephemeral.
@@ -83,16 +86,17 @@ type Group struct {
 // most sockets, then the oldest FIN.
 func GroupCloseWait(ws []CloseWait) []Group {
 	type key struct {
-		pid     int
-		comm    string
-		peer    netip.Addr
-		port    uint16
-		inbound bool
+		pid       int
+		comm      string
+		container string
+		peer      netip.Addr
+		port      uint16
+		inbound   bool
 	}
 	idx := make(map[key]int)
 	var groups []Group
 	for _, w := range ws {
-		k := key{peer: w.Conn.Peer.Addr()}
+		k := key{peer: w.Conn.Peer.Addr(), container: w.Conn.Container}
 		if len(w.Owners) > 0 {
 			k.pid, k.comm = w.Owners[0].PID, w.Owners[0].Comm
 		}
@@ -106,7 +110,7 @@ func GroupCloseWait(ws []CloseWait) []Group {
 		if !ok {
 			i = len(groups)
 			idx[k] = i
-			groups = append(groups, Group{PID: k.pid, Comm: k.comm, Peer: k.peer, Port: k.port, Inbound: k.inbound})
+			groups = append(groups, Group{PID: k.pid, Comm: k.comm, Container: k.container, Peer: k.peer, Port: k.port, Inbound: k.inbound})
 		}
 		groups[i].Sockets = append(groups[i].Sockets, w)
 	}
@@ -137,7 +141,9 @@ func inbound(c *table.Conn) bool {
 }
 
 // AppendCloseWait appends the human report: per group a header line, then
-// one line per socket.
+// one line per socket; when any socket's owner is in a container, a
+// summary by container ends it (a leak in a fleet is first a question of
+// which workload).
 func AppendCloseWait(b []byte, groups []Group, now time.Time) []byte {
 	for gi, g := range groups {
 		if gi > 0 {
@@ -147,9 +153,19 @@ func AppendCloseWait(b []byte, groups []Group, now time.Time) []byte {
 			b = eventfmt.AppendEscaped(b, g.Comm)
 			b = append(b, " (pid "...)
 			b = strconv.AppendInt(b, int64(g.PID), 10)
-			b = append(b, ')')
 		} else {
 			b = append(b, "owner unknown"...)
+		}
+		if g.Container != "" {
+			if g.PID != 0 {
+				b = append(b, ", container "...)
+			} else {
+				b = append(b, " (container "...)
+			}
+			b = append(b, ShortContainer(g.Container)...)
+		}
+		if g.PID != 0 || g.Container != "" {
+			b = append(b, ')')
 		}
 		b = append(b, ": "...)
 		b = strconv.AppendInt(b, int64(len(g.Sockets)), 10)
@@ -179,6 +195,47 @@ func AppendCloseWait(b []byte, groups []Group, now time.Time) []byte {
 		for i := range g.Sockets {
 			b = appendCloseWaitLine(b, &g.Sockets[i], now)
 		}
+	}
+	return appendByContainer(b, groups)
+}
+
+// appendByContainer appends the summary of CLOSE-WAIT sockets by the
+// container of their owner, most first, with the cgroup that names it;
+// nothing when no owner is in one.
+func appendByContainer(b []byte, groups []Group) []byte {
+	type count struct {
+		container, cgroup string
+		n                 int
+	}
+	idx := map[string]int{}
+	var counts []count
+	inContainer := false
+	for _, g := range groups {
+		inContainer = inContainer || g.Container != ""
+		i, ok := idx[g.Container]
+		if !ok {
+			i = len(counts)
+			idx[g.Container] = i
+			counts = append(counts, count{container: g.Container, cgroup: g.Sockets[0].Conn.Cgroup})
+		}
+		counts[i].n += len(g.Sockets)
+	}
+	if !inContainer {
+		return b
+	}
+	sort.SliceStable(counts, func(i, j int) bool { return counts[i].n > counts[j].n })
+	b = append(b, "\nCLOSE-WAIT by container:\n"...)
+	for _, c := range counts {
+		b = append(b, "    "...)
+		b = padLeft(b, strconv.Itoa(c.n), 6)
+		b = append(b, "  "...)
+		if c.container == "" {
+			b = append(b, "(no container known)\n"...)
+			continue
+		}
+		b = pad(b, ShortContainer(c.container), 13)
+		b = eventfmt.AppendEscaped(b, c.cgroup)
+		b = append(b, '\n')
 	}
 	return b
 }
@@ -266,6 +323,11 @@ type CloseWaitJSON struct {
 	AgeSeconds   float64     `json:"age_seconds"`
 	RecvQ        uint32      `json:"recvq"`
 	Owners       []OwnerJSON `json:"owners"`
+	// CgroupID, Cgroup and Container are the connection's owner's, as in
+	// history; absent when unknown.
+	CgroupID  uint64 `json:"cgroup_id,omitempty"`
+	Cgroup    string `json:"cgroup,omitempty"`
+	Container string `json:"container,omitempty"`
 	// Origin, Opened and OpenedBy say how the connection began.
 	Origin      string             `json:"origin"`
 	Opened      time.Time          `json:"opened"`
@@ -289,6 +351,7 @@ func (w *CloseWait) JSON(group int, now time.Time) CloseWaitJSON {
 		Group: group, SocketJSON: c.SocketJSON(),
 		AgeSeconds: w.age(now).Seconds(), RecvQ: w.RecvQ,
 		Owners: []OwnerJSON{}, Origin: string(c.Origin), Opened: c.Opened.UTC(),
+		CgroupID: c.Owner.CgroupID, Cgroup: c.Cgroup, Container: c.Container,
 		Gap: c.Gap, Transitions: c.Transitions,
 	}
 	if !w.Known {

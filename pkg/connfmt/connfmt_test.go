@@ -92,8 +92,13 @@ func TestHistoryJSONMatchesConnJSON(t *testing.T) {
 	closed.Final = event.Final{BytesAcked: 1 << 40, BytesReceived: 3, Retrans: 2, SRTT: 1500 * time.Microsecond}
 	tw := conn(3, "10.0.0.1:80", table.OriginBeforeStart, 0)
 	tw.State, tw.Minisocket = sock.TimeWait, true
+	contained := conn(4, "10.0.0.1:80", table.OriginConnect, time.Second)
+	contained.Owner.CgroupID = 4321
+	contained.Cgroup, contained.Container = "/system.slice/docker-"+containerID+".scope", containerID
+	unnamed := conn(5, "10.0.0.1:80", table.OriginConnect, time.Second)
+	unnamed.Owner.CgroupID = 99 // its path was never found
 	now := t0.Add(90 * time.Minute)
-	for _, c := range []table.Conn{open, closed, tw} {
+	for _, c := range []table.Conn{open, closed, tw, contained, unnamed} {
 		got, err := AppendHistoryJSON(nil, &c, now)
 		if err != nil {
 			t.Fatal(err)
@@ -105,6 +110,61 @@ func TestHistoryJSONMatchesConnJSON(t *testing.T) {
 		if string(got) != string(want)+"\n" {
 			t.Errorf("connection %d:\n got %s\nwant %s", c.Cookie, got, want)
 		}
+	}
+}
+
+// containerID is a container id of the usual shape.
+const containerID = "4f2a9c0e1b3d5f7a9c0e1b3d5f7a9c0e1b3d5f7a9c0e1b3d5f7a9c0e1b3d5f7a"
+
+// TestContainers: history -v names the owner's cgroup and container;
+// closewait groups by container too, says it in each group's header and
+// ends with the count by container; cgroup paths, which whoever may make
+// a cgroup names, are escaped.
+func TestContainers(t *testing.T) {
+	c := conn(1, "10.0.0.1:80", table.OriginConnect, time.Second)
+	c.Owner.CgroupID = 4321
+	c.Cgroup, c.Container = "/kubepods/burstable/pod1/"+containerID, containerID
+	hist := strings.Split(string(AppendHistory(nil, &c, t0.Add(time.Hour), true)), "\n")
+	if want := "        cgroup /kubepods/burstable/pod1/" + containerID + " container 4f2a9c0e1b3d"; hist[1] != want {
+		t.Errorf("history -v cgroup line:\n%q\nwant\n%q", hist[1], want)
+	}
+	unnamed := conn(2, "10.0.0.1:80", table.OriginConnect, time.Second)
+	unnamed.Owner.CgroupID = 99
+	unnamed.Cgroup = "/x\n\x1b[31m"
+	if l := strings.Split(string(AppendHistory(nil, &unnamed, t0, true)), "\n")[1]; l != `        cgroup /x\n\x1b[31m` {
+		t.Errorf("escaped cgroup line: %q", l)
+	}
+	unnamed.Cgroup = ""
+	if l := strings.Split(string(AppendHistory(nil, &unnamed, t0, true)), "\n")[1]; l != "        cgroup id 99" {
+		t.Errorf("unresolved cgroup line: %q", l)
+	}
+	plain := conn(3, "10.0.0.1:80", table.OriginConnect, time.Second)
+	if l := strings.Split(string(AppendHistory(nil, &plain, t0, true)), "\n")[1]; strings.Contains(l, "cgroup") {
+		t.Errorf("no cgroup known, yet: %q", l)
+	}
+
+	other := conn(4, "10.0.0.1:80", table.OriginConnect, 2*time.Second)
+	ws := []CloseWait{
+		{Conn: c, Owners: []sock.Process{{PID: 7, Comm: "app", FD: 5}}},
+		{Conn: other, Owners: []sock.Process{{PID: 7, Comm: "app", FD: 6}}},
+		{Conn: c, Owners: []sock.Process{{PID: 7, Comm: "app", FD: 8}}},
+	}
+	g := GroupCloseWait(ws)
+	if len(g) != 2 || g[0].Container != containerID || len(g[0].Sockets) != 2 || g[1].Container != "" {
+		t.Fatalf("groups: %+v", g)
+	}
+	text := string(AppendCloseWait(nil, g, t0.Add(time.Minute)))
+	if !strings.HasPrefix(text, "app (pid 7, container 4f2a9c0e1b3d): 2 sockets in CLOSE-WAIT to 10.0.0.1:80") ||
+		!strings.Contains(text, "\napp (pid 7): 1 socket in CLOSE-WAIT") ||
+		!strings.HasSuffix(text, "\nCLOSE-WAIT by container:\n         2  4f2a9c0e1b3d /kubepods/burstable/pod1/"+containerID+"\n         1  (no container known)\n") {
+		t.Errorf("closewait:\n%s", text)
+	}
+	j := g[0].Sockets[0].JSON(1, t0)
+	if j.CgroupID != 4321 || j.Cgroup != c.Cgroup || j.Container != containerID {
+		t.Errorf("closewait JSON: %+v", j)
+	}
+	if plain := string(AppendCloseWait(nil, GroupCloseWait(ws[1:2]), t0)); strings.Contains(plain, "container") {
+		t.Errorf("no container, yet:\n%s", plain)
 	}
 }
 

@@ -38,7 +38,8 @@ const HistoryHeader = "PID     COMM             LADDR           LPORT RADDR     
 // and how it ended, with the side that closed first or sent the reset:
 // "closed(local)", "reset(peer)", "refused", "-" while open. A "!" after
 // the outcome marks a history with a gap (events were lost while it
-// lived).
+// lived). Under -v a line names the owner's cgroup and container, when
+// known, before the timeline.
 func AppendHistory(b []byte, c *table.Conn, now time.Time, verbose bool) []byte {
 	if c.Owner.Known() {
 		b = pad(b, strconv.FormatUint(uint64(c.Owner.PID), 10), 8)
@@ -71,9 +72,36 @@ func AppendHistory(b []byte, c *table.Conn, now time.Time, verbose bool) []byte 
 	}
 	b = append(b, '\n')
 	if verbose {
+		b = appendCgroupLine(b, c)
 		b = AppendTimeline(b, c)
 	}
 	return b
+}
+
+// ShortContainer is a container id as `docker ps` shows it: its first 12
+// digits, enough to tell containers apart and to filter on (`container
+// PREFIX`).
+func ShortContainer(id string) string { return id[:min(len(id), 12)] }
+
+// appendCgroupLine appends "        cgroup PATH container ID" for an owner
+// whose cgroup is known (its id when its path could not be found), nothing
+// otherwise. The path is escaped: whoever may make cgroups names them.
+func appendCgroupLine(b []byte, c *table.Conn) []byte {
+	switch {
+	case c.Cgroup != "":
+		b = append(b, "        cgroup "...)
+		b = eventfmt.AppendEscaped(b, c.Cgroup)
+	case c.Owner.CgroupID != 0:
+		b = append(b, "        cgroup id "...)
+		b = strconv.AppendUint(b, c.Owner.CgroupID, 10)
+	default:
+		return b
+	}
+	if c.Container != "" {
+		b = append(b, " container "...)
+		b = append(b, ShortContainer(c.Container)...)
+	}
+	return append(b, '\n')
 }
 
 // OutcomeText is the outcome column: "-" while open, else the outcome and,
@@ -152,6 +180,16 @@ func AppendHistoryJSON(b []byte, c *table.Conn, now time.Time) ([]byte, error) {
 	b = appendKeyString(b, "comm", j.Comm)
 	b = append(b, `,"uid":`...)
 	b = strconv.AppendUint(b, uint64(j.UID), 10)
+	if j.CgroupID != 0 {
+		b = append(b, `,"cgroup_id":`...)
+		b = strconv.AppendUint(b, j.CgroupID, 10)
+	}
+	if j.Cgroup != "" {
+		b = appendKeyString(b, "cgroup", j.Cgroup)
+	}
+	if j.Container != "" {
+		b = appendKeyString(b, "container", j.Container)
+	}
 	b = appendKeyString(b, "origin", j.Origin)
 	b = appendKeyTime(b, "opened", j.Opened)
 	if j.Closed != nil {

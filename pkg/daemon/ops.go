@@ -45,14 +45,17 @@ func notSeeded(err error) error {
 }
 
 // connFilter parses history/closewait filter words (ss's language: state
-// words and an expression) into a match on table connections. Without
-// state words every state matches, CLOSED included: these commands are
-// about connections, not about ss's default of established ones.
-func connFilter(args []string) (func(*table.Conn) bool, error) {
+// words and an expression, plus the owner's cgroup and container) into a
+// match on table connections. Without state words every state matches,
+// CLOSED included: these commands are about connections, not about ss's
+// default of established ones. The owner is matched as p may see it: a
+// filter must not tell a caller whose container an owner it may not see
+// is in.
+func connFilter(p *Peer, args []string) (func(*table.Conn) bool, error) {
 	if len(args) == 0 {
 		return nil, nil
 	}
-	q, err := filter.Parse(args, filter.ParseOptions{DefaultStates: sock.AllStates})
+	q, err := filter.Parse(args, filter.ParseOptions{DefaultStates: sock.AllStates, Connections: true})
 	if err != nil {
 		return nil, err
 	}
@@ -62,17 +65,24 @@ func connFilter(args []string) (func(*table.Conn) bool, error) {
 			Proto: sock.ProtoTCP, Family: c.Family, State: c.State, NetNS: c.NetNS,
 			Local: c.Local, Peer: c.Peer, UID: c.UID, Inode: c.Inode, Cookie: c.Cookie,
 		}
-		return q.Match(&row)
+		var o filter.Owner
+		if p.Owner(c.Owner).Known() {
+			o = filter.Owner{CgroupID: c.Owner.CgroupID, Cgroup: c.Cgroup, Container: c.Container}
+		}
+		return q.MatchConn(&row, o)
 	}, nil
 }
 
-// visibleConn blanks what the caller may not see in c: the owner and the
-// tasks of its transitions.
+// visibleConn blanks what the caller may not see in c: the owner (its
+// cgroup and container with it) and the tasks of its transitions.
 func visibleConn(p *Peer, c *table.Conn) {
 	if p.Root() {
 		return
 	}
 	c.Owner = p.Owner(c.Owner)
+	if !c.Owner.Known() {
+		c.Cgroup, c.Container = "", ""
+	}
 	for i := range c.Transitions {
 		c.Transitions[i].Task = p.Task(c.Transitions[i].Task)
 	}
@@ -94,7 +104,7 @@ func (s *Server) runHistory(ctx context.Context, p *Peer, req *Request, w *reply
 	if err != nil {
 		return 2, err
 	}
-	match, err := connFilter(req.Args)
+	match, err := connFilter(p, req.Args)
 	if err != nil {
 		return 2, err
 	}
@@ -285,7 +295,7 @@ func (s *Server) runCloseWait(ctx context.Context, p *Peer, req *Request, w *rep
 	if err != nil {
 		return 2, err
 	}
-	match, err := connFilter(req.Args)
+	match, err := connFilter(p, req.Args)
 	if err != nil {
 		return 2, err
 	}

@@ -42,9 +42,22 @@ func TestPeerFilter(t *testing.T) {
 	if e.Owner.Known() || e.Task.PID != 0 || e.Context != event.ContextProcess {
 		t.Errorf("event not blanked: %+v", e)
 	}
-	c := table.Conn{Owner: event.Owner{PID: 5, UID: 0, Comm: "sshd"}, Transitions: []table.Transition{{Task: &event.Task{PID: 5}}}}
+	const container = "4f2a9c0e1b3d5f7a9c0e1b3d5f7a9c0e1b3d5f7a9c0e1b3d5f7a9c0e1b3d5f7a"
+	c := table.Conn{Owner: event.Owner{PID: 5, UID: 0, Comm: "sshd", CgroupID: 9}, Transitions: []table.Transition{{Task: &event.Task{PID: 5}}},
+		State: sock.Established, Cgroup: "/docker/" + container, Container: container}
+	// A filter on the owner's container does not tell uid 1000 where
+	// root's process runs.
+	for who, want := range map[*Peer]bool{p: false, {UID: 0}: true} {
+		match, err := connFilter(who, []string{"container", container[:12]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := match(&c); got != want {
+			t.Errorf("uid %d: container filter on root's connection: %v, want %v", who.UID, got, want)
+		}
+	}
 	visibleConn(p, &c)
-	if c.Owner.Known() || c.Transitions[0].Task != nil {
+	if c.Owner.Known() || c.Transitions[0].Task != nil || c.Cgroup != "" || c.Container != "" || c.Owner.CgroupID != 0 {
 		t.Errorf("connection not blanked: %+v", c)
 	}
 

@@ -149,6 +149,9 @@ type Owner struct {
 	PID  uint32
 	UID  uint32
 	Comm string
+	// CgroupID is the process's cgroup v2 id (pkg/cgroup2 names it and
+	// the container it is in); 0 when unknown.
+	CgroupID uint64
 }
 
 // Known reports whether the owner is known.

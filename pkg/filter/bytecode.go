@@ -28,6 +28,9 @@ const (
 	noProgDev  = "dev conditions have no bytecode in ss"
 	noProgUnix = "a UNIX name pattern cannot run in the inet kernel filter"
 	noProgLong = "program too long for the kernel's 16-bit jump offsets"
+	// noProgOwner: the owner's cgroup and container are sstrace's own
+	// facts about a connection; no kernel filter sees them.
+	noProgOwner = "the owner's cgroup and container are not in the kernel's filter"
 )
 
 // Bytecode compiles Expr to the kernel's INET_DIAG_REQ_BYTECODE program
@@ -118,7 +121,13 @@ func scan(root Node) (why string, costly int) {
 				if x.Family == unix.AF_UNIX {
 					return noProgUnix, 0
 				}
-			case AutoBound, PortRange, MarkCond, CgroupCond:
+			case CgroupCond:
+				if x.Path != "" {
+					why = noProgOwner
+				}
+			case ContainerCond:
+				why = noProgOwner
+			case AutoBound, PortRange, MarkCond:
 			case DevCond:
 				// ss 6.1: "bytecompile for SSF_DEVCOND not supported yet".
 				why = noProgDev // right to left: the leftmost reason stays

@@ -3,7 +3,9 @@
 // `dport`, `dev`, `fwmark`, `cgroup`, `autobound`, `!`, `and`, `or`, `( )`)
 // of iproute2 6.1's ss, parsed into a tree, evaluated against sock.Socket
 // rows, and compiled into the kernel's INET_DIAG_REQ_BYTECODE program so a
-// sock_diag dump can be filtered in the kernel.
+// sock_diag dump can be filtered in the kernel. The daemon's connections
+// (ParseOptions.Connections, MatchConn) add what ss cannot see: the owner's
+// cgroup by path and its container (`container ID`).
 //
 // Behaviour follows ss 6.1 (misc/ssfilter.y, misc/ss.c), quirks included,
 // because a user's filter must select the same sockets in `sstrace ss` as in
@@ -62,6 +64,13 @@ type ParseOptions struct {
 	// ss parses every host word in that family (with -x, `src` takes a
 	// socket name pattern) and restricts the listing to it. 0 for none.
 	Family uint8
+	// Connections parses a filter on the daemon's connections (history,
+	// closewait; see MatchConn) rather than on ss's rows: `cgroup PATH`
+	// is the owner's cgroup, named by its path relative to the cgroup v2
+	// mount, which need not exist any more, and `container ID` (ss has
+	// no such word) keeps the owners in the container whose id begins
+	// with ID.
+	Connections bool
 
 	// Resolver hooks so tests are hermetic; nil = real system
 	// (net.LookupHost, /etc/services, net.InterfaceByName — note dev names

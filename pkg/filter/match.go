@@ -31,7 +31,25 @@ import (
 // carry; Match guesses it from the state (see bindPortLocked), so a client
 // that bound its own port before connecting is judged as ss would judge an
 // autobound one.
-func (q *Query) Match(s *sock.Socket) bool {
+func (q *Query) Match(s *sock.Socket) bool { return q.match(s, nil) }
+
+// Owner is what the daemon knows of a connection's owner beyond ss's row:
+// its cgroup (id and path relative to the cgroup v2 mount) and the
+// container that path names ("" when unknown or none).
+type Owner struct {
+	CgroupID  uint64
+	Cgroup    string
+	Container string
+}
+
+// MatchConn is Match for one of the daemon's connections, s its row and o
+// its owner, for a query parsed with ParseOptions.Connections: `cgroup`
+// and `container` conditions look at the owner. They are sstrace's own, so
+// a query with one is judged in userspace only (ss's kernel half has no
+// such condition); every other query is judged as Match judges it.
+func (q *Query) MatchConn(s *sock.Socket, o Owner) bool { return q.match(s, &o) }
+
+func (q *Query) match(s *sock.Socket, o *Owner) bool {
 	if !q.States.Has(s.State) && !(s.State == sock.NewSynRecv && q.States.Has(sock.SynRecv)) {
 		return false
 	}
@@ -42,6 +60,9 @@ func (q *Query) Match(s *sock.Socket) bool {
 		return true
 	}
 	v := newView(s)
+	if o != nil {
+		v.cgroup, v.cgroupPath, v.container = o.CgroupID, o.Cgroup, o.Container
+	}
 	if !q.matchUser(v) {
 		return false
 	}
@@ -126,6 +147,8 @@ type view struct {
 	iface        uint32
 	mark         uint32
 	cgroup       uint64
+	// cgroupPath and container: the owner's, for MatchConn.
+	cgroupPath, container string
 	// UNIX rows: the name, and whether there is one (ss's name pointer).
 	name  string
 	named bool
@@ -233,7 +256,12 @@ func evalCond(n Node, v *view) bool {
 	case MarkCond:
 		return v.mark&n.Mask == n.Mark
 	case CgroupCond:
+		if n.Path != "" { // the owner's: by path, by id while it exists
+			return v.cgroupPath == n.Path || (n.ID != 0 && v.cgroup == n.ID)
+		}
 		return v.cgroup == n.ID
+	case ContainerCond:
+		return v.container != "" && strings.HasPrefix(v.container, n.ID)
 	}
 	return false
 }

@@ -106,20 +106,33 @@ type MarkCond struct {
 }
 
 // CgroupCond is `cgroup PATH`: the socket belongs to that cgroup v2.
+// Parsed with ParseOptions.Connections it is the owner's cgroup, named by
+// Path (relative to the cgroup v2 mount) and, while the cgroup exists, by
+// ID too (0 once it is gone).
 type CgroupCond struct {
 	Word string
 	ID   uint64
+	Path string
 }
 
-func (And) node()        {}
-func (Or) node()         {}
-func (Not) node()        {}
-func (HostCond) node()   {}
-func (PortRange) node()  {}
-func (AutoBound) node()  {}
-func (DevCond) node()    {}
-func (MarkCond) node()   {}
-func (CgroupCond) node() {}
+// ContainerCond is `container ID`: the connection's owner is in the
+// container whose id begins with ID (ParseOptions.Connections only: ss has
+// no such word).
+type ContainerCond struct {
+	// Word is the id as written; ID the same in lowercase.
+	Word, ID string
+}
+
+func (And) node()           {}
+func (Or) node()            {}
+func (Not) node()           {}
+func (HostCond) node()      {}
+func (PortRange) node()     {}
+func (AutoBound) node()     {}
+func (DevCond) node()       {}
+func (MarkCond) node()      {}
+func (CgroupCond) node()    {}
+func (ContainerCond) node() {}
 
 // The String methods print a node in the filter language, parenthesised
 // where needed, so that the text parses back to the same tree. The parser
@@ -243,6 +256,9 @@ func (n MarkCond) String() string { return "fwmark = " + escapeWord(n.Word) }
 
 // String prints the cgroup condition.
 func (n CgroupCond) String() string { return "cgroup = " + escapeWord(n.Word) }
+
+// String prints the container condition.
+func (n ContainerCond) String() string { return "container = " + escapeWord(n.Word) }
 
 // escapeWord backslash-escapes what the word splitter would otherwise cut
 // or eat: spaces, tabs and backslashes.

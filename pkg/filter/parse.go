@@ -1,8 +1,12 @@
 package filter
 
 import (
+	"errors"
 	"fmt"
+	"path"
 	"strings"
+
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 )
 
 // tokKind is a lexical class of ss's filter grammar (misc/ssfilter.y).
@@ -23,6 +27,7 @@ const (
 	tFwmark
 	tCgroup
 	tAuto
+	tContainer // `container`: a keyword with ParseOptions.Connections only
 	tEQ
 	tNEQ
 	tGEQ
@@ -42,7 +47,8 @@ var keywords = map[string]tokKind{
 	"(": tLParen, ")": tRParen,
 	"dst": tDst, "src": tSrc, "dport": tDport, "sport": tSport,
 	"dev": tDev, "fwmark": tFwmark, "cgroup": tCgroup, "autobound": tAuto,
-	">=": tGEQ, "ge": tGEQ, "geq": tGEQ,
+	"container": tContainer,
+	">=":        tGEQ, "ge": tGEQ, "geq": tGEQ,
 	"<=": tLEQ, "le": tLEQ, "leq": tLEQ,
 	"!=": tNEQ, "ne": tNEQ, "neq": tNEQ,
 	"=": tEQ, "==": tEQ, "eq": tEQ,
@@ -54,13 +60,16 @@ var keywords = map[string]tokKind{
 // right after an expression is ss's implicit "and".
 func startsExpr(k tokKind) bool {
 	switch k {
-	case tLParen, tNot, tDst, tSrc, tDport, tSport, tDev, tFwmark, tCgroup, tAuto:
+	case tLParen, tNot, tDst, tSrc, tDport, tSport, tDev, tFwmark, tCgroup, tAuto, tContainer:
 		return true
 	}
 	return false
 }
 
-const expectCond = `a condition (src, dst, sport, dport, dev, fwmark, cgroup, autobound), "!" or "("`
+const (
+	expectCond     = `a condition (src, dst, sport, dport, dev, fwmark, cgroup, autobound), "!" or "("`
+	expectConnCond = `a condition (src, dst, sport, dport, dev, fwmark, cgroup, container, autobound), "!" or "("`
+)
 
 // parser is a recursive-descent twin of ss's bison grammar. The grammar has
 // no precedence between and/or: `a or b and c` is `(a or b) and c`, as on
@@ -112,7 +121,7 @@ func (p *parser) peek() (word, tokKind) {
 	if !p.peeked {
 		w, ok := p.lex.next()
 		p.ahead, p.aheadKind, p.peeked = w, tValue, true
-		if k, kw := keywords[w.text]; kw {
+		if k, kw := keywords[w.text]; kw && (k != tContainer || p.opts.Connections) {
 			p.aheadKind = k
 		}
 		switch {
@@ -218,7 +227,7 @@ func (p *parser) expr() (Node, error) {
 	defer func() { p.stack = base + 1 }()
 	w, k := p.peek()
 	switch k {
-	case tLParen, tNot, tDst, tSrc, tDport, tSport, tDev, tFwmark, tCgroup, tAuto:
+	case tLParen, tNot, tDst, tSrc, tDport, tSport, tDev, tFwmark, tCgroup, tAuto, tContainer:
 		p.next()
 		if err := p.push(w); err != nil {
 			return nil, err
@@ -302,7 +311,7 @@ func (p *parser) expr() (Node, error) {
 			return Not{X: h}, nil
 		}
 		return h, nil
-	case tDev, tFwmark, tCgroup:
+	case tDev, tFwmark, tCgroup, tContainer:
 		_, op := p.peek()
 		hadOp, err := p.operator(tEQ, tNEQ)
 		if err != nil {
@@ -328,6 +337,15 @@ func (p *parser) expr() (Node, error) {
 				n = m
 				return nil
 			})
+		case tContainer:
+			err = p.value(hadOp, "container [=|!=]", "a container id or its first digits", func(v word) error {
+				c, err := parseContainer(v.text)
+				if err != nil {
+					return valueError(v, "bad container", err)
+				}
+				n = c
+				return nil
+			})
 		default:
 			err = p.value(hadOp, "cgroup [=|!=]", "a cgroup v2 path", func(v word) error {
 				c, err := p.parseCgroup(v.text)
@@ -348,6 +366,9 @@ func (p *parser) expr() (Node, error) {
 	case tAuto:
 		lo, hi := p.localPortRange()
 		return AutoBound{Lo: lo, Hi: hi}, nil
+	}
+	if p.opts.Connections {
+		return nil, p.unexpected(expectConnCond)
 	}
 	return nil, p.unexpected(expectCond)
 }
@@ -433,6 +454,9 @@ func parseMark(s string) (MarkCond, error) {
 }
 
 func (p *parser) parseCgroup(path string) (CgroupCond, error) {
+	if p.opts.Connections {
+		return p.parseOwnerCgroup(path)
+	}
 	id, err := p.opts.LookupCgroup(path)
 	if err != nil {
 		return CgroupCond{}, err
@@ -441,6 +465,33 @@ func (p *parser) parseCgroup(path string) (CgroupCond, error) {
 		return CgroupCond{}, fmt.Errorf("cgroup %q has no id", path)
 	}
 	return CgroupCond{Word: path, ID: id}, nil
+}
+
+// parseOwnerCgroup reads `cgroup PATH` for the daemon's connections: the
+// owner's cgroup, by its path relative to the cgroup v2 mount (the form
+// history shows; the mount point before it is allowed), which need not
+// exist any more: a container's connections outlive its cgroup. When it
+// does exist its id is kept too, for owners whose path was never found.
+func (p *parser) parseOwnerCgroup(word string) (CgroupCond, error) {
+	rel := word
+	if mnt, err := cgroup2.Mount(); err == nil && mnt != "/" {
+		if r, ok := strings.CutPrefix(word, strings.TrimSuffix(mnt, "/")); ok && (r == "" || r[0] == '/') {
+			rel = r
+		}
+	}
+	rel = path.Clean("/" + rel)
+	id, _ := p.opts.LookupCgroup(rel)
+	return CgroupCond{Word: word, Path: rel, ID: id}, nil
+}
+
+// parseContainer reads a container id, or its first digits (docker ps and
+// crictl ps show 12 or 13): hex, case ignored, at most 64 digits.
+func parseContainer(s string) (ContainerCond, error) {
+	id := strings.ToLower(s)
+	if len(id) == 0 || len(id) > 64 || strings.Trim(id, "0123456789abcdef") != "" {
+		return ContainerCond{}, errors.New("expected a container id or its first digits (up to 64 hex digits, as docker ps or crictl ps show them)")
+	}
+	return ContainerCond{Word: s, ID: id}, nil
 }
 
 // localPortRange is ss's is_ephemeral range; like ss it falls back to

@@ -79,11 +79,12 @@ func StateWords() []string {
 }
 
 // Keywords lists the words that begin a selection or a condition ("state",
-// "exclude", "src", "dport", ...), sorted: for shell completion.
-func Keywords() []string {
+// "exclude", "src", "dport", ...), sorted: for shell completion. With
+// connections, those of ParseOptions.Connections ("container" too).
+func Keywords(connections bool) []string {
 	words := []string{"state", "exclude"}
 	for w, k := range keywords {
-		if k != tNot && k != tLParen && startsExpr(k) {
+		if k != tNot && k != tLParen && startsExpr(k) && (k != tContainer || connections) {
 			words = append(words, w)
 		}
 	}

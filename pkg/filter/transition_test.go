@@ -2,6 +2,7 @@ package filter
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -39,5 +40,70 @@ func TestMatchTransition(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.args, got, tc.want)
 		}
+	}
+}
+
+// TestMatchConn: the daemon's connections match `cgroup PATH` on their
+// owner's cgroup, by path (a cgroup that no longer exists included) or by
+// id while it exists, and `container ID` on a prefix of the owner's
+// container id; ss's words mean what they mean in ss, and ss's own parse
+// knows no `container`.
+func TestMatchConn(t *testing.T) {
+	const id = "4f2a9c0e1b3d5f7a9c0e1b3d5f7a9c0e1b3d5f7a9c0e1b3d5f7a9c0e1b3d5f7a"
+	s := tcp(sock.Established, "127.0.0.1:40108", "127.0.0.1:22")
+	inDocker := Owner{CgroupID: 77, Cgroup: "/system.slice/docker-" + id + ".scope", Container: id}
+	unnamed := Owner{CgroupID: 4242} // /test's id, its path never found
+	host := Owner{CgroupID: 1, Cgroup: "/"}
+	opts := testOpts()
+	opts.DefaultStates = sock.AllStates
+	opts.Connections = true
+	for _, c := range []struct {
+		filter string
+		want   [3]bool // inDocker, unnamed, host
+	}{
+		{"container 4f2a9c0e1b3d", [3]bool{true, false, false}},
+		{"container = 4F2A9C", [3]bool{true, false, false}},
+		{"container " + id, [3]bool{true, false, false}},
+		{"container != 4f2a", [3]bool{false, true, true}},
+		{"container 4f2b", [3]bool{false, false, false}},
+		{"cgroup /system.slice/docker-" + id + ".scope", [3]bool{true, false, false}},
+		{"cgroup system.slice/docker-" + id + ".scope/", [3]bool{true, false, false}},
+		{"cgroup /test", [3]bool{false, true, false}}, // by id: it exists
+		{"cgroup /", [3]bool{false, false, true}},
+		{"cgroup /gone.scope", [3]bool{false, false, false}},
+		{"sport = :40108 and container 4f2a", [3]bool{true, false, false}},
+		{"dport = :22 or container 4f2a", [3]bool{true, true, true}},
+	} {
+		q, err := Parse([]string{c.filter}, opts)
+		if err != nil {
+			t.Fatalf("%q: %v", c.filter, err)
+		}
+		got := [3]bool{q.MatchConn(s, inDocker), q.MatchConn(s, unnamed), q.MatchConn(s, host)}
+		if got != c.want {
+			t.Errorf("%q: %v, want %v", c.filter, got, c.want)
+		}
+		// The tree prints back to a filter that parses to the same tree.
+		again, err := Parse([]string{q.Expr.String()}, opts)
+		if err != nil || treeString(again.Expr) != treeString(q.Expr) {
+			t.Errorf("%q printed as %q: %v", c.filter, q.Expr.String(), err)
+		}
+	}
+	for _, bad := range []struct{ filter, msg string }{
+		{"container xyz", `filter: bad container "xyz" at word 2: expected a container id or its first digits`},
+		{"container", "filter: unexpected end of filter at word 2: expected a container id or its first digits after container [=|!=]"},
+		{"container " + id + "0", `filter: bad container`},
+		{"dport = :22 or", "filter: unexpected end of filter at word 5: expected a condition (src, dst, sport, dport, dev, fwmark, cgroup, container, autobound)"},
+	} {
+		if _, err := Parse([]string{bad.filter}, opts); err == nil || !strings.HasPrefix(err.Error(), bad.msg) {
+			t.Errorf("%q: %v, want %q", bad.filter, err, bad.msg)
+		}
+	}
+	// ss has no `container`: without Connections it is a word like any
+	// other, and a syntax error where a condition belongs, as in ss.
+	if _, err := Parse([]string{"container 4f2a"}, testOpts()); err == nil || !strings.Contains(err.Error(), `unexpected "container" at word 1`) {
+		t.Errorf("ss's parse of container: %v", err)
+	}
+	if q, err := Parse([]string{"dev", "container"}, testOpts()); err == nil {
+		t.Errorf("dev container: parsed as %s", q.Expr)
 	}
 }

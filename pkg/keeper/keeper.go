@@ -185,8 +185,9 @@ func waitStream(ch chan error) error {
 }
 
 // Seed dumps every namespace's TCP sockets (all states) and the processes
-// holding them (with scanner; nil loads a scanner for this seed), hands
-// them to tbl.Seed and ends the seed (tbl.BeginSeed must have been called,
+// holding them (with scanner; nil loads a scanner for this seed), with
+// their cgroups when the table names them (tbl.Cgroups), hands them to
+// tbl.Seed and ends the seed (tbl.BeginSeed must have been called,
 // before the dump). It returns the number of rows.
 func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, error) {
 	if scanner == nil {
@@ -210,6 +211,10 @@ func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, e
 	}
 	owners := map[uint64]event.Owner{}
 	if sc.err == nil {
+		// The owners' cgroups: no event names them for sockets older
+		// than the seed, so /proc/PID/cgroup does, once per process.
+		cgroups := map[int]uint64{}
+		names := tbl.Cgroups()
 		for _, s := range rows {
 			if s.Inode == 0 {
 				continue
@@ -221,7 +226,12 @@ func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, e
 				// (until its exec, or for good as a worker) under a
 				// higher pid.
 				p := ps[len(ps)-1]
-				owners[s.Inode] = event.Owner{PID: uint32(p.PID), UID: s.UID, Comm: p.Comm}
+				cg, seen := cgroups[p.PID]
+				if !seen && names != nil {
+					cg, _ = names.OfProcess(p.PID)
+					cgroups[p.PID] = cg
+				}
+				owners[s.Inode] = event.Owner{PID: uint32(p.PID), UID: s.UID, Comm: p.Comm, CgroupID: cg}
 			}
 		}
 	}

@@ -8,12 +8,13 @@
 // The rule, from what the kernel guarantees: a transition in process context
 // runs in the task that holds the socket lock, which is a task using the
 // socket (a system call, or its backlog processing at release_sock), so it
-// (re)names the owner: connect() and listen() name it first, close() and
-// shutdown() refresh it (fd passing, fork). A softirq transition keeps the
-// owner known so far. A passive open starts with its listener's owner, until
-// a process-context transition of the child (its close(), usually by the
-// process that accept()ed it) names it precisely: accept() itself changes no
-// state, so the stream cannot see it.
+// (re)names the owner, with the task's cgroup (its container): connect()
+// and listen() name it first, close() and shutdown() refresh it (fd
+// passing, fork). A softirq transition keeps the owner known so far. A
+// passive open starts with its listener's owner, until a process-context
+// transition of the child (its close(), usually by the process that
+// accept()ed it) names it precisely: accept() itself changes no state, so
+// the stream cannot see it.
 //
 // The rule (Next, with Listeners for the children of listeners) runs in
 // userspace, behind the decoder: the Tracker applies it for `sstrace trace`
@@ -49,7 +50,7 @@ type listenKey struct {
 func Next(prev event.Owner, e *event.Event, listeners *Listeners) event.Owner {
 	switch {
 	case e.Context == event.ContextProcess:
-		return event.Owner{PID: e.Task.PID, UID: e.Task.UID, Comm: e.Task.Comm}
+		return event.Owner{PID: e.Task.PID, UID: e.Task.UID, Comm: e.Task.Comm, CgroupID: e.CgroupID}
 	case !prev.Known() && e.OldState == sock.Listen && e.NewState == sock.SynRecv:
 		// A new child: its listener's process, until accept()/close()
 		// says more.

@@ -12,6 +12,7 @@ func ev(cookie uint64, ctx event.Context, pid uint32, comm string, old, new sock
 	return &event.Event{
 		Cookie: cookie, Sock: cookie + 1000, NetNS: 7, Context: ctx,
 		Task:     event.Task{PID: pid, UID: pid + 1, Comm: comm},
+		CgroupID: uint64(pid) * 10, // each task in a cgroup of its own
 		OldState: old, NewState: new,
 		Local: netip.MustParseAddrPort(local), Peer: netip.MustParseAddrPort(peer),
 	}
@@ -48,6 +49,10 @@ func TestSoftirqNeverBlamesTheCPUsTask(t *testing.T) {
 		tr.Observe(st.e)
 		if st.e.Owner.PID != st.want {
 			t.Errorf("step %d (%s->%s): owner %d, want %d", i, st.e.OldState, st.e.NewState, st.e.Owner.PID, st.want)
+		}
+		// The owner's cgroup goes with the owner: never the CPU's task's.
+		if st.e.Owner.CgroupID != uint64(st.want)*10 {
+			t.Errorf("step %d (%s->%s): owner's cgroup %d, want %d", i, st.e.OldState, st.e.NewState, st.e.Owner.CgroupID, st.want*10)
 		}
 	}
 	// Closed sockets are forgotten; the listener and the bystander stay.

@@ -1,15 +1,20 @@
 package table
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/sock"
+	"github.com/sstrace/sstrace/pkg/testutil"
 )
 
 // pairEvent fills e with transition j (0..9, pairSteps) of the loopback
@@ -115,6 +120,13 @@ func BenchmarkRetainedConn(b *testing.B) {
 // 1000 connections and retention trimming at 100 000 closed connections.
 func BenchmarkApply(b *testing.B) {
 	tbl, off := benchTable(Options{RetainMax: 100_000})
+	applyPairs(b, tbl, off, nil)
+}
+
+// applyPairs applies b.N events of loopback connections to tbl, timed,
+// with a reconcile of TIME-WAITs every 1000 connections; set, when not
+// nil, changes each event before it is applied.
+func applyPairs(b *testing.B, tbl *Table, off int64, set func(*event.Event)) {
 	m := monoNow()
 	var e event.Event
 	b.ReportAllocs()
@@ -123,9 +135,36 @@ func BenchmarkApply(b *testing.B) {
 		i, j := n/10, n%10
 		m += 1000
 		pairEvent(&e, i, j, m, off)
+		if set != nil {
+			set(&e)
+		}
 		tbl.Apply(&e)
 		if j == 9 && i%1000 == 999 {
 			tbl.Reconcile(1<<sock.TimeWait, nil, time.Unix(0, m+1+off))
 		}
+	}
+	b.StopTimer()
+}
+
+// BenchmarkApplyCgroups is BenchmarkApply with the owners' cgroups named
+// (Options.Cgroups), the client and the server in cgroups of their own, so
+// that consecutive process-context events mostly change cgroup (the slow
+// path of the cache). Needs root, to make the client's cgroup.
+func BenchmarkApplyCgroups(b *testing.B) {
+	cg := testutil.NewCgroup(b, fmt.Sprintf("/sstrace-test-%d.slice/docker-%s.scope", os.Getpid(), strings.Repeat("be", 32)))
+	names, err := cgroup2.NewNames(0)
+	if err != nil {
+		testutil.Unavailable(b, "cgroup names: %v", err)
+	}
+	defer names.Close()
+	tbl, off := benchTable(Options{RetainMax: 100_000, Cgroups: names})
+	applyPairs(b, tbl, off, func(e *event.Event) {
+		e.CgroupID = cg.ID
+		if e.Task == nginx {
+			e.CgroupID = 1 // the root cgroup
+		}
+	})
+	if c, _ := tbl.Conns(Query{Limit: 1}); len(c) == 1 && c[0].Container == "" {
+		b.Errorf("no container named: %+v", c[0])
 	}
 }

@@ -94,8 +94,13 @@ type Conn struct {
 	State      sock.State
 	Minisocket bool
 	// Owner is the owning process (pkg/owner), zero when unknown.
-	Owner  event.Owner
-	Origin Origin
+	Owner event.Owner
+	// Cgroup is the path of the owner's cgroup v2 (Owner.CgroupID),
+	// relative to the cgroup v2 mount, and Container the container id
+	// that path names; "" when unknown or none.
+	Cgroup    string
+	Container string
+	Origin    Origin
 	// Opened is when the connection began; for OriginBeforeStart, when
 	// the table was seeded.
 	Opened time.Time
@@ -197,6 +202,9 @@ type ConnJSON struct {
 	PID           uint32       `json:"pid"`
 	Comm          string       `json:"comm"`
 	UID           uint32       `json:"uid"`
+	CgroupID      uint64       `json:"cgroup_id,omitempty"`
+	Cgroup        string       `json:"cgroup,omitempty"`
+	Container     string       `json:"container,omitempty"`
 	Origin        string       `json:"origin"`
 	Opened        time.Time    `json:"opened"`
 	Closed        *time.Time   `json:"closed"`
@@ -218,6 +226,7 @@ func (c *Conn) JSON(now time.Time) ConnJSON {
 		SocketJSON: c.SocketJSON(),
 		State:      c.State.String(), Minisocket: c.Minisocket,
 		PID: c.Owner.PID, Comm: c.Owner.Comm, UID: c.UID,
+		CgroupID: c.Owner.CgroupID, Cgroup: c.Cgroup, Container: c.Container,
 		Origin: string(c.Origin), Opened: c.Opened.UTC(),
 		LifetimeMs: float64(c.Lifetime(now)) / float64(time.Millisecond),
 		Outcome:    string(c.Outcome), By: string(c.By),

@@ -25,6 +25,9 @@ const (
 // blamed.
 var bystander = event.Task{PID: 4242, TID: 4243, UID: 7, Comm: "bystander"}
 
+// bystanderCgroup is the bystander's cgroup id, as softirq events carry it.
+const bystanderCgroup = 4244
+
 const testNetNS = 4026531840
 
 // sk is a synthetic socket.
@@ -34,6 +37,7 @@ type sk struct {
 	netns       uint64
 	local, peer netip.AddrPort
 	task        event.Task // the process behind its process-context events
+	cgroup      uint64     // that process's cgroup id
 }
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
@@ -116,13 +120,13 @@ func (h *harness) evAt(s *sk, p step, m int64) *event.Event {
 		Cookie: s.cookie, CookieSource: event.CookieHelper, Sock: s.addr,
 		NetNS: s.netns, Family: unix.AF_INET, Local: s.local, Peer: s.peer,
 		OldState: p.old, NewState: p.new, Context: p.ctx, Task: bystander,
-		Hook: event.HookTPBTF,
+		CgroupID: bystanderCgroup, Hook: event.HookTPBTF,
 	}
 	if s.cookie == 0 {
 		e.CookieSource = event.CookieNone
 	}
 	if p.ctx == P {
-		e.Task = s.task
+		e.Task, e.CgroupID = s.task, s.cgroup
 	}
 	if p.new == sock.Close {
 		e.Final = p.fin

@@ -34,10 +34,31 @@ type record struct {
 	seedState sock.State
 	minisock  bool
 	gap       bool
-	origin    Origin
-	outcome   Outcome
-	by        Side
+	// by is the Side in one byte: with the flags above it fits the word
+	// uid leaves, which kept the record within its allocation size class
+	// (288 bytes) when the owner grew by its cgroup id.
+	by      sideCode
+	origin  Origin
+	outcome Outcome
 }
+
+// sideCode is a Side as a record keeps it.
+type sideCode uint8
+
+// sides indexes the Sides by sideCode.
+var sides = [...]Side{SideNone, SideLocal, SidePeer}
+
+func codeOf(s Side) sideCode {
+	for i, x := range sides {
+		if x == s {
+			return sideCode(i)
+		}
+	}
+	return 0
+}
+
+// side is c's Side.
+func (c sideCode) side() Side { return sides[c%sideCode(len(sides))] }
 
 // ctrans is a compact Transition.
 type ctrans struct {

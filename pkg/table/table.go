@@ -39,6 +39,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/owner"
 	"github.com/sstrace/sstrace/pkg/sock"
@@ -56,6 +57,12 @@ type Options struct {
 	// cookie for), by namespace and addresses through sock_diag. nil:
 	// such sockets are keyed by their kernel address.
 	Resolve func(e *event.Event) (uint64, bool)
+	// Cgroups names the owners' cgroups (their paths, and the containers
+	// they are): each cgroup id is interned when an owner is first
+	// recorded with it, while the cgroup still exists, and connections
+	// show the name (Conn.Cgroup, Conn.Container) even after it is gone.
+	// nil: owners carry only the cgroup id.
+	Cgroups *cgroup2.Names
 }
 
 // Default retention.
@@ -228,6 +235,11 @@ func (t *Table) BeginSeed() {
 // and that had no event since BeginSeed, are closed as gone (a correction),
 // and sockets the dump shows in another state are corrected.
 func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
+	if t.opts.Cgroups != nil {
+		for _, o := range owners { // resolving is not for under the lock
+			t.opts.Cgroups.Intern(o.CgroupID)
+		}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	first := !t.seeded
@@ -335,6 +347,10 @@ func (t *Table) EndSeed() {
 	}
 }
 
+// Cgroups returns Options.Cgroups: the names of the owners' cgroups, for
+// the seed to record those of the processes its scan found.
+func (t *Table) Cgroups() *cgroup2.Names { return t.opts.Cgroups }
+
 // Seeded reports whether the first seed has completed.
 func (t *Table) Seeded() bool {
 	t.mu.RLock()
@@ -353,6 +369,13 @@ func (t *Table) Apply(e *event.Event) {
 		if c, ok := t.opts.Resolve(e); ok {
 			e.Cookie, e.CookieSource = c, event.CookieResolved
 		}
+	}
+	// A process-context transition names the owner with the task's
+	// cgroup (owner.Next): its name is found now, while the cgroup
+	// exists, and outside the lock (the first time is a system call; the
+	// next ones an atomic load or a map lookup).
+	if t.opts.Cgroups != nil && e.Context == event.ContextProcess {
+		t.opts.Cgroups.Intern(e.CgroupID)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -455,7 +478,7 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 	r.final = e.Final
 	r.fullClosed = int64(e.Mono)
 	outcome, by := classify(r, e)
-	r.by = by
+	r.by = codeOf(by)
 	if r.origin == OriginListen {
 		outcome = OutcomeClosed
 	}
@@ -899,6 +922,7 @@ func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
 	}
 	off := t.monoToWall
 	losses := slices.Clone(t.losses)
+	names := t.opts.Cgroups
 	wanted := func(r *record) bool {
 		return (!r.listener() || q.Listeners) &&
 			(q.NetNS == 0 || r.netns == q.NetNS) &&
@@ -926,7 +950,7 @@ func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
 		})
 		live = make([]Conn, len(recs))
 		for i, r := range recs {
-			live[i] = viewAt(r, off, losses, true)
+			live[i] = viewAt(r, off, losses, names, true)
 		}
 	}
 	t.mu.RUnlock()
@@ -936,7 +960,7 @@ func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
 		// Match reads the identity and state: the transitions are copied
 		// only for the connections it keeps (a selective query over a
 		// million retained ones: 1.5 s -> 0.37 s).
-		c = viewAt(r, off, losses, false)
+		c = viewAt(r, off, losses, names, false)
 		if q.Match != nil && !q.Match(&c) {
 			continue
 		}
@@ -1046,12 +1070,14 @@ func (t *Table) Stats() Stats {
 }
 
 // view expands a record into a Conn.
-func (t *Table) view(r *record) Conn { return viewAt(r, t.monoToWall, t.losses, true) }
+func (t *Table) view(r *record) Conn {
+	return viewAt(r, t.monoToWall, t.losses, t.opts.Cgroups, true)
+}
 
-// viewAt is view with the monotonic-to-wall offset and the loss windows
-// given: EachConn reads them under the lock and makes closed connections'
-// views after.
-func viewAt(r *record, off int64, losses []lossWindow, transitions bool) Conn {
+// viewAt is view with the monotonic-to-wall offset, the loss windows and
+// the cgroup names given: EachConn reads them under the lock and makes
+// closed connections' views after.
+func viewAt(r *record, off int64, losses []lossWindow, names *cgroup2.Names, transitions bool) Conn {
 	wall := func(mono int64) time.Time {
 		if mono == 0 {
 			return time.Time{}
@@ -1062,7 +1088,12 @@ func viewAt(r *record, off int64, losses []lossWindow, transitions bool) Conn {
 		Cookie: r.cookie, NetNS: r.netns, Family: r.family, Local: r.local, Peer: r.peer,
 		State: r.state, Minisocket: r.minisock, Owner: r.owner, Origin: r.origin,
 		Opened: wall(r.opened), FullClosed: wall(r.fullClosed), Gone: wall(r.gone),
-		Outcome: r.outcome, By: r.by, Final: r.final, Gap: r.gap || livedThrough(r, losses), UID: r.uid, Inode: r.inode,
+		Outcome: r.outcome, By: r.by.side(), Final: r.final, Gap: r.gap || livedThrough(r, losses), UID: r.uid, Inode: r.inode,
+	}
+	if names != nil && r.owner.CgroupID != 0 {
+		if n, ok := names.Lookup(r.owner.CgroupID); ok {
+			c.Cgroup, c.Container = n.Path, n.Container
+		}
 	}
 	if r.gone != 0 {
 		// Fix (tests): an expired minisocket is closed too (Conn.State).

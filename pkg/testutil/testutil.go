@@ -1,6 +1,6 @@
 // Package testutil holds what the privileged end-to-end tests share: stating
-// their requirements up front and running code inside a fresh network
-// namespace.
+// their requirements up front, running code inside a fresh network
+// namespace, and making cgroups to start processes in.
 //
 // The rule for requirements: outside CI a test that lacks root or a kernel
 // feature skips with the reason; under CI=true it fails, because a CI run
@@ -8,16 +8,21 @@
 package testutil
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/cgroup2"
 )
 
 // InCI reports whether the tests run under CI (CI=true), where missing
@@ -121,4 +126,83 @@ func runLocked(fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Cgroup is a cgroup v2 directory a test made, for tests that put
+// processes into cgroups named like containers' (NewCgroup).
+type Cgroup struct {
+	// Dir is its directory; Path its path relative to the cgroup v2
+	// mount, as /proc/PID/cgroup shows it.
+	Dir, Path string
+	// ID is its cgroup id (the directory's file handle).
+	ID uint64
+}
+
+// NewCgroup creates the cgroup at path (relative to the cgroup v2 mount,
+// parents included) and removes it, and the parents it created, when the
+// test ends, once the processes in it have exited.
+func NewCgroup(t testing.TB, path string) *Cgroup {
+	t.Helper()
+	RequireRoot(t)
+	mnt, err := cgroup2.Mount()
+	if err != nil {
+		Unavailable(t, "cgroup v2: %v", err)
+	}
+	dir := mnt
+	var made []string
+	for _, part := range strings.Split(strings.Trim(path, "/"), "/") {
+		dir = filepath.Join(dir, part)
+		err := os.Mkdir(dir, 0o755)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			Unavailable(t, "create cgroup: %v", err)
+		}
+		made = append(made, dir)
+	}
+	t.Cleanup(func() {
+		for i := len(made) - 1; i >= 0; i-- {
+			// A parent another test still uses stays (ENOTEMPTY, EBUSY).
+			if err := removeCgroup(made[i]); err != nil && i == len(made)-1 {
+				t.Errorf("remove cgroup: %v", err)
+			}
+		}
+	})
+	id, err := cgroup2.ID(unix.AT_FDCWD, dir)
+	if err != nil {
+		t.Fatalf("cgroup id of %s: %v", dir, err)
+	}
+	return &Cgroup{Dir: dir, Path: "/" + strings.Trim(path, "/"), ID: id}
+}
+
+// Remove removes the cgroup now (it must have no process left; a process
+// that has just exited may hold it a moment: Remove waits up to 5 s).
+func (c *Cgroup) Remove() error { return removeCgroup(c.Dir) }
+
+func removeCgroup(dir string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := unix.Rmdir(dir)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			return fmt.Errorf("rmdir %s: %w", dir, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Open returns a descriptor of the cgroup's directory, for starting a
+// process in it (syscall.SysProcAttr's UseCgroupFD and CgroupFD: clone3
+// with CLONE_INTO_CGROUP). It is closed when the test ends.
+func (c *Cgroup) Open(t testing.TB) int {
+	t.Helper()
+	fd, err := unix.Open(c.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0) // not O_PATH: clone3 refuses it
+	if err != nil {
+		t.Fatalf("open cgroup: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
 }
