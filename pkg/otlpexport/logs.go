@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -124,7 +125,10 @@ func (e *Exporter) record(c *table.Conn) *logsv1.LogRecord {
 // happens to be a whole number and the JSON shows it without a fraction
 // (a lifetime_ms of exactly 3 ms is "3"), so that a key's type never
 // changes from one record to the next. Every other number is an integer.
-var floatKeys = jsonFloatKeys(reflect.TypeFor[table.ConnJSON](), map[string]bool{})
+// Worked out on first use, not at init: every sstrace command would pay.
+var floatKeys = sync.OnceValue(func() map[string]bool {
+	return jsonFloatKeys(reflect.TypeFor[table.ConnJSON](), map[string]bool{})
+})
 
 // jsonFloatKeys collects the JSON names of float fields in t and the
 // structs it holds.
@@ -187,7 +191,7 @@ func jsonValue(v gjson.Result, key string) *commonv1.AnyValue {
 	case gjson.True, gjson.False:
 		return &commonv1.AnyValue{Value: &commonv1.AnyValue_BoolValue{BoolValue: v.Type == gjson.True}}
 	case gjson.Number:
-		if !floatKeys[key] {
+		if !floatKeys()[key] {
 			if i, err := strconv.ParseInt(v.Raw, 10, 64); err == nil {
 				return &commonv1.AnyValue{Value: &commonv1.AnyValue_IntValue{IntValue: i}}
 			}

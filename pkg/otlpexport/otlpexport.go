@@ -27,14 +27,20 @@
 // Every package linked into the one sstrace binary adds its init time to
 // every command, `sstrace ss` included. With the SDK's log and metric
 // exporters and the Prometheus bridge linked in, `sstrace ss -s` ran 84
-// more package inits and 0.7 ms more of them (2 ms more wall time, +5 MB of
-// binary); the collector's service packages of go.opentelemetry.io/proto/otlp
-// alone link gRPC (+1.1 ms). So the messages are built from the generated
-// data types of go.opentelemetry.io/proto/otlp, LogsData and MetricsData,
-// which on the wire are the collector's ExportLogsServiceRequest and
-// ExportMetricsServiceRequest (the OTLP specification keeps them so), and
-// POSTed with net/http: 4 package inits, 0.2 ms. The metrics are converted
-// from what the registry gathers (convert.go), so no metric is defined twice.
+// more package inits, 0.75 ms more of them and 2.7 ms more wall time
+// (+4.9 MB of binary); the collector's service packages of
+// go.opentelemetry.io/proto/otlp alone link gRPC. So the messages are built
+// from the generated data types of go.opentelemetry.io/proto/otlp,
+// LogsData and MetricsData, which on the wire are the collector's
+// ExportLogsServiceRequest and ExportMetricsServiceRequest (the OTLP
+// specification keeps them so), and POSTed with net/http: 7 more inits,
+// about 0.2 ms. The metrics are converted from what the registry gathers
+// (Metrics), so no metric is defined twice.
+//
+// A record costs about 15 µs of CPU (history JSON, its attributes through
+// gjson, the proto messages: 190 allocations, 14 KB), so one core keeps
+// up with some 60 000 closes a second; beyond what the exporter keeps up
+// with, records are dropped and counted as queue_full.
 package otlpexport
 
 import (
