@@ -245,38 +245,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 
 	const conns = 2000
 	clientPorts := make(map[int]bool, conns)
-	var cmu sync.Mutex
-	// Four clients, each on a thread of its own inside the namespace (a
-	// socket belongs to the namespace of the thread that makes it).
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- ns.Do(func() error {
-				for i := 0; i < conns/4; i++ {
-					serve <- true
-					c, err := net.Dial("tcp4", ln.Addr().String())
-					if err != nil {
-						return err
-					}
-					cmu.Lock()
-					clientPorts[c.LocalAddr().(*net.TCPAddr).Port] = true
-					cmu.Unlock()
-					c.Write(make([]byte, 16))
-					c.Close()
-				}
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, p := range clientBurst(t, ns, ln.Addr().String(), conns, func() { serve <- true }) {
+		clientPorts[p] = true
 	}
 
 	// A refused connect: a port nobody listens on.

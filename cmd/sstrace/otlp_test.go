@@ -53,7 +53,7 @@ func TestDaemonOTLP(t *testing.T) {
 	serverSides := func() map[int]map[string]any {
 		out := map[int]map[string]any{}
 		for _, r := range rcv.Records() {
-			a := otlpPlain(r.Attributes)
+			a := otlptest.Attributes(r.Attributes)
 			if inNS(a) && num(a, "sport") == srv.port {
 				out[num(a, "dport")] = a
 			}
@@ -90,7 +90,7 @@ func TestDaemonOTLP(t *testing.T) {
 	}
 	var refused map[string]any
 	for _, r := range rcv.Records() {
-		if a := otlpPlain(r.Attributes); inNS(a) && num(a, "sport") == refusedPort {
+		if a := otlptest.Attributes(r.Attributes); inNS(a) && num(a, "sport") == refusedPort {
 			refused = a
 			if r.EventName != "sstrace.connection.closed" || r.TimeUnixNano == 0 {
 				t.Errorf("refused record: event %q time %d", r.EventName, r.TimeUnixNano)
@@ -269,10 +269,20 @@ func newEchoServer(t *testing.T, ns *testutil.NS) *echoServer {
 	return &echoServer{ns: ns, addr: ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port}
 }
 
-// burst makes n connections from four threads in the namespace, each
-// writing a little and closing; it returns their client ports once the
-// server has closed its sides.
+// burst makes n connections to the server (clientBurst) and returns
+// their client ports once the server has closed its sides.
 func (s *echoServer) burst(t *testing.T, n int) []int {
+	t.Helper()
+	ports := clientBurst(t, s.ns, s.addr, n, nil)
+	time.Sleep(200 * time.Millisecond) // the server reads the last EOFs and closes
+	return ports
+}
+
+// clientBurst makes n connections to addr from four threads in the
+// namespace (a socket belongs to the namespace of the thread that makes
+// it), each writing 16 bytes and closing, each after calling before (when
+// set); it returns their local ports.
+func clientBurst(t *testing.T, ns *testutil.NS, addr string, n int, before func()) []int {
 	t.Helper()
 	var mu sync.Mutex
 	var ports []int
@@ -280,9 +290,12 @@ func (s *echoServer) burst(t *testing.T, n int) []int {
 	errc := make(chan error, 4)
 	for w := 0; w < 4; w++ {
 		wg.Go(func() {
-			errc <- s.ns.Do(func() error {
+			errc <- ns.Do(func() error {
 				for i := w; i < n; i += 4 {
-					c, err := net.Dial("tcp4", s.addr)
+					if before != nil {
+						before()
+					}
+					c, err := net.Dial("tcp4", addr)
 					if err != nil {
 						return err
 					}
@@ -303,7 +316,6 @@ func (s *echoServer) burst(t *testing.T, n int) []int {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // the server reads the last EOFs and closes
 	return ports
 }
 
@@ -381,38 +393,6 @@ func seriesKey(name string, attrs []*commonv1.KeyValue) string {
 	}
 	sort.Strings(ls)
 	return name + "{" + strings.Join(ls, ",") + "}"
-}
-
-// otlpPlain turns OTLP attributes into what encoding/json makes of the
-// JSON object they came from (numbers as float64).
-func otlpPlain(kvs []*commonv1.KeyValue) map[string]any {
-	m := make(map[string]any, len(kvs))
-	for _, kv := range kvs {
-		m[kv.Key] = otlpPlainValue(kv.Value)
-	}
-	return m
-}
-
-func otlpPlainValue(v *commonv1.AnyValue) any {
-	switch x := v.GetValue().(type) {
-	case *commonv1.AnyValue_StringValue:
-		return x.StringValue
-	case *commonv1.AnyValue_IntValue:
-		return float64(x.IntValue)
-	case *commonv1.AnyValue_DoubleValue:
-		return x.DoubleValue
-	case *commonv1.AnyValue_BoolValue:
-		return x.BoolValue
-	case *commonv1.AnyValue_ArrayValue:
-		out := []any{}
-		for _, e := range x.ArrayValue.GetValues() {
-			out = append(out, otlpPlainValue(e))
-		}
-		return out
-	case *commonv1.AnyValue_KvlistValue:
-		return otlpPlain(x.KvlistValue.GetValues())
-	}
-	return nil
 }
 
 // waitUntil polls cond for up to d.

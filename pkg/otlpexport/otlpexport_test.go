@@ -105,38 +105,6 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// plain turns OTLP attributes back into what encoding/json makes of a JSON
-// object (numbers as float64), to compare with the history JSON.
-func plain(kvs []*commonv1.KeyValue) map[string]any {
-	m := make(map[string]any, len(kvs))
-	for _, kv := range kvs {
-		m[kv.Key] = plainValue(kv.Value)
-	}
-	return m
-}
-
-func plainValue(v *commonv1.AnyValue) any {
-	switch x := v.GetValue().(type) {
-	case *commonv1.AnyValue_StringValue:
-		return x.StringValue
-	case *commonv1.AnyValue_IntValue:
-		return float64(x.IntValue)
-	case *commonv1.AnyValue_DoubleValue:
-		return x.DoubleValue
-	case *commonv1.AnyValue_BoolValue:
-		return x.BoolValue
-	case *commonv1.AnyValue_ArrayValue:
-		out := []any{}
-		for _, e := range x.ArrayValue.GetValues() {
-			out = append(out, plainValue(e))
-		}
-		return out
-	case *commonv1.AnyValue_KvlistValue:
-		return plain(x.KvlistValue.GetValues())
-	}
-	return nil
-}
-
 // TestFlowLogRecords: every closed connection arrives as one record whose
 // attributes are its `history --json` object, key for key and in its
 // order, typed as the JSON is (lifetime_ms always a double, also when it is
@@ -162,7 +130,7 @@ func TestFlowLogRecords(t *testing.T) {
 		t.Fatalf("%d records, want %d", len(recs), n)
 	}
 	for _, r := range recs {
-		got := plain(r.Attributes)
+		got := otlptest.Attributes(r.Attributes)
 		cookie := uint64(got["cookie"].(float64))
 		conn := want[cookie]
 		if conn == nil {
@@ -204,7 +172,7 @@ func TestFlowLogRecords(t *testing.T) {
 		if body := r.Body.GetStringValue(); !strings.HasPrefix(body, "4321    curl") || !strings.HasSuffix(body, "closed(peer)") {
 			t.Errorf("cookie %d: body %q, want the history line", cookie, body)
 		}
-		if res := plain(r.Resource.GetAttributes()); res["service.name"] != "sstrace" {
+		if res := otlptest.Attributes(r.Resource.GetAttributes()); res["service.name"] != "sstrace" {
 			t.Errorf("resource %v", res)
 		}
 	}
@@ -441,7 +409,7 @@ func TestStalledCollector(t *testing.T) {
 	seen := func() int {
 		n := 0
 		for _, r := range rcv.Records() {
-			if cookie := plain(r.Attributes)["cookie"].(float64); cookie > stalled {
+			if cookie := otlptest.Attributes(r.Attributes)["cookie"].(float64); cookie > stalled {
 				n++
 			}
 		}

@@ -17,6 +17,7 @@ import (
 
 	collogsv1 "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	colmetricsv1 "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
 	logsv1 "go.opentelemetry.io/proto/otlp/logs/v1"
 	metricsv1 "go.opentelemetry.io/proto/otlp/metrics/v1"
 	resourcev1 "go.opentelemetry.io/proto/otlp/resource/v1"
@@ -232,4 +233,37 @@ func (r *Receiver) MetricRequests() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.metrics)
+}
+
+// Attributes turns OTLP attributes into what encoding/json makes of the
+// JSON object they came from (numbers as float64, arrays as []any, key-value
+// lists as maps), to compare a record with `history --json`.
+func Attributes(kvs []*commonv1.KeyValue) map[string]any {
+	m := make(map[string]any, len(kvs))
+	for _, kv := range kvs {
+		m[kv.Key] = value(kv.Value)
+	}
+	return m
+}
+
+func value(v *commonv1.AnyValue) any {
+	switch x := v.GetValue().(type) {
+	case *commonv1.AnyValue_StringValue:
+		return x.StringValue
+	case *commonv1.AnyValue_IntValue:
+		return float64(x.IntValue)
+	case *commonv1.AnyValue_DoubleValue:
+		return x.DoubleValue
+	case *commonv1.AnyValue_BoolValue:
+		return x.BoolValue
+	case *commonv1.AnyValue_ArrayValue:
+		out := []any{}
+		for _, e := range x.ArrayValue.GetValues() {
+			out = append(out, value(e))
+		}
+		return out
+	case *commonv1.AnyValue_KvlistValue:
+		return Attributes(x.KvlistValue.GetValues())
+	}
+	return nil
 }
