@@ -64,7 +64,7 @@ func TestDaemonOTLP(t *testing.T) {
 	// 1. Records: 200 connections and a refused connect.
 	ports := srv.burst(t, 200)
 	refusedPort := refuseOnce(t, ns)
-	waitUntil(t, 10*time.Second, "200 server-side records", func() bool { return len(serverSides()) >= len(ports) })
+	testutil.WaitFor(t, 10*time.Second, "200 server-side records", func() bool { return len(serverSides()) >= len(ports) })
 
 	hist := map[float64]map[string]any{}
 	for _, c := range jsonLines(t, d.run(t, "history", "--socket", d.sock, "--all-netns", "--closed", "--json")) {
@@ -108,7 +108,7 @@ func TestDaemonOTLP(t *testing.T) {
 	before := scrape(t, metricsAddr)
 	asked := time.Now()
 	var pushed []*metricsv1.Metric
-	waitUntil(t, 5*time.Second, "a metrics push", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a metrics push", func() bool {
 		pushed = rcv.MetricsAfter(asked)
 		return pushed != nil
 	})
@@ -169,9 +169,9 @@ func TestDaemonOTLP(t *testing.T) {
 	if took := time.Since(start) - burst; took > time.Second {
 		t.Errorf("status took %s with the collector stalled", took)
 	}
-	waitUntil(t, 5*time.Second, "failed requests", func() bool { return daemonOTLPStatus(t, d).Errors > 0 })
+	testutil.WaitFor(t, 5*time.Second, "failed requests", func() bool { return daemonOTLPStatus(t, d).Errors > 0 })
 	rcv.SetMode(otlptest.Unavailable)
-	waitUntil(t, 5*time.Second, "a 503", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a 503", func() bool {
 		return rcv.Refused() > 0 && strings.Contains(daemonOTLPStatus(t, d).LastError, "503")
 	})
 	st = daemonOTLPStatus(t, d)
@@ -194,9 +194,9 @@ func TestDaemonOTLP(t *testing.T) {
 
 	// 4. Recovery: new connections are exported.
 	rcv.SetMode(otlptest.Accept)
-	waitUntil(t, 10*time.Second, "recovery", func() bool { return daemonOTLPStatus(t, d).LastError == "" })
+	testutil.WaitFor(t, 10*time.Second, "recovery", func() bool { return daemonOTLPStatus(t, d).LastError == "" })
 	late := srv.burst(t, 20)
-	waitUntil(t, 5*time.Second, "records after the recovery", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "records after the recovery", func() bool {
 		got := serverSides()
 		for _, p := range late {
 			if got[p] == nil {
@@ -393,16 +393,4 @@ func seriesKey(name string, attrs []*commonv1.KeyValue) string {
 	}
 	sort.Strings(ls)
 	return name + "{" + strings.Join(ls, ",") + "}"
-}
-
-// waitUntil polls cond for up to d.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

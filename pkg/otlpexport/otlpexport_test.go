@@ -25,6 +25,7 @@ import (
 	"github.com/sstrace/sstrace/pkg/otlpexport/otlptest"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/table"
+	"github.com/sstrace/sstrace/pkg/testutil"
 )
 
 // churn drives synthetic connections through a seeded table: client
@@ -93,18 +94,6 @@ func run(t *testing.T, opts otlpexport.Options) (*churn, *otlpexport.Exporter) {
 	return c, exp
 }
 
-// waitFor polls cond for up to d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestFlowLogRecords: every closed connection arrives as one record whose
 // attributes are its `history --json` object, key for key and in its
 // order, typed as the JSON is (lifetime_ms always a double, also when it is
@@ -117,7 +106,7 @@ func TestFlowLogRecords(t *testing.T) {
 	for cookie := uint64(1); cookie <= n; cookie++ {
 		c.conn(cookie)
 	}
-	waitFor(t, 5*time.Second, "40 records", func() bool { return len(rcv.Records()) >= n })
+	testutil.WaitFor(t, 5*time.Second, "40 records", func() bool { return len(rcv.Records()) >= n })
 
 	want := map[uint64]*table.Conn{}
 	c.tbl.EachConn(table.Query{}, func(conn *table.Conn) error {
@@ -224,7 +213,7 @@ func TestMetricsMatchRegistry(t *testing.T) {
 	defer cancel()
 
 	var got []*metricsv1.Metric
-	waitFor(t, 5*time.Second, "a metrics push", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a metrics push", func() bool {
 		got = rcv.MetricsAfter(time.Time{})
 		return got != nil
 	})
@@ -389,9 +378,9 @@ func TestStalledCollector(t *testing.T) {
 	if took > 2*time.Second { // about 10 ms here; a table that waited for the exporter would take seconds
 		t.Errorf("%d connections took %s to apply with the collector stalled", stalled, took)
 	}
-	waitFor(t, 5*time.Second, "a timed-out request", func() bool { return exp.Stats().Errors > 0 })
+	testutil.WaitFor(t, 5*time.Second, "a timed-out request", func() bool { return exp.Stats().Errors > 0 })
 	rcv.SetMode(otlptest.Unavailable)
-	waitFor(t, 5*time.Second, "a 503", func() bool { return rcv.Refused() > 0 && exp.Stats().Errors >= 2 })
+	testutil.WaitFor(t, 5*time.Second, "a 503", func() bool { return rcv.Refused() > 0 && exp.Stats().Errors >= 2 })
 	st := exp.Stats()
 	if st.DroppedQueueFull == 0 || st.Errors < 2 || !strings.Contains(st.LastError, "503") {
 		t.Errorf("stalled: %+v, want queue_full drops, two errors, the last a 503", st)
@@ -401,7 +390,7 @@ func TestStalledCollector(t *testing.T) {
 	}
 
 	rcv.SetMode(otlptest.Accept)
-	waitFor(t, 10*time.Second, "the retried batch", func() bool { return exp.Stats().RecordsExported > 0 })
+	testutil.WaitFor(t, 10*time.Second, "the retried batch", func() bool { return exp.Stats().RecordsExported > 0 })
 	const after = 50 // fewer than the queue holds
 	for cookie := uint64(stalled + 1); cookie <= stalled+after; cookie++ {
 		c.conn(cookie)
@@ -415,7 +404,7 @@ func TestStalledCollector(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, 5*time.Second, "the records after the recovery", func() bool { return seen() == after })
+	testutil.WaitFor(t, 5*time.Second, "the records after the recovery", func() bool { return seen() == after })
 	st = exp.Stats()
 	if total := st.RecordsExported + st.DroppedQueueFull + st.DroppedExportFailed; total != stalled+after {
 		t.Errorf("exported %d + dropped %d + %d = %d, want %d", st.RecordsExported, st.DroppedQueueFull, st.DroppedExportFailed, total, stalled+after)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -121,4 +122,17 @@ func runLocked(fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// WaitFor polls cond every 20 ms until it holds, and fails the test if it
+// does not within d: for what a daemon or an exporter does in its own time.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
