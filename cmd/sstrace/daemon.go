@@ -18,6 +18,7 @@ import (
 	"github.com/sstrace/sstrace/pkg/keeper"
 	"github.com/sstrace/sstrace/pkg/logging"
 	"github.com/sstrace/sstrace/pkg/metrics"
+	"github.com/sstrace/sstrace/pkg/otlpexport"
 	"github.com/sstrace/sstrace/pkg/table"
 	"github.com/sstrace/sstrace/pkg/tracer"
 )
@@ -33,6 +34,18 @@ type daemonFlags struct {
 	reconcileEvery time.Duration
 	logFormat      string
 	logLevel       string
+	otlp           otlpFlags
+}
+
+// otlpFlags are the --otlp-* flags.
+type otlpFlags struct {
+	endpoint string
+	headers  []string
+	interval time.Duration
+	queue    int
+	timeout  time.Duration
+	// set lists the --otlp-* flags given, which need --otlp-endpoint.
+	set []string
 }
 
 func newDaemonCmd() *cobra.Command {
@@ -47,9 +60,20 @@ cookie and time), keeps it exact with the event stream, and answers
 and ` + "`sstrace trace --socket`" + ` on a Unix socket. Closed connections are kept
 for --retain (and at most --retain-max). Logs go to stderr (log/slog); when stderr is the journal
 (systemd), each line carries its priority for journald and no time.
+With --otlp-endpoint it also pushes, over OTLP/HTTP, one log record per
+closed connection (the fields of ` + "`sstrace history --json`" + ` as attributes) and its
+metrics to an OpenTelemetry collector; a slow collector costs dropped,
+counted records, never a slower table.
 SIGINT or SIGTERM stop it: programs detached, socket removed.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runDaemon(cmd.Context(), f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, name := range []string{"otlp-header", "otlp-interval", "otlp-queue", "otlp-timeout"} {
+				if cmd.Flags().Changed(name) {
+					f.otlp.set = append(f.otlp.set, "--"+name)
+				}
+			}
+			return runDaemon(cmd.Context(), f)
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.socket, "socket", daemon.DefaultSocket, "Unix socket to answer on")
@@ -62,6 +86,11 @@ SIGINT or SIGTERM stop it: programs detached, socket removed.`,
 	fl.DurationVar(&f.reconcileEvery, "reconcile-every", 5*time.Second, "how often expired TIME-WAIT sockets are looked for")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar(&f.otlp.endpoint, "otlp-endpoint", "", "push flow logs and metrics to this OpenTelemetry collector's OTLP/HTTP base URL (e.g. http://localhost:4318)")
+	fl.StringArrayVar(&f.otlp.headers, "otlp-header", nil, "name=value header sent with every OTLP request (repeatable)")
+	fl.DurationVar(&f.otlp.interval, "otlp-interval", otlpexport.DefaultInterval, "how often metrics are pushed over OTLP")
+	fl.IntVar(&f.otlp.queue, "otlp-queue", otlpexport.DefaultQueue, "closed connections that may wait for OTLP export; beyond it they are dropped and counted")
+	fl.DurationVar(&f.otlp.timeout, "otlp-timeout", otlpexport.DefaultTimeout, "time limit of one OTLP request")
 	_ = cmd.RegisterFlagCompletionFunc("hook", completeHooks)
 	_ = cmd.RegisterFlagCompletionFunc("log-format", completeWords("text", "json"))
 	_ = cmd.RegisterFlagCompletionFunc("log-level", completeWords("debug", "info", "warn", "error"))
@@ -102,6 +131,10 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	if f.retain <= 0 || f.retainMax <= 0 {
 		return errors.New("--retain and --retain-max must be positive")
 	}
+	otlpOpts, err := f.otlp.options()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -126,6 +159,22 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	}
 	tbl := table.New(opts)
 
+	// One registry for /metrics and OTLP, the exporter's own counters in it.
+	reg := metrics.Registry(metrics.NewCollector(tbl, metrics.Options{Tracer: func() (metrics.TracerStats, error) {
+		st, err := tr.Stats()
+		return metrics.TracerStats{Submitted: st.Submitted, Received: st.Received, Lost: st.Lost + st.Missed, DeferFull: st.DeferFull}, err
+	}}))
+	var exp *otlpexport.Exporter
+	if otlpOpts != nil {
+		otlpOpts.Resource = otlpResource(version)
+		otlpOpts.Gatherer = reg
+		otlpOpts.Log = log
+		if exp, err = otlpexport.New(tbl, *otlpOpts); err != nil {
+			return err
+		}
+		reg.MustRegister(exp.Collector())
+	}
+
 	kernel := tracer.KernelRelease()
 	rate := newEventRate()
 	srv, err := daemon.Listen(daemon.Config{
@@ -136,7 +185,7 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 			st, _ := tr.Stats()
 			return daemon.Status{
 				Hook: string(tr.Hook()), Kernel: kernel, Cookies: string(method), PID: os.Getpid(), Version: version,
-				EventsPerSecond: rate.observe(st.Received),
+				EventsPerSecond: rate.observe(st.Received), OTLP: otlpStatus(exp),
 			}
 		},
 		Events: func(buf int) *table.Subscription { return tbl.Subscribe(true, false, buf) },
@@ -160,22 +209,61 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	log.Info("listening", "socket", srv.Path())
 
 	if f.metricsAddr != "" {
-		col := metrics.NewCollector(tbl, metrics.Options{Tracer: func() (metrics.TracerStats, error) {
-			st, err := tr.Stats()
-			return metrics.TracerStats{Submitted: st.Submitted, Received: st.Received, Lost: st.Lost + st.Missed, DeferFull: st.DeferFull}, err
-		}})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := metrics.Serve(ctx, f.metricsAddr, col, log); err != nil {
+		wg.Go(func() {
+			if err := metrics.Serve(ctx, f.metricsAddr, reg, log); err != nil {
 				log.Error("metrics", "err", err)
 			}
-		}()
+		})
+	}
+	if exp != nil {
+		wg.Go(func() { exp.Run(ctx) })
+		log.Info("exporting over OTLP", "endpoint", otlpOpts.Endpoint, "interval", otlpOpts.Interval, "queue", otlpOpts.Queue)
 	}
 
 	err = keeper.Run(ctx, tr, tbl, keeper.Options{ReconcileEvery: f.reconcileEvery, Log: log})
 	log.Info("stopping")
 	return err
+}
+
+// options checks the --otlp-* flags: nil without --otlp-endpoint.
+func (f otlpFlags) options() (*otlpexport.Options, error) {
+	if f.endpoint == "" {
+		if len(f.set) > 0 {
+			return nil, fmt.Errorf("%s needs --otlp-endpoint", f.set[0])
+		}
+		return nil, nil
+	}
+	headers, err := otlpexport.ParseHeaders(f.headers)
+	if err != nil {
+		return nil, err
+	}
+	opts := &otlpexport.Options{Endpoint: f.endpoint, Headers: headers, Interval: f.interval, Queue: f.queue, Timeout: f.timeout}
+	return opts, opts.Check()
+}
+
+// otlpResource names this daemon in what it exports.
+func otlpResource(version string) map[string]string {
+	r := map[string]string{"service.name": "sstrace", "service.version": version}
+	if host, err := os.Hostname(); err == nil {
+		r["host.name"] = host
+	}
+	return r
+}
+
+// otlpStatus is the exporter's part of `sstrace status` (nil without one).
+func otlpStatus(exp *otlpexport.Exporter) *daemon.OTLPStatus {
+	if exp == nil {
+		return nil
+	}
+	st := exp.Stats()
+	return &daemon.OTLPStatus{
+		Endpoint: st.Endpoint, RecordsExported: st.RecordsExported,
+		RecordsDropped: st.DroppedQueueFull + st.DroppedExportFailed,
+		DroppedByReason: map[string]uint64{
+			otlpexport.DropQueueFull: st.DroppedQueueFull, otlpexport.DropExportFailed: st.DroppedExportFailed,
+		},
+		MetricExports: st.MetricExports, Errors: st.Errors, LastError: st.LastError,
+	}
 }
 
 // eventRate turns the received counter into a rate over the last status

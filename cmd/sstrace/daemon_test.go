@@ -245,60 +245,12 @@ func TestDaemonEndToEnd(t *testing.T) {
 
 	const conns = 2000
 	clientPorts := make(map[int]bool, conns)
-	var cmu sync.Mutex
-	// Four clients, each on a thread of its own inside the namespace (a
-	// socket belongs to the namespace of the thread that makes it).
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- ns.Do(func() error {
-				for i := 0; i < conns/4; i++ {
-					serve <- true
-					c, err := net.Dial("tcp4", ln.Addr().String())
-					if err != nil {
-						return err
-					}
-					cmu.Lock()
-					clientPorts[c.LocalAddr().(*net.TCPAddr).Port] = true
-					cmu.Unlock()
-					c.Write(make([]byte, 16))
-					c.Close()
-				}
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, p := range clientBurst(t, ns, ln.Addr().String(), conns, func() { serve <- true }) {
+		clientPorts[p] = true
 	}
 
 	// A refused connect: a port nobody listens on.
-	var refusedPort int
-	if err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-			return err
-		}
-		sa, _ := unix.Getsockname(fd)
-		refusedPort = sa.(*unix.SockaddrInet4).Port
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: 1}); err != unix.ECONNREFUSED {
-			return fmt.Errorf("connect to a closed port: %v, want ECONNREFUSED", err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	refusedPort := refuseOnce(t, ns)
 
 	// A reset: the client aborts (SO_LINGER 0), the server side sees an
 	// RST. A leak: the client closes, the server never does.

@@ -60,6 +60,27 @@ type Status struct {
 	MemoryBytes int64 `json:"memory_bytes"`
 	// Clients is the number of requests being served.
 	Clients int `json:"clients"`
+	// OTLP is the OpenTelemetry export's figures; absent without
+	// --otlp-endpoint.
+	OTLP *OTLPStatus `json:"otlp,omitempty"`
+}
+
+// OTLPStatus is the OTLP exporter's part of Status (pkg/otlpexport).
+type OTLPStatus struct {
+	// Endpoint is the collector's base URL.
+	Endpoint string `json:"endpoint"`
+	// RecordsExported counts the flow-log records the collector accepted.
+	RecordsExported uint64 `json:"records_exported"`
+	// RecordsDropped counts the records dropped; DroppedByReason splits
+	// it: queue_full, export_failed.
+	RecordsDropped  uint64            `json:"records_dropped"`
+	DroppedByReason map[string]uint64 `json:"records_dropped_by_reason"`
+	// MetricExports counts the metric pushes the collector accepted.
+	MetricExports uint64 `json:"metric_exports"`
+	// Errors counts failed requests; LastError is the last one's while
+	// they fail.
+	Errors    uint64 `json:"errors"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // fill sets the table's figures.
@@ -147,6 +168,13 @@ func WriteStatusText(w io.Writer, st Status) {
 	}
 	fmt.Fprintf(w, "memory:       %s (table estimate)\n", bytesText(st.MemoryBytes))
 	fmt.Fprintf(w, "clients:      %d\n", st.Clients)
+	if o := st.OTLP; o != nil {
+		fmt.Fprintf(w, "otlp:         %s: %d records exported, %d dropped%s, %d metric pushes, %d errors\n",
+			o.Endpoint, o.RecordsExported, o.RecordsDropped, byCause(o.DroppedByReason), o.MetricExports, o.Errors)
+		if o.LastError != "" {
+			fmt.Fprintf(w, "otlp failing: %s\n", o.LastError)
+		}
+	}
 }
 
 // byCause formats a count map as " (a 1, b 2)", sorted by name.

@@ -2,13 +2,14 @@
 //
 // A Collector reads the table (table.Table.Stats, one call per scrape) and,
 // optionally, the tracer's kernel counters when Prometheus asks: nothing is
-// counted twice and nothing lives in package globals. Handler serves a
+// counted twice and nothing lives in package globals. Registry makes a
 // registry of its own (the collector, plus the Go runtime and process
-// collectors); Serve runs it on an address, for the daemon's
-// --metrics-addr:
+// collectors, plus whatever else the daemon counts); Serve runs it on an
+// address, for the daemon's --metrics-addr, and pkg/otlpexport pushes the
+// same registry over OTLP:
 //
-//	c := metrics.NewCollector(tbl, metrics.Options{Tracer: tracerStats})
-//	g.Go(func() error { return metrics.Serve(ctx, *metricsAddr, c, log) })
+//	reg := metrics.Registry(metrics.NewCollector(tbl, metrics.Options{Tracer: tracerStats}))
+//	g.Go(func() error { return metrics.Serve(ctx, *metricsAddr, reg, log) })
 //
 // # Metrics
 //

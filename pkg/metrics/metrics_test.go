@@ -452,7 +452,7 @@ func TestServe(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, NewCollector(testTable(t), Options{}), nil) }()
+	go func() { done <- serve(ctx, ln, Registry(NewCollector(testTable(t), Options{})), nil) }()
 
 	base := "http://" + ln.Addr().String()
 	if code, body := get(t, base+Path); code != http.StatusOK || !strings.Contains(body, "sstrace_seeded 1") {
@@ -478,7 +478,7 @@ func TestServeListenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	err = Serve(context.Background(), ln.Addr().String(), NewCollector(testTable(t), Options{}), nil)
+	err = Serve(context.Background(), ln.Addr().String(), Registry(NewCollector(testTable(t), Options{})), nil)
 	if err == nil || !strings.Contains(err.Error(), "metrics: listen on "+ln.Addr().String()) {
 		t.Errorf("Serve on a busy address: %v", err)
 	}

@@ -206,3 +206,16 @@ func (c *Cgroup) Open(t testing.TB) int {
 	t.Cleanup(func() { unix.Close(fd) })
 	return fd
 }
+
+// WaitFor polls cond every 20 ms until it holds, and fails the test if it
+// does not within d: for what a daemon or an exporter does in its own time.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
