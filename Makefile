@@ -11,11 +11,23 @@ build:
 	# The VCS revision goes into `sstrace version` (auto: none outside a checkout).
 	CGO_ENABLED=0 GOFLAGS=-buildvcs=auto $(GO) build -o bin/sstrace ./cmd/sstrace
 
-# Install the binary, the systemd unit and bash completion (PREFIX,
-# DESTDIR as usual). Then: systemctl daemon-reload; systemctl enable --now
-# sstrace.
+# Building and shipping: man pages, release binaries, the container image.
+.PHONY: man release image
+
+# Man pages, one per command (sstrace(8), sstrace-ss(8), ...), from the
+# cobra commands' own help: built by a binary with the hidden `man` command
+# (-tags mangen), which the installed binary does not carry (cmd/sstrace/man.go).
+man:
+	rm -rf bin/man
+	$(GO) run -tags mangen ./cmd/sstrace man bin/man
+
+# Install the binary, the man pages, the systemd unit and bash completion
+# (PREFIX, DESTDIR as usual). Then: systemctl daemon-reload; systemctl
+# enable --now sstrace.
 PREFIX ?= /usr/local
-install: build
+install: build man
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 bin/man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -D -m 0755 bin/sstrace $(DESTDIR)$(PREFIX)/bin/sstrace
 	install -D -m 0644 deploy/systemd/sstrace.service $(DESTDIR)/etc/systemd/system/sstrace.service
 	sed -i 's#/usr/local/bin/sstrace#$(PREFIX)/bin/sstrace#' $(DESTDIR)/etc/systemd/system/sstrace.service
