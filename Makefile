@@ -105,6 +105,8 @@ test: deps-test
 	GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./... && GOARCH=arm64 $(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 12m $$($(GO) list ./... ./.ci/vmtest/... | grep -v $(RACE_SKIP))
 	$(GO) test -count=1 -timeout 12m ./pkg/keeper ./pkg/procs
+	# The DaemonSet manifest's test: a module of its own (k8s.io stays out of sstrace's).
+	cd deploy/kubernetes && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # Unprivileged unit tests only (the privileged ones skip outside CI).
 test-unit:
