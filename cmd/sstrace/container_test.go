@@ -167,11 +167,7 @@ func TestContainerImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	client, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	leak, err := ln.Accept()
+	client, leak, err := dialAccept(ln)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,6 +225,18 @@ func hostRlimits() []string {
 		flags = append(flags, "--ulimit", l.name+"="+v+":"+v)
 	}
 	return flags
+}
+
+// dialAccept connects to ln and returns both ends.
+func dialAccept(ln net.Listener) (client, server net.Conn, err error) {
+	if client, err = net.Dial(ln.Addr().Network(), ln.Addr().String()); err != nil {
+		return nil, nil, err
+	}
+	if server, err = ln.Accept(); err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return client, server, nil
 }
 
 // fileSHA is a file's SHA-256, for comparing two files.

@@ -188,11 +188,7 @@ func TestGrafanaDashboard(t *testing.T) {
 			return err
 		}
 		defer ln.Close()
-		c, err := net.Dial("tcp4", ln.Addr().String())
-		if err != nil {
-			return err
-		}
-		s, err := ln.Accept()
+		c, s, err := dialAccept(ln)
 		if err != nil {
 			return err
 		}
