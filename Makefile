@@ -11,11 +11,57 @@ build:
 	# The VCS revision goes into `sstrace version` (auto: none outside a checkout).
 	CGO_ENABLED=0 GOFLAGS=-buildvcs=auto $(GO) build -o bin/sstrace ./cmd/sstrace
 
-# Install the binary, the systemd unit and bash completion (PREFIX,
-# DESTDIR as usual). Then: systemctl daemon-reload; systemctl enable --now
-# sstrace.
+# Building and shipping: man pages, release binaries, the container image.
+.PHONY: man release image
+
+# Man pages, one per command (sstrace(8), sstrace-ss(8), ...), from the
+# cobra commands' own help: built by a binary with the hidden `man` command
+# (-tags mangen), which the installed binary does not carry (cmd/sstrace/man.go).
+man:
+	rm -rf bin/man
+	$(GO) run -tags mangen ./cmd/sstrace man bin/man
+
+# Release binaries: static (no libc), for amd64 and arm64, with SHA256SUMS
+# (check: cd dist && sha256sum -c SHA256SUMS). Built from a clone, they
+# carry the VCS revision and a pseudo-version that `sstrace version` prints
+# (Go does not stamp builds from a git worktree). -trimpath: no build
+# paths; -s -w: no symbol table or DWARF (a third of the size; panics still
+# name functions).
+DIST ?= dist
+RELEASE_ARCHES = amd64 arm64
+release:
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	for arch in $(RELEASE_ARCHES); do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOFLAGS=-buildvcs=auto \
+	    $(GO) build -trimpath -ldflags='-s -w' -o $(DIST)/sstrace-linux-$$arch ./cmd/sstrace || exit 1; \
+	done
+	cd $(DIST) && sha256sum sstrace-linux-* > SHA256SUMS
+
+# The container image (deploy/container/Containerfile): FROM scratch with the
+# release binary of IMAGE_ARCH (amd64 or arm64); buildah builds it offline.
+IMAGE ?= localhost/sstrace:latest
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+image: release
+	buildah bud --platform linux/$(IMAGE_ARCH) -f deploy/container/Containerfile -t $(IMAGE) $(DIST)
+
+# What the deploy tests need besides deps-test's (an extra prerequisite of
+# deps-test, kept apart): man and groff render the man pages (TestInstall);
+# buildah builds the image, podman with runc runs it (TestContainerImage;
+# runc, not crun, which refuses hybrid cgroup hosts).
+.PHONY: deps-deploy
+deps-test: deps-deploy
+deps-deploy:
+	@command -v man >/dev/null && command -v groff >/dev/null && command -v buildah >/dev/null && \
+	  command -v podman >/dev/null && command -v runc >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq man-db groff-base buildah podman runc >/dev/null)
+
+# Install the binary, the man pages, the systemd unit and bash completion
+# (PREFIX, DESTDIR as usual). Then: systemctl daemon-reload; systemctl
+# enable --now sstrace.
 PREFIX ?= /usr/local
-install: build
+install: build man
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 bin/man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -D -m 0755 bin/sstrace $(DESTDIR)$(PREFIX)/bin/sstrace
 	install -D -m 0644 deploy/systemd/sstrace.service $(DESTDIR)/etc/systemd/system/sstrace.service
 	sed -i 's#/usr/local/bin/sstrace#$(PREFIX)/bin/sstrace#' $(DESTDIR)/etc/systemd/system/sstrace.service
@@ -59,6 +105,8 @@ test: deps-test
 	GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./... && GOARCH=arm64 $(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 12m $$($(GO) list ./... ./.ci/vmtest/... | grep -v $(RACE_SKIP))
 	$(GO) test -count=1 -timeout 12m ./pkg/keeper ./pkg/procs
+	# The DaemonSet manifest's test: a module of its own (k8s.io stays out of sstrace's).
+	cd deploy/kubernetes && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # Unprivileged unit tests only (the privileged ones skip outside CI).
 test-unit:

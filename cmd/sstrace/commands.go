@@ -3,8 +3,9 @@ package main
 import "github.com/spf13/cobra"
 
 // subcommands lists every subcommand; each is built in its own file.
+// extraCommands are those of a build tag's (man.go).
 func subcommands() []*cobra.Command {
-	return []*cobra.Command{
+	return append([]*cobra.Command{
 		newTraceCmd(),
 		newSSCmd(),
 		newStatusCmd(),
@@ -12,5 +13,5 @@ func subcommands() []*cobra.Command {
 		newCloseWaitCmd(),
 		newDaemonCmd(),
 		newVersionCmd(),
-	}
+	}, extraCommands()...)
 }

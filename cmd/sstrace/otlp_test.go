@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -396,18 +395,8 @@ func freeAddr(t *testing.T) string {
 // them (labels sorted by name, as client_golang writes them).
 func scrape(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape: %v", err)
-	}
-	defer resp.Body.Close()
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || l[0] == '#' {
-			continue
-		}
+	for _, l := range scrapeLines(t, "http://"+addr+"/metrics") {
 		i := strings.LastIndexByte(l, ' ')
 		v, err := strconv.ParseFloat(l[i+1:], 64)
 		if err != nil {
