@@ -11,6 +11,7 @@ func subcommands() []*cobra.Command {
 		newHistoryCmd(),
 		newCloseWaitCmd(),
 		newDaemonCmd(),
+		newTopCmd(),
 		newVersionCmd(),
 	}
 }

@@ -118,7 +118,7 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	tr, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize})
+	tr, tbl, err := tracedTable(hook, f.ringSize, table.Options{Retain: f.retain, RetainMax: f.retainMax})
 	if err != nil {
 		return err
 	}
@@ -126,12 +126,6 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	method, note := tr.CookieMethod()
 	log.Info("tracer attached", "hook", tr.Hook(), "cookies", method, "note", note)
 	version := buildInfo().Short()
-
-	opts := table.Options{Retain: f.retain, RetainMax: f.retainMax}
-	if method != tracer.CookieMethodHelper {
-		opts.Resolve = keeper.Resolver()
-	}
-	tbl := table.New(opts)
 
 	kernel := tracer.KernelRelease()
 	rate := newEventRate()
@@ -183,6 +177,21 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	err = keeper.Run(ctx, tr, tbl, keeper.Options{ReconcileEvery: f.reconcileEvery, Log: log})
 	log.Info("stopping")
 	return err
+}
+
+// tracedTable attaches the tracer and makes the table its events will keep
+// (keeper.Run feeds and seeds it): the daemon's start, and `top`'s
+// without a daemon. Without the cookie helper, the table resolves the
+// cookies events lack through sock_diag.
+func tracedTable(hook tracer.Hook, ringSize int, opts table.Options) (*tracer.Tracer, *table.Table, error) {
+	tr, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: ringSize})
+	if err != nil {
+		return nil, nil, err
+	}
+	if method, _ := tr.CookieMethod(); method != tracer.CookieMethodHelper {
+		opts.Resolve = keeper.Resolver()
+	}
+	return tr, table.New(opts), nil
 }
 
 // eventRate turns the received counter into a rate over the last status

@@ -309,7 +309,16 @@ func (a *Aggregator) Backfill(tbl *table.Table, now time.Time) error {
 			a.keep(c.NetNS, c.Family, c.Local, c.Peer, openState(c.Origin), c.UID, c.Inode, c.Cookie) {
 			a.countOpen(c.Opened, c.Owner, c.Peer, c.Origin == table.OriginAccept)
 		}
-		if c.FullClosed.After(since) {
+		switch {
+		case !c.FullClosed.After(since):
+		case c.Live():
+			// Closed, living on as a minisocket: the stream brings the
+			// connection when that expires; only the close counts now.
+			if s := a.slotFor(c.FullClosed); s != nil && c.Origin != table.OriginListen &&
+				a.keep(c.NetNS, c.Family, c.Local, c.Peer, sock.Close, c.UID, c.Inode, c.Cookie) {
+				s.closed++
+			}
+		default:
 			a.observeConn(c, true)
 		}
 		return nil
