@@ -152,6 +152,7 @@ func (m *Model) typed(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		return m, tea.Quit
 	case "esc":
 		m.typing = false
+		m.msg = ""
 		m.input.Blur()
 		return m, nil
 	case "enter":
