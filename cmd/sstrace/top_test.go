@@ -304,7 +304,7 @@ func TestTopLive(t *testing.T) {
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`sstrace top · daemon .* · netns ` + strconv.FormatUint(ns.Inode, 10) + ` · sort: new`),
 		regexp.MustCompile(`(?m)^LISTEN\s+2\b`),
-		regexp.MustCompile(`churn-client\[\d+\]\s+\S+\s+10\s+2\b`), // 3+5+2 opened, 2 reset
+		regexp.MustCompile(`churn-client\[\d+\]\s+\S+\s+10\s+2\b`),                         // 3+5+2 opened, 2 reset
 		regexp.MustCompile(`127\.0\.0\.1:` + strconv.Itoa(load.echo) + `\s+\S+\s+7\s+2\b`), // the echo service: 7 opened, 2 reset
 		regexp.MustCompile(`127\.0\.0\.1:` + strconv.Itoa(load.closedPort) + `\s+\S+\s+4\s+4\b`),
 	} {
