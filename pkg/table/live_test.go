@@ -3,6 +3,9 @@ package table
 import (
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/sock"
 )
 
@@ -40,5 +43,19 @@ func TestCountLive(t *testing.T) {
 	got, _ := h.tbl.CountLive(0, port80)
 	if got[sock.Listen] != 1 || got[sock.CloseWait] != 1 || got[sock.Established] != 0 {
 		t.Errorf("sport 80: %v, want LISTEN and CLOSE-WAIT only", got)
+	}
+}
+
+// Query.Live leaves the closed connections out.
+func TestEachConnLive(t *testing.T) {
+	h := seeded(t, Options{}, nil, nil)
+	open := newSk(1, "127.0.0.1:4000", "127.0.0.1:80", bystander)
+	gone := newSk(2, "127.0.0.1:4001", "127.0.0.1:80", bystander)
+	h.run(open, clientOpen...)
+	h.run(gone, st(sock.Close, sock.SynSent, P), stFin(sock.SynSent, sock.Close, S, event.Final{Err: uint16(unix.ECONNREFUSED)}))
+	all, _ := h.tbl.Conns(Query{})
+	live, _ := h.tbl.Conns(Query{Live: true})
+	if len(all) != 2 || len(live) != 1 || live[0].Cookie != 1 {
+		t.Errorf("all %d, live %v; want 2 and cookie 1 only", len(all), live)
 	}
 }

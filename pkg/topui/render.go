@@ -226,11 +226,11 @@ func Render(f *Frame) string {
 	if f.Snap != nil {
 		when = f.Snap.Time.Local().Format("15:04:05")
 	}
-	title := fmt.Sprintf(" sstrace top · %s · %s · sort: %s · %s ", f.Source, f.Scope, f.Sort, when)
+	title, paused := fmt.Sprintf(" sstrace top · %s · %s · sort: %s · %s ", f.Source, f.Scope, f.Sort, when), ""
 	if f.Paused {
-		title += pausedStyle.Render(" PAUSED ")
+		paused = " PAUSED " // first, where a narrow terminal still shows it
 	}
-	lines = append(lines, titleStyle.Render(cut(title, w)))
+	lines = append(lines, pausedStyle.Render(paused)+titleStyle.Render(cut(title, w-len(paused))))
 	filter := f.Filter
 	if filter == "" {
 		filter = "(none)"

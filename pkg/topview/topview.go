@@ -445,7 +445,7 @@ func top(all []Count, n int) []Count {
 // group's oldest (since the peer's FIN), most sockets first.
 func (a *Aggregator) closeWait(tbl *table.Table, now time.Time, snap *Snapshot) error {
 	groups := make(map[ownerKey]*CloseWaitGroup)
-	q := table.Query{States: sock.StateSet(0).With(sock.CloseWait), NetNS: a.opts.NetNS}
+	q := table.Query{States: sock.StateSet(0).With(sock.CloseWait), NetNS: a.opts.NetNS, Live: true}
 	if a.opts.Match != nil {
 		q.Match = func(c *table.Conn) bool {
 			return a.keep(c.NetNS, c.Family, c.Local, c.Peer, c.State, c.UID, c.Inode, c.Cookie)
