@@ -301,6 +301,7 @@ func TestTopLive(t *testing.T) {
 			regexp.MustCompile(`refuser\[\d+\]\s+\S+\s+4\s+4\b`).MatchString(s) &&
 			strings.Contains(s, "refused(peer)") && strings.Contains(s, "reset(")
 	})
+	t.Logf("the screen:\n%s", s)
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`sstrace top · daemon .* · netns ` + strconv.FormatUint(ns.Inode, 10) + ` · sort: new`),
 		regexp.MustCompile(`(?m)^LISTEN\s+2\b`),

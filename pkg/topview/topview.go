@@ -300,7 +300,11 @@ func (a *Aggregator) observeConn(c *table.Conn, countClose bool) {
 // last minute rather than empty: the closed ones the table retains, and
 // the live ones opened since. Call it once, after subscribing and before
 // the first Observe: a connection that changes in between is counted
-// twice, which the window soon forgets, rather than missed.
+// twice, which the window soon forgets, rather than missed. A connection
+// counted here is put on its owner now, which the table keeps rather than
+// the owner it opened under: an accepted connection that its server has
+// closed since counts for the thread that closed it (pkg/owner's rule),
+// not for the listener.
 func (a *Aggregator) Backfill(tbl *table.Table, now time.Time) error {
 	since := now.Add(-a.opts.Window)
 	q := table.Query{Since: since, NetNS: a.opts.NetNS}
