@@ -85,11 +85,12 @@ generate: deps-generate
 # What the tests run besides Go: the real ss and ip (parity, namespaces),
 # a C compiler for the race detector (cgo), systemd-analyze and setpriv (the
 # unit in deploy/systemd, run with only its capabilities), strace (ss's
-# filter bytecode, read off its sendmsg).
+# filter bytecode, read off its sendmsg), tmux (sstrace top, driven as a
+# person would: keys in, capture-pane out).
 deps-test:
 	@command -v ss >/dev/null && command -v ip >/dev/null && command -v gcc >/dev/null && test -f /usr/include/stdlib.h && \
-	  command -v systemd-analyze >/dev/null && command -v setpriv >/dev/null && command -v strace >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 gcc libc6-dev systemd util-linux strace >/dev/null)
+	  command -v systemd-analyze >/dev/null && command -v setpriv >/dev/null && command -v strace >/dev/null && command -v tmux >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 gcc libc6-dev systemd util-linux strace tmux >/dev/null)
 
 # The whole test suite: unit tests, parity tests against the real ss, fuzz
 # seed corpora and the privileged end-to-end tests (as root; under CI=true a

@@ -12,6 +12,7 @@ func subcommands() []*cobra.Command {
 		newHistoryCmd(),
 		newCloseWaitCmd(),
 		newDaemonCmd(),
+		newTopCmd(),
 		newVersionCmd(),
 	}, extraCommands()...)
 }

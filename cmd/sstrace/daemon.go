@@ -138,15 +138,6 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	tr, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize})
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
-	method, note := tr.CookieMethod()
-	log.Info("tracer attached", "hook", tr.Hook(), "cookies", method, "note", note)
-	version := buildInfo().Short()
-
 	opts := table.Options{Retain: f.retain, RetainMax: f.retainMax}
 	if names, err := cgroup2.NewNames(0); err == nil {
 		opts.Cgroups = names
@@ -154,10 +145,14 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	} else {
 		log.Warn("owners' cgroups and containers will not be named", "err", err)
 	}
-	if method != tracer.CookieMethodHelper {
-		opts.Resolve = keeper.Resolver()
+	tr, tbl, err := tracedTable(hook, f.ringSize, opts)
+	if err != nil {
+		return err
 	}
-	tbl := table.New(opts)
+	defer tr.Close()
+	method, note := tr.CookieMethod()
+	log.Info("tracer attached", "hook", tr.Hook(), "cookies", method, "note", note)
+	version := buildInfo().Short()
 
 	// One registry for /metrics and OTLP, the exporter's own counters in it.
 	reg := metrics.Registry(metrics.NewCollector(tbl, metrics.Options{Tracer: func() (metrics.TracerStats, error) {
@@ -264,6 +259,21 @@ func otlpStatus(exp *otlpexport.Exporter) *daemon.OTLPStatus {
 		},
 		MetricExports: st.MetricExports, Errors: st.Errors, LastError: st.LastError,
 	}
+}
+
+// tracedTable attaches the tracer and makes the table its events will keep
+// (keeper.Run feeds and seeds it): the daemon's start, and `top`'s
+// without a daemon. Without the cookie helper, the table resolves the
+// cookies events lack through sock_diag.
+func tracedTable(hook tracer.Hook, ringSize int, opts table.Options) (*tracer.Tracer, *table.Table, error) {
+	tr, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: ringSize})
+	if err != nil {
+		return nil, nil, err
+	}
+	if method, _ := tr.CookieMethod(); method != tracer.CookieMethodHelper {
+		opts.Resolve = keeper.Resolver()
+	}
+	return tr, table.New(opts), nil
 }
 
 // eventRate turns the received counter into a rate over the last status

@@ -32,6 +32,8 @@ func (s *Server) run(ctx context.Context, p *Peer, req *Request, w *replyWriter)
 		return s.runCloseWait(ctx, p, req, w)
 	case OpTrace:
 		return s.runTrace(ctx, p, req, w)
+	case OpTop:
+		return s.runTop(ctx, p, req, w)
 	}
 	return 2, fmt.Errorf("unknown op %q", req.Op)
 }

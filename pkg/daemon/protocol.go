@@ -10,7 +10,7 @@
 //
 //	{"op":"history","args":["dport","=",":443"],"since":"2025-01-02T15:04:05Z","json":true}
 //
-// op is "ss", "history", "closewait", "status" or "trace"; the other keys
+// op is "ss", "history", "closewait", "status", "trace" or "top"; the other keys
 // are described on Request. Times are absolute (RFC 3339): the client
 // resolves a relative time such as "-30s" against its own clock
 // (ParseTime), so that the daemon never guesses what "now" meant.
@@ -26,7 +26,7 @@
 //
 // A client copies out and err bytes as they come and exits with the final
 // status, printing the error (one line) if there is one. Streaming requests
-// (trace, history with follow) send frames until the client closes the
+// (trace, top, history with follow) send frames until the client closes the
 // connection or the daemon stops. Why raw bytes after a header rather than
 // the text in a JSON string: an ss answer is megabytes of text, and escaping
 // it on one side and decoding it on the other cost more than the query
@@ -92,17 +92,18 @@ const (
 	OpCloseWait = "closewait"
 	OpStatus    = "status"
 	OpTrace     = "trace"
+	OpTop       = "top"
 )
 
 // Request is one client request.
 type Request struct {
-	// Op is the operation: OpSS, OpHistory, OpCloseWait, OpStatus or
-	// OpTrace.
+	// Op is the operation: OpSS, OpHistory, OpCloseWait, OpStatus,
+	// OpTrace or OpTop.
 	Op string `json:"op"`
 	// Args are, for ss, its options and filter as on its command line
 	// (options first, in `--name=value` form, see pkg/ssflags); for
-	// history and closewait, the filter words (ss's filter language,
-	// including state words).
+	// history, closewait and top, the filter words (ss's filter
+	// language, including state words).
 	Args []string `json:"args,omitempty"`
 	// Filter is the text of ss's -F FILE, read by the client: the daemon
 	// never opens files on a client's behalf.
@@ -143,7 +144,7 @@ type Request struct {
 
 // streaming reports whether the request runs until the client leaves.
 func (r *Request) streaming() bool {
-	return r.Op == OpTrace || (r.Op == OpHistory && r.Follow)
+	return r.Op == OpTrace || r.Op == OpTop || (r.Op == OpHistory && r.Follow)
 }
 
 // ErrRequestTooLong is returned for a request line over MaxRequestBytes.
@@ -177,11 +178,11 @@ func DecodeRequest(line []byte) (Request, error) {
 // check validates the fields of a decoded request.
 func (r *Request) check() error {
 	switch r.Op {
-	case OpSS, OpHistory, OpCloseWait, OpStatus, OpTrace:
+	case OpSS, OpHistory, OpCloseWait, OpStatus, OpTrace, OpTop:
 	case "":
 		return errors.New("bad request: no op")
 	default:
-		return fmt.Errorf("bad request: unknown op %q (want ss, history, closewait, status or trace)", truncate(r.Op, 40))
+		return fmt.Errorf("bad request: unknown op %q (want ss, history, closewait, status, trace or top)", truncate(r.Op, 40))
 	}
 	if len(r.Args) > MaxArgs {
 		return fmt.Errorf("bad request: %d args, at most %d", len(r.Args), MaxArgs)

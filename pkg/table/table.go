@@ -873,6 +873,10 @@ type Query struct {
 	Since time.Time
 	// Closed keeps only closed connections.
 	Closed bool
+	// Live keeps only the connections the kernel still has: the closed
+	// ones are not even walked (a live view asking for its CLOSE-WAIT
+	// sockets every second must not walk a million retained records).
+	Live bool
 	// Listeners includes listening sockets (left out by default).
 	Listeners bool
 	// NetNS keeps one namespace (0: all).
@@ -923,15 +927,20 @@ func (t *Table) EachConn(q Query, fn func(*Conn) error) error {
 	off := t.monoToWall
 	losses := slices.Clone(t.losses)
 	names := t.opts.Cgroups
+	// The state first: a query for one state (a live view's CLOSE-WAIT
+	// panel every second) then skips most records without listener()'s
+	// look at their history.
 	wanted := func(r *record) bool {
-		return (!r.listener() || q.Listeners) &&
+		return (q.States == 0 || q.States.Has(r.state)) &&
 			(q.NetNS == 0 || r.netns == q.NetNS) &&
-			(q.States == 0 || q.States.Has(r.state))
+			(!r.listener() || q.Listeners)
 	}
 	var closed []*record
-	for _, r := range t.closed[t.closedHead:] {
-		if r.gone >= since && wanted(r) {
-			closed = append(closed, r)
+	if !q.Live {
+		for _, r := range t.closed[t.closedHead:] {
+			if r.gone >= since && wanted(r) {
+				closed = append(closed, r)
+			}
 		}
 	}
 	var live []Conn
