@@ -130,8 +130,10 @@ bench-ss:
 bench-daemon:
 	bash .ci/bench-daemon.sh
 
+# VMTEST_FLAGS go to the runner, e.g. VMTEST_FLAGS="-arches amd64" or
+# "-kernels 6.12-arm64" (bash .ci/vmtest/run.sh -h lists them).
 vmtest:
-	bash .ci/vmtest/run.sh
+	bash .ci/vmtest/run.sh $(VMTEST_FLAGS)
 
 clean:
 	rm -rf bin

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/../.."
 need=()
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v ldd >/dev/null || need+=(libc-bin)
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)

@@ -10,9 +10,10 @@ import (
 	"strings"
 )
 
-// buildBinaries builds the static binaries that run in the guests and on
-// the host. Prebuilt ones (flags) are used as given, after the same check.
-func buildBinaries(ctx context.Context, repo, outDir, sstrace, tracerTest string) (guestBins, error) {
+// buildBinaries builds the static binaries for one architecture's guests
+// (and, for the host's architecture, the host row). Prebuilt ones (flags)
+// are used as given, after the same check.
+func buildBinaries(ctx context.Context, repo, outDir, sstrace, tracerTest string, arch guestArch) (guestBins, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return guestBins{}, err
 	}
@@ -35,7 +36,7 @@ func buildBinaries(ctx context.Context, repo, outDir, sstrace, tracerTest string
 		cmd.Dir = repo
 		// Static: the guest has no libc, and the host must run the very
 		// same binaries.
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+arch.Name)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return guestBins{}, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -45,7 +46,7 @@ func buildBinaries(ctx context.Context, repo, outDir, sstrace, tracerTest string
 		if err != nil {
 			return guestBins{}, err
 		}
-		if err := requireStatic(abs); err != nil {
+		if err := requireStatic(abs, arch.Machine); err != nil {
 			return guestBins{}, err
 		}
 	}
@@ -54,16 +55,17 @@ func buildBinaries(ctx context.Context, repo, outDir, sstrace, tracerTest string
 	return b, nil
 }
 
-// requireStatic fails for anything the guest could not run: not an x86-64
-// ELF executable, or one that wants a dynamic loader or libraries.
-func requireStatic(p string) error {
+// requireStatic fails for anything the guest could not run: not an ELF
+// executable for its machine, or one that wants a dynamic loader or
+// libraries.
+func requireStatic(p string, machine elf.Machine) error {
 	f, err := elf.Open(p)
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
 	defer f.Close()
-	if f.Machine != elf.EM_X86_64 {
-		return fmt.Errorf("%s: built for %v, the VMs are x86-64", p, f.Machine)
+	if f.Machine != machine {
+		return fmt.Errorf("%s: built for %v, the guest is %v", p, f.Machine, machine)
 	}
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {

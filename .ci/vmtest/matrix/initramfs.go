@@ -172,10 +172,12 @@ type guestBins struct {
 	agent, sstrace, tracerTest string
 }
 
-// baseArchive holds what every kernel's initramfs shares: busybox and its
-// applets, the test binaries, /init, host tools the tests may run (ss, ip)
-// with their shared libraries, and the few /etc files they read.
-func baseArchive(ctx context.Context, bins guestBins, initScript []byte, hostTools []string) (*archive, []string, error) {
+// baseArchive holds what every initramfs of one architecture shares:
+// busybox and its applets, the test binaries, /init, host tools the tests
+// may run (ss, ip) with their shared libraries, and the few /etc files
+// they read. busybox is the host's /bin/busybox for the host's
+// architecture, and foreignBusybox's otherwise.
+func baseArchive(ctx context.Context, bins guestBins, initScript []byte, hostTools []string, arch guestArch, busybox string) (*archive, []string, error) {
 	a := newArchive()
 	var notes []string
 	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "root", "etc", "var/tmp", "mnt"} {
@@ -188,23 +190,36 @@ func baseArchive(ctx context.Context, bins guestBins, initScript []byte, hostToo
 	a.addCharDev("dev/null", 0o666, 1, 3)
 	a.addFile("init", 0o755, initScript)
 
-	if err := a.addHostFile("bin/busybox", "/bin/busybox"); err != nil {
+	if err := a.addHostFile("bin/busybox", busybox); err != nil {
 		return nil, nil, fmt.Errorf("busybox (apt-get install busybox-static): %w", err)
 	}
-	if err := requireStatic("/bin/busybox"); err != nil {
+	if err := requireStatic(busybox, arch.Machine); err != nil {
 		return nil, nil, err
 	}
-	out, err := exec.CommandContext(ctx, "/bin/busybox", "--list-full").Output()
-	if err != nil {
-		return nil, nil, fmt.Errorf("busybox --list-full: %w", err)
-	}
-	applets := strings.Fields(string(out))
-	if len(applets) < 50 {
-		return nil, nil, fmt.Errorf("busybox --list-full lists only %d applets", len(applets))
+	var applets []string
+	if arch.Name == hostArch {
+		out, err := exec.CommandContext(ctx, busybox, "--list-full").Output()
+		if err != nil {
+			return nil, nil, fmt.Errorf("busybox --list-full: %w", err)
+		}
+		applets = strings.Fields(string(out))
+		if len(applets) < 50 {
+			return nil, nil, fmt.Errorf("busybox --list-full lists only %d applets", len(applets))
+		}
+	} else {
+		// A foreign busybox cannot list its applets here: /init makes
+		// their links (busybox --install -s) in the directories that
+		// this creates. /bin/sh runs /init itself.
+		for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin"} {
+			a.addDir(d, 0o755)
+		}
+		a.addSymlink("bin/sh", "/bin/busybox")
+		hostTools = nil
+		notes = append(notes, "host tools (ss, ip) are not copied into "+arch.Name+" guests: they are "+hostArch+" binaries")
 	}
 
 	for guest, host := range map[string]string{"bin/agent": bins.agent, "bin/sstrace": bins.sstrace, "bin/tracer.test": bins.tracerTest} {
-		if err := requireStatic(host); err != nil {
+		if err := requireStatic(host, arch.Machine); err != nil {
 			return nil, nil, err
 		}
 		if err := a.addHostFile(guest, host); err != nil {

@@ -102,18 +102,18 @@ func TestParseLddOfRealBinary(t *testing.T) {
 
 func TestRequireStatic(t *testing.T) {
 	if ss, err := exec.LookPath("ss"); err == nil {
-		if err := requireStatic(ss); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		if err := requireStatic(ss, guestArches[hostArch].Machine); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
 			t.Errorf("requireStatic(%s) = %v, want dynamically linked", ss, err)
 		}
 	}
-	if err := requireStatic("/bin/busybox"); err != nil && !os.IsNotExist(err) {
+	if err := requireStatic("/bin/busybox", guestArches[hostArch].Machine); err != nil && !os.IsNotExist(err) {
 		t.Errorf("busybox-static: %v", err)
 	}
 	bad := filepath.Join(t.TempDir(), "script")
 	if err := os.WriteFile(bad, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := requireStatic(bad); err == nil {
+	if err := requireStatic(bad, guestArches[hostArch].Machine); err == nil {
 		t.Error("a shell script is not a static binary")
 	}
 }

@@ -21,7 +21,18 @@ import (
 // kernelSpec is one line of kernels.conf.
 type kernelSpec struct {
 	Series string // "6.1": the package booted must be of this series
-	Suite  string // "bookworm": where linux-image-cloud-amd64 is looked up
+	Suite  string // "bookworm": where linux-image-cloud-ARCH is looked up
+	Arch   string // "amd64" (the default) or "arm64": the guest's architecture
+}
+
+// ID names the kernel in -kernels, the cache and the log files: the series
+// alone for amd64 (as before there were other architectures), "6.1-arm64"
+// otherwise.
+func (s kernelSpec) ID() string {
+	if s.Arch == "amd64" {
+		return s.Series
+	}
+	return s.Series + "-" + s.Arch
 }
 
 var (
@@ -29,7 +40,8 @@ var (
 	suiteRE  = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 )
 
-// parseKernelsConf reads "SERIES SUITE" lines; '#' starts a comment.
+// parseKernelsConf reads "SERIES SUITE [ARCH]" lines; '#' starts a
+// comment.
 func parseKernelsConf(r io.Reader) ([]kernelSpec, error) {
 	var specs []kernelSpec
 	seen := map[string]bool{}
@@ -43,8 +55,15 @@ func parseKernelsConf(r io.Reader) ([]kernelSpec, error) {
 		if len(f) == 0 {
 			continue
 		}
-		if len(f) != 2 {
-			return nil, fmt.Errorf("line %d: want \"SERIES SUITE\", got %q", n, strings.TrimSpace(line))
+		if len(f) != 2 && len(f) != 3 {
+			return nil, fmt.Errorf("line %d: want \"SERIES SUITE [ARCH]\", got %q", n, strings.TrimSpace(line))
+		}
+		spec := kernelSpec{Series: f[0], Suite: f[1], Arch: "amd64"}
+		if len(f) == 3 {
+			if _, err := lookupArch(f[2]); err != nil {
+				return nil, fmt.Errorf("line %d: %w", n, err)
+			}
+			spec.Arch = f[2]
 		}
 		if !seriesRE.MatchString(f[0]) {
 			return nil, fmt.Errorf("line %d: series %q is not MAJOR.MINOR", n, f[0])
@@ -52,11 +71,11 @@ func parseKernelsConf(r io.Reader) ([]kernelSpec, error) {
 		if !suiteRE.MatchString(f[1]) {
 			return nil, fmt.Errorf("line %d: suite %q is not a Debian suite name", n, f[1])
 		}
-		if seen[f[0]] {
-			return nil, fmt.Errorf("line %d: series %s listed twice", n, f[0])
+		if seen[spec.ID()] {
+			return nil, fmt.Errorf("line %d: series %s listed twice for %s", n, f[0], spec.Arch)
 		}
-		seen[f[0]] = true
-		specs = append(specs, kernelSpec{Series: f[0], Suite: f[1]})
+		seen[spec.ID()] = true
+		specs = append(specs, spec)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
@@ -70,7 +89,7 @@ func parseKernelsConf(r io.Reader) ([]kernelSpec, error) {
 // kernel is a kernel package fetched and unpacked, ready to boot.
 type kernel struct {
 	Spec    kernelSpec
-	Package string // linux-image-...-cloud-amd64-unsigned
+	Package string // linux-image-...-cloud-ARCH-unsigned
 	Version string // Debian version of that package
 	Release string // uname -r of the kernel inside
 	Vmlinuz string
@@ -80,8 +99,14 @@ type kernel struct {
 	Notes   []string // what the runner decided, shown in the report
 }
 
-// Label names the kernel in the matrix.
-func (k *kernel) Label() string { return k.Spec.Series + " (" + k.Spec.Suite + ")" }
+// Label names the kernel in the matrix: "6.1 (bookworm)" for amd64,
+// "6.1 (bookworm, arm64)" for the others.
+func (k *kernel) Label() string {
+	if k.Spec.Arch == "amd64" {
+		return k.Spec.Series + " (" + k.Spec.Suite + ")"
+	}
+	return k.Spec.Series + " (" + k.Spec.Suite + ", " + k.Spec.Arch + ")"
+}
 
 // fetchOptions say where to cache and which mirrors to use.
 type fetchOptions struct {
@@ -104,22 +129,22 @@ type resolved struct {
 
 // prepareKernel resolves, downloads (or reuses) and unpacks one kernel.
 func prepareKernel(ctx context.Context, spec kernelSpec, o fetchOptions) (*kernel, error) {
-	dir := filepath.Join(o.cacheDir, "kernels", spec.Series+"-"+spec.Suite)
+	dir := filepath.Join(o.cacheDir, "kernels", spec.ID()+"-"+spec.Suite)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	k := &kernel{Spec: spec}
 	res, err := resolveAndFetch(ctx, spec, dir, o, k)
 	if err != nil {
-		return nil, fmt.Errorf("kernel %s: %w", spec.Series, err)
+		return nil, fmt.Errorf("kernel %s: %w", spec.ID(), err)
 	}
 	k.Package, k.Version = res.Package, res.Version
 	root, err := unpack(ctx, res.Deb, dir)
 	if err != nil {
-		return nil, fmt.Errorf("kernel %s: %w", spec.Series, err)
+		return nil, fmt.Errorf("kernel %s: %w", spec.ID(), err)
 	}
 	if err := inspect(k, root); err != nil {
-		return nil, fmt.Errorf("kernel %s (%s %s): %w", spec.Series, k.Package, k.Version, err)
+		return nil, fmt.Errorf("kernel %s (%s %s): %w", spec.ID(), k.Package, k.Version, err)
 	}
 	return k, nil
 }
@@ -177,8 +202,9 @@ func noteNewest(k *kernel, r *resolved) {
 
 // apt runs apt-get/apt-cache against a private configuration in dir: its
 // own sources list, package lists, cache and (empty) dpkg status, so the
-// system's apt setup is neither read for sources nor changed.
-type apt struct{ dir string }
+// system's apt setup is neither read for sources nor changed. arch is the
+// only architecture its lists hold and its downloads are for.
+type apt struct{ dir, arch string }
 
 func (a apt) options() []string {
 	return []string{
@@ -189,6 +215,8 @@ func (a apt) options() []string {
 		"-o", "Dir::Cache=" + filepath.Join(a.dir, "cache"),
 		"-o", "Dir::Etc::preferences=" + filepath.Join(a.dir, "preferences"),
 		"-o", "Dir::Etc::preferencesparts=" + filepath.Join(a.dir, "preferences.d"),
+		"-o", "APT::Architecture=" + a.arch,
+		"-o", "APT::Architectures=" + a.arch,
 		"-o", "Debug::NoLocking=1",
 		// The private directories belong to root; apt's _apt sandbox user
 		// could not write there.
@@ -245,14 +273,14 @@ func (a apt) run(ctx context.Context, workdir, tool string, args ...string) ([]b
 }
 
 // fetchNewest updates the private package lists, orders the suite's cloud
-// kernels of the series newest first (the one linux-image-cloud-amd64 names
+// kernels of the series newest first (the one linux-image-cloud-ARCH names
 // leads) and downloads the first that the mirror serves.
 func fetchNewest(ctx context.Context, spec kernelSpec, dir string, o fetchOptions) (*resolved, error) {
-	a := apt{dir: filepath.Join(dir, "apt")}
+	a := apt{dir: filepath.Join(dir, "apt"), arch: spec.Arch}
 	if err := a.setup(spec.Suite, o); err != nil {
 		return nil, err
 	}
-	o.log("kernel %s: apt-get update (%s)", spec.Series, spec.Suite)
+	o.log("kernel %s: apt-get update (%s)", spec.ID(), spec.Suite)
 	if _, err := a.run(ctx, dir, "apt-get", "update"); err != nil {
 		return nil, err
 	}
@@ -270,7 +298,7 @@ func fetchNewest(ctx context.Context, spec kernelSpec, dir string, o fetchOption
 		if err != nil {
 			return nil, err
 		}
-		o.log("kernel %s: apt-get download %s=%s", spec.Series, c.pkg, c.version)
+		o.log("kernel %s: apt-get download %s=%s", spec.ID(), c.pkg, c.version)
 		_, err = a.run(ctx, tmp, "apt-get", "download", c.pkg+"="+c.version)
 		debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
 		if err == nil && len(debs) == 1 {
@@ -289,23 +317,24 @@ func fetchNewest(ctx context.Context, spec kernelSpec, dir string, o fetchOption
 		}
 		errs = append(errs, err.Error())
 	}
-	return nil, fmt.Errorf("no %s cloud kernel could be downloaded: %s", spec.Series, strings.Join(errs, "; "))
+	return nil, fmt.Errorf("no %s cloud kernel could be downloaded: %s", spec.ID(), strings.Join(errs, "; "))
 }
 
 type candidate struct{ pkg, version string }
 
 // candidates lists the series' unsigned cloud kernels newest first, led by
-// the one the suite's linux-image-cloud-amd64 depends on.
+// the one the suite's linux-image-cloud-ARCH depends on.
 func candidates(ctx context.Context, a apt, dir string, spec kernelSpec) ([]candidate, error) {
-	out, err := a.run(ctx, dir, "apt-cache", "depends", "linux-image-cloud-amd64")
+	meta := "linux-image-cloud-" + spec.Arch
+	out, err := a.run(ctx, dir, "apt-cache", "depends", meta)
 	if err != nil {
 		return nil, err
 	}
-	lead, err := parseMetaDepends(out)
+	lead, err := parseMetaDepends(out, spec.Arch)
 	if err != nil {
-		return nil, fmt.Errorf("linux-image-cloud-amd64 in %s: %w", spec.Suite, err)
+		return nil, fmt.Errorf("%s in %s: %w", meta, spec.Suite, err)
 	}
-	pattern := "^linux-image-" + regexp.QuoteMeta(spec.Series) + `\.[0-9].*-cloud-amd64-unsigned$`
+	pattern := "^linux-image-" + regexp.QuoteMeta(spec.Series) + `\.[0-9].*-cloud-` + spec.Arch + `-unsigned$`
 	out, err = a.run(ctx, dir, "apt-cache", "search", "--names-only", pattern)
 	if err != nil {
 		return nil, err
@@ -328,15 +357,15 @@ func candidates(ctx context.Context, a apt, dir string, spec kernelSpec) ([]cand
 }
 
 // parseMetaDepends picks the kernel package out of `apt-cache depends
-// linux-image-cloud-amd64` and names its unsigned variant.
-func parseMetaDepends(out []byte) (string, error) {
-	re := regexp.MustCompile(`^\s*\|?Depends:\s*(linux-image-\S+-cloud-amd64)(-unsigned)?\s*$`)
+// linux-image-cloud-ARCH` and names its unsigned variant.
+func parseMetaDepends(out []byte, arch string) (string, error) {
+	re := regexp.MustCompile(`^\s*\|?Depends:\s*(linux-image-\S+-cloud-` + regexp.QuoteMeta(arch) + `)(-unsigned)?\s*$`)
 	for _, line := range strings.Split(string(out), "\n") {
 		if m := re.FindStringSubmatch(line); m != nil {
 			return m[1] + "-unsigned", nil
 		}
 	}
-	return "", fmt.Errorf("no linux-image-*-cloud-amd64 dependency in %q", strings.TrimSpace(string(out)))
+	return "", fmt.Errorf("no linux-image-*-cloud-%s dependency in %q", arch, strings.TrimSpace(string(out)))
 }
 
 // parseMadison reads `apt-cache madison` lines: "pkg | version | source".
@@ -377,7 +406,7 @@ func orderCandidates(cs []candidate, lead, series string) ([]candidate, error) {
 			return keep, nil
 		}
 	}
-	return nil, fmt.Errorf("linux-image-cloud-amd64 names %s, which has no %s version in the lists", lead, series)
+	return nil, fmt.Errorf("the cloud kernel metapackage names %s, which has no %s version in the lists", lead, series)
 }
 
 // unpack extracts the .deb once next to it (a stamp marks completion).
@@ -394,8 +423,9 @@ func unpack(ctx context.Context, deb, dir string) (string, error) {
 }
 
 // Kernel options the initramfs cannot boot without: no initramfs, no gzip,
-// no serial console or no devtmpfs and the VM reports nothing.
-var requiredBuiltins = []string{"CONFIG_BLK_DEV_INITRD", "CONFIG_RD_GZIP", "CONFIG_SERIAL_8250_CONSOLE",
+// no serial console (guestArch.ConsoleOption, checked with these) or no
+// devtmpfs and the VM reports nothing.
+var requiredBuiltins = []string{"CONFIG_BLK_DEV_INITRD", "CONFIG_RD_GZIP",
 	"CONFIG_DEVTMPFS", "CONFIG_TMPFS", "CONFIG_BPF_SYSCALL", "CONFIG_NET_NS", "CONFIG_CGROUPS"}
 
 // Options that decide which hooks can work; reported, not required: a
@@ -437,7 +467,11 @@ func inspect(k *kernel, root string) error {
 	if k.Config, err = parseKconfig(cfg); err != nil {
 		return fmt.Errorf("config-%s: %w", k.Release, err)
 	}
-	for _, opt := range requiredBuiltins {
+	arch, err := lookupArch(k.Spec.Arch)
+	if err != nil {
+		return err
+	}
+	for _, opt := range append([]string{arch.ConsoleOption}, requiredBuiltins...) {
 		if k.Config[opt] != "y" {
 			return fmt.Errorf("%s=%q: the test initramfs needs it built in", opt, k.Config[opt])
 		}

@@ -20,8 +20,16 @@ func TestParseKernelsConf(t *testing.T) {
 	if err != nil || len(specs) < 3 {
 		t.Fatalf("kernels.conf: %v %v", specs, err)
 	}
+	// The same series may be listed once per architecture; amd64 is the
+	// default and keeps its bare series as ID.
+	specs, err = parseKernelsConf(strings.NewReader("6.1 bookworm\n6.1 bookworm arm64\n"))
+	if err != nil || len(specs) != 2 || specs[0].ID() != "6.1" || specs[1].ID() != "6.1-arm64" || specs[0].Arch != "amd64" {
+		t.Errorf("two architectures: %+v %v", specs, err)
+	}
 	for _, tc := range []struct{ in, err string }{
-		{"6.1 bookworm extra", "want \"SERIES SUITE\""},
+		{"6.1 bookworm arm64 extra", "want \"SERIES SUITE [ARCH]\""},
+		{"6.1 bookworm extra", `architecture "extra" is not one of amd64, arm64`},
+		{"6.1 bookworm\n6.1 trixie amd64", "series 6.1 listed twice for amd64"},
 		{"6 bookworm", "not MAJOR.MINOR"},
 		{"6.1 Bookworm!", "not a Debian suite"},
 		{"6.1 bookworm\n6.1 trixie", "listed twice"},
@@ -35,12 +43,20 @@ func TestParseKernelsConf(t *testing.T) {
 
 // The apt outputs below are as apt 2.6 printed them for bullseye.
 func TestResolveFromAptOutput(t *testing.T) {
-	lead, err := parseMetaDepends([]byte("linux-image-cloud-amd64\n  Depends: linux-image-5.10.0-46-cloud-amd64\n"))
+	lead, err := parseMetaDepends([]byte("linux-image-cloud-amd64\n  Depends: linux-image-5.10.0-46-cloud-amd64\n"), "amd64")
 	if err != nil || lead != "linux-image-5.10.0-46-cloud-amd64-unsigned" {
 		t.Fatalf("lead = %q, %v", lead, err)
 	}
-	if _, err := parseMetaDepends([]byte("linux-image-cloud-amd64\n  Depends: linux-base\n")); err == nil {
+	if _, err := parseMetaDepends([]byte("linux-image-cloud-amd64\n  Depends: linux-base\n"), "amd64"); err == nil {
 		t.Error("no kernel dependency must be an error")
+	}
+	// As apt 2.6 printed it for bookworm's arm64 lists.
+	lead64, err := parseMetaDepends([]byte("linux-image-cloud-arm64\n  Depends: linux-image-6.1.0-56-cloud-arm64\n"), "arm64")
+	if err != nil || lead64 != "linux-image-6.1.0-56-cloud-arm64-unsigned" {
+		t.Errorf("arm64 lead = %q, %v", lead64, err)
+	}
+	if _, err := parseMetaDepends([]byte("linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n"), "arm64"); err == nil {
+		t.Error("an amd64 kernel must not be taken for arm64")
 	}
 	cands, err := parseMadison([]byte(strings.Join([]string{
 		"linux-image-5.10.0-43-cloud-amd64-unsigned | 5.10.251-5 | http://deb.debian.org/debian-security bullseye-security/main amd64 Packages",

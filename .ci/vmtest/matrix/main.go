@@ -1,16 +1,20 @@
 // Command matrix is `make vmtest`: it runs the tracer's end-to-end tests
 // on the host and in VMs booting Debian's cloud kernels (5.10, 6.1, 6.12 by
-// default, see ../kernels.conf), once per hook (tp_btf, tracepoint, fentry,
-// kprobe), and prints a kernel × hook matrix.
+// default, for amd64 and arm64, see ../kernels.conf), once per hook
+// (tp_btf, tracepoint, fentry, kprobe), and prints a kernel × hook matrix.
 //
-//	go run ./.ci/vmtest/matrix                 # everything
-//	go run ./.ci/vmtest/matrix -kernels 6.1    # one kernel, plus the host
-//	go run ./.ci/vmtest/matrix -host=false     # VMs only
+//	go run ./.ci/vmtest/matrix                       # everything
+//	go run ./.ci/vmtest/matrix -kernels 6.1          # one kernel, plus the host
+//	go run ./.ci/vmtest/matrix -kernels 6.1-arm64    # its arm64 build
+//	go run ./.ci/vmtest/matrix -arches amd64         # the amd64 guests only
+//	go run ./.ci/vmtest/matrix -host=false           # VMs only
 //
-// For each kernel it fetches linux-image-*-cloud-amd64-unsigned with a
+// For each kernel it fetches linux-image-*-cloud-ARCH-unsigned with a
 // private apt configuration (cached in .cache/vmtest), builds a busybox
-// initramfs holding the static test binaries and ../agent, boots it under
-// qemu TCG and reads the agent's @@VMTEST markers off the serial console.
+// initramfs holding the static test binaries (built for the guest's
+// architecture) and ../agent, boots it under qemu TCG (qemu-system-x86_64,
+// or qemu-system-aarch64 -M virt) and reads the agent's @@VMTEST markers
+// off the serial console.
 // It exits non-zero on any failed cell, on a VM that did not report and on
 // anything it cannot parse: a cell is pass only when its marker and the
 // test binary's PASS line were both seen.
@@ -27,6 +31,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,6 +47,8 @@ type config struct {
 	repo         string
 	conf         string
 	kernels      string
+	arches       []string // none: every architecture in -conf
+	qemu         map[string]string
 	hooks        []string
 	host         bool
 	sstrace      string
@@ -82,10 +89,12 @@ func main() {
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("vmtest", flag.ContinueOnError)
 	c := &config{}
-	var hooks, tools string
+	var hooks, tools, arches string
+	c.qemu = map[string]string{}
 	fs.StringVar(&c.repo, "repo", ".", "repository root (holds go.mod)")
 	fs.StringVar(&c.conf, "conf", ".ci/vmtest/kernels.conf", "kernel list, relative to -repo")
-	fs.StringVar(&c.kernels, "kernels", "", "comma-separated series to run (default: all in -conf; \"none\" for the host only)")
+	fs.StringVar(&c.kernels, "kernels", "", "comma-separated kernels to run, by series (amd64) or SERIES-ARCH, e.g. 6.1,6.1-arm64 (default: all in -conf; \"none\" for the host only)")
+	fs.StringVar(&arches, "arches", "", "comma-separated guest architectures to boot, of those in -conf (default: all)")
 	fs.StringVar(&hooks, "hooks", strings.Join(allHooks, ","), "comma-separated hooks")
 	fs.BoolVar(&c.host, "host", true, "also run the matrix row of this host")
 	fs.StringVar(&c.sstrace, "sstrace", "", "prebuilt static sstrace binary (default: build ./cmd/sstrace)")
@@ -99,7 +108,18 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.fetch.securityMirror, "security-mirror", "http://deb.debian.org/debian-security", "Debian security archive")
 	fs.DurationVar(&c.fetch.maxAge, "max-age", 24*time.Hour, "reuse a kernel resolved this recently without asking apt")
 	fs.BoolVar(&c.refresh, "refresh", false, "ask apt for the newest kernels even if the cache is fresh")
-	fs.StringVar(&c.boot.qemu, "qemu", "qemu-system-x86_64", "qemu binary")
+	for _, name := range archNames() {
+		a := guestArches[name]
+		flagName := "qemu-" + name
+		if name == "amd64" {
+			flagName = "qemu" // as before there were other architectures
+		}
+		c.qemu[name] = a.QEMU
+		fs.Func(flagName, "qemu binary for "+name+" guests (default "+a.QEMU+")", func(v string) error {
+			c.qemu[name] = v
+			return nil
+		})
+	}
 	fs.StringVar(&c.boot.accel, "accel", "tcg,thread=single", "qemu -accel (KVM fails in this VM; see README on thread=single)")
 	fs.StringVar(&c.boot.cpu, "cpu", "max", "guest CPU model (qemu -cpu)")
 	fs.StringVar(&c.boot.memory, "memory", "1024", "guest memory (qemu -m)")
@@ -134,6 +154,12 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.refresh {
 		c.fetch.maxAge = 0
+	}
+	for _, a := range splitList(arches) {
+		if _, err := lookupArch(a); err != nil {
+			return nil, fmt.Errorf("-arches: %w", err)
+		}
+		c.arches = append(c.arches, a)
 	}
 	c.hostTools = splitList(tools)
 	var err error
@@ -181,7 +207,8 @@ type row struct {
 	notes   []string
 }
 
-// selectKernels reads kernels.conf and keeps the series asked for.
+// selectKernels reads kernels.conf and keeps the kernels asked for, of the
+// architectures asked for.
 func selectKernels(c *config) ([]kernelSpec, error) {
 	f, err := os.Open(c.conf)
 	if err != nil {
@@ -192,23 +219,32 @@ func selectKernels(c *config) ([]kernelSpec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.conf, err)
 	}
-	if c.kernels == "" {
-		return specs, nil
-	}
 	if c.kernels == "none" {
 		return nil, nil
 	}
-	var out []kernelSpec
-	for _, want := range splitList(c.kernels) {
-		found := false
-		for _, s := range specs {
-			if s.Series == want {
-				out = append(out, s)
-				found = true
+	if c.kernels != "" {
+		var picked []kernelSpec
+		for _, want := range splitList(c.kernels) {
+			found := false
+			for _, s := range specs {
+				if s.ID() == want {
+					picked = append(picked, s)
+					found = true
+				}
+			}
+			if !found {
+				return nil, fmt.Errorf("-kernels: %s is not in %s", want, c.conf)
 			}
 		}
-		if !found {
-			return nil, fmt.Errorf("-kernels: %s is not in %s", want, c.conf)
+		specs = picked
+	}
+	if len(c.arches) == 0 {
+		return specs, nil
+	}
+	var out []kernelSpec
+	for _, s := range specs {
+		if slices.Contains(c.arches, s.Arch) {
+			out = append(out, s)
 		}
 	}
 	return out, nil
@@ -226,11 +262,29 @@ func runMatrix(ctx context.Context, c *config) (bool, error) {
 	if len(specs) == 0 && !c.host {
 		return false, errors.New("nothing to run: no kernels and -host=false")
 	}
-	for _, tool := range []string{c.boot.qemu, "dpkg-deb", "apt-get", "apt-cache"} {
-		if len(specs) > 0 {
-			if _, err := exec.LookPath(tool); err != nil {
-				return false, fmt.Errorf("%s not found (run .ci/vmtest/run.sh, which installs it)", tool)
-			}
+	// The architectures to build for: the host's for the host row, and
+	// every booted kernel's, in kernels.conf's order.
+	var arches []string
+	if c.host {
+		arches = append(arches, hostArch)
+	}
+	for _, s := range specs {
+		if !slices.Contains(arches, s.Arch) {
+			arches = append(arches, s.Arch)
+		}
+	}
+	var tools []string
+	if len(specs) > 0 {
+		tools = []string{"dpkg-deb", "apt-get", "apt-cache"}
+	}
+	for _, s := range specs {
+		if !slices.Contains(tools, c.qemu[s.Arch]) {
+			tools = append(tools, c.qemu[s.Arch])
+		}
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			return false, fmt.Errorf("%s not found (run .ci/vmtest/run.sh, which installs it)", tool)
 		}
 	}
 	c.fetch.log = logf
@@ -244,7 +298,7 @@ func runMatrix(ctx context.Context, c *config) (bool, error) {
 	rows := make([]*row, len(specs))
 	var wg sync.WaitGroup
 	for i, s := range specs {
-		rows[i] = &row{label: s.Series}
+		rows[i] = &row{label: s.ID()}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -257,26 +311,67 @@ func runMatrix(ctx context.Context, c *config) (bool, error) {
 			}
 		}()
 	}
-	logf("building static binaries")
-	bins, err := buildBinaries(pctx, c.repo, filepath.Join(c.cacheDir, "bin"), c.sstrace, c.tracerTest)
+	// A foreign architecture's busybox comes from the suite of its first
+	// kernel, fetched beside the kernels.
+	busyboxes := map[string]string{hostArch: "/bin/busybox"}
+	var busyboxErr error
+	var mu sync.Mutex
+	for _, a := range arches {
+		i := slices.IndexFunc(specs, func(s kernelSpec) bool { return s.Arch == a })
+		if a == hostArch || i < 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bin, note, err := foreignBusybox(pctx, guestArches[a], specs[i].Suite, c.fetch)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				busyboxErr = errors.Join(busyboxErr, err)
+				return
+			}
+			busyboxes[a] = bin
+			logf("busybox-static:%s: %s", a, note)
+		}()
+	}
+	bins := map[string]guestBins{}
+	for _, a := range arches {
+		logf("building static binaries for %s", a)
+		sstrace, tracerTest, outDir := c.sstrace, c.tracerTest, filepath.Join(c.cacheDir, "bin")
+		if a != hostArch {
+			// Prebuilt binaries are the host's; the others are built.
+			sstrace, tracerTest, outDir = "", "", filepath.Join(outDir, a)
+		}
+		b, err := buildBinaries(pctx, c.repo, outDir, sstrace, tracerTest, guestArches[a])
+		if err != nil {
+			wg.Wait()
+			return false, err
+		}
+		bins[a] = b
+	}
 	wg.Wait()
-	if err != nil {
-		return false, err
+	if busyboxErr != nil {
+		return false, busyboxErr
 	}
 	logf("binaries ready; kernels ready")
 
 	var all []*row
 	if c.host {
-		all = append(all, runHost(ctx, c, bins))
+		all = append(all, runHost(ctx, c, bins[hostArch]))
 	}
 
 	if len(specs) > 0 {
-		base, notes, err := baseArchive(ctx, bins, initScript, c.hostTools)
-		if err != nil {
-			return false, fmt.Errorf("initramfs: %w", err)
-		}
-		for _, n := range notes {
-			logf("initramfs: %s", n)
+		bases := map[string]*archive{}
+		for _, a := range arches {
+			base, notes, err := baseArchive(ctx, bins[a], initScript, c.hostTools, guestArches[a], busyboxes[a])
+			if err != nil {
+				return false, fmt.Errorf("initramfs (%s): %w", a, err)
+			}
+			for _, n := range notes {
+				logf("initramfs (%s): %s", a, n)
+			}
+			bases[a] = base
 		}
 		sem := make(chan struct{}, c.parallel)
 		for _, r := range rows {
@@ -288,7 +383,7 @@ func runMatrix(ctx context.Context, c *config) (bool, error) {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				bootRow(ctx, c, base, r)
+				bootRow(ctx, c, bases[r.kernel.Spec.Arch], r)
 			}()
 		}
 		wg.Wait()
@@ -332,14 +427,15 @@ func bootRow(ctx context.Context, c *config, base *archive, r *row) {
 		r.err = fmt.Errorf("initramfs: %w", err)
 		return
 	}
-	initrd := filepath.Join(c.cacheDir, "initrd-"+k.Spec.Series+".cpio.gz")
+	initrd := filepath.Join(c.cacheDir, "initrd-"+k.Spec.ID()+".cpio.gz")
 	if err := a.writeGzip(initrd); err != nil {
 		r.err = fmt.Errorf("initramfs: %w", err)
 		return
 	}
 	o := c.boot
-	o.logFile = filepath.Join(c.cacheDir, "logs", "console-"+k.Spec.Series+".log")
-	logf("%s: booting %s", k.Spec.Series, k.Release)
+	o.arch, o.qemu = guestArches[k.Spec.Arch], c.qemu[k.Spec.Arch]
+	o.logFile = filepath.Join(c.cacheDir, "logs", "console-"+k.Spec.ID()+".log")
+	logf("%s: booting %s", k.Spec.ID(), k.Release)
 	res := boot(ctx, k.Vmlinuz, initrd, o)
 	r.run = parseRun(res.Console, c.hooks)
 	// A guest that died (not hung) before /init ran the agent ran no test,
@@ -358,7 +454,7 @@ func bootRow(ctx context.Context, c *config, base *archive, r *row) {
 		failed := fmt.Sprintf("%s.boot%d", o.logFile, attempt)
 		_ = os.WriteFile(failed, res.Console, 0o644)
 		r.notes = append(r.notes, fmt.Sprintf("boot %d failed before the tests (%s, console in %s); booted again", attempt, why, failed))
-		logf("%s: boot %d failed before the tests (%s); booting again", k.Spec.Series, attempt, why)
+		logf("%s: boot %d failed before the tests (%s); booting again", k.Spec.ID(), attempt, why)
 		res = boot(ctx, k.Vmlinuz, initrd, o)
 		r.run = parseRun(res.Console, c.hooks)
 	}
@@ -375,5 +471,5 @@ func bootRow(ctx context.Context, c *config, base *archive, r *row) {
 	if r.run.Kernel != "" && r.run.Kernel != k.Release {
 		r.run.problem("the guest runs kernel %s, expected %s", r.run.Kernel, k.Release)
 	}
-	logf("%s: VM finished in %.1fs", k.Spec.Series, res.Duration.Seconds())
+	logf("%s: VM finished in %.1fs", k.Spec.ID(), res.Duration.Seconds())
 }

@@ -8,13 +8,15 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 )
 
 // bootOptions configure one VM.
 type bootOptions struct {
-	qemu    string
+	qemu    string // the emulator for arch (-qemu, -qemu-arm64)
+	arch    guestArch
 	accel   string // -accel
 	cpu     string // -cpu
 	memory  string // -m
@@ -40,7 +42,7 @@ type bootResult struct {
 // /init through /proc/cmdline (the kernel ignores them).
 func kernelCmdline(o bootOptions) string {
 	return strings.Join(append([]string{
-		"console=ttyS0",
+		"console=" + o.arch.Console,
 		// Reboot at once on a panic, which -no-reboot turns into qemu exiting.
 		"panic=-1",
 		"quiet",
@@ -56,14 +58,14 @@ func kernelCmdline(o bootOptions) string {
 func boot(ctx context.Context, vmlinuz, initrd string, o bootOptions) bootResult {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	args := []string{
+	args := append(slices.Clone(o.arch.QEMUArgs),
 		"-accel", o.accel, "-cpu", o.cpu,
 		"-m", o.memory, "-smp", fmt.Sprint(o.cpus),
 		"-nographic", "-no-reboot",
 		"-nic", "none", // loopback only; no emulated NIC to probe either
 		"-kernel", vmlinuz, "-initrd", initrd,
 		"-append", kernelCmdline(o),
-	}
+	)
 	cmd := exec.CommandContext(ctx, o.qemu, args...)
 	var console bytes.Buffer
 	var w io.Writer = &console
