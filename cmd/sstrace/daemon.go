@@ -142,6 +142,9 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	if names, err := cgroup2.NewNames(0); err == nil {
 		opts.Cgroups = names
 		defer names.Close()
+		if err := names.ResolveErr(); err != nil {
+			log.Warn("cgroups of owners seen by events will not be named, only those of sockets found at a seed", "err", err)
+		}
 	} else {
 		log.Warn("owners' cgroups and containers will not be named", "err", err)
 	}

@@ -105,6 +105,21 @@ func TestSystemdUnit(t *testing.T) {
 	if w, g := sortedLines(want), sortedLines(got); strings.Join(w, "\n") != strings.Join(g, "\n") {
 		t.Errorf("ss -tanp with the unit's capabilities:\nss:\n%s\ndaemon:\n%s", want, got)
 	}
+
+	// An owner seen by events is named by its cgroup and container:
+	// resolving a cgroup id to its path (open_by_handle_at) is what
+	// CAP_DAC_READ_SEARCH is in the set for.
+	cg := testutil.NewCgroup(t, "sstrace-test.slice/docker-"+strings.Repeat("5e", 32)+".scope")
+	c := startClient(t, ns, cg)
+	port := c.dial(ln.Addr().String())
+	var hist string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		hist = d.run(t, "history", "--socket", d.sock, "--all-netns", "--json", fmt.Sprintf("sport = :%d", port))
+		if strings.Contains(hist, `"cgroup":"`+cg.Path+`"`) {
+			return
+		}
+	}
+	t.Errorf("history with the unit's capabilities does not name the client's cgroup %s:\n%s", cg.Path, hist)
 }
 
 // TestDaemonJournalLog: with stderr on the journal stream (JOURNAL_STREAM

@@ -63,6 +63,10 @@ type Names struct {
 
 	mu   sync.RWMutex
 	byID map[uint64]*nameEntry
+
+	// resolveErr is set when file handles cannot be opened (see
+	// ResolveErr).
+	resolveErr error
 }
 
 type nameEntry struct {
@@ -96,8 +100,20 @@ func NewNames(max int) (*Names, error) {
 	if max <= 0 {
 		max = DefaultMaxNames
 	}
-	return &Names{root: root, rootFD: fd, handleType: h.Type(), max: max, byID: make(map[uint64]*nameEntry)}, nil
+	n := &Names{root: root, rootFD: fd, handleType: h.Type(), max: max, byID: make(map[uint64]*nameEntry)}
+	// The root's own handle tells whether ids can be resolved at all:
+	// open_by_handle_at needs CAP_DAC_READ_SEARCH.
+	if rfd, err := unix.OpenByHandleAt(fd, h, unix.O_PATH|unix.O_CLOEXEC); err != nil {
+		n.resolveErr = fmt.Errorf("open_by_handle_at on %s: %w (naming cgroups by id needs CAP_DAC_READ_SEARCH)", root, err)
+	} else {
+		unix.Close(rfd)
+	}
+	return n, nil
 }
+
+// ResolveErr tells why ids cannot be resolved to paths here (nil when
+// they can): then only names read from /proc (OfProcess) are known.
+func (n *Names) ResolveErr() error { return n.resolveErr }
 
 // Root is the cgroup v2 mount point the paths are relative to.
 func (n *Names) Root() string { return n.root }
