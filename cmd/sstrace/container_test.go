@@ -25,10 +25,6 @@ import (
 // containerfile is the image definition shipped in deploy/.
 const containerfile = "../../deploy/container/Containerfile"
 
-// imageCaps are the capabilities the container gets: the systemd unit's
-// bounding set (TestSystemdUnit proves it is enough), not --privileged.
-const imageCaps = "BPF,PERFMON,SYS_ADMIN,SYS_PTRACE,NET_ADMIN"
-
 // TestContainerImage builds the image from the release binaries with
 // buildah, offline (FROM scratch), for both architectures, and checks what
 // is in it: the entrypoint, one file (the release binary, byte for byte)
@@ -125,7 +121,9 @@ func TestContainerImage(t *testing.T) {
 		"--runtime", "runc", "--cgroup-manager", "cgroupfs",
 		"run", "-d", "--name", "sstrace-test",
 		"--pid", "host", "--network", "host",
-		"--cap-drop", "all", "--cap-add", imageCaps,
+		// The systemd unit's bounding set (TestSystemdUnit proves it
+		// is enough), not --privileged.
+		"--cap-drop", "all", "--cap-add", strings.Join(unitCapNames(t), ","),
 		"--security-opt", "no-new-privileges", "--read-only",
 		"-v", "/sys/kernel/btf:/sys/kernel/btf:ro",
 		"-v", cg + ":/sys/fs/cgroup:ro",

@@ -22,8 +22,19 @@ import (
 const unitPath = "../../deploy/systemd/sstrace.service"
 
 // unitCaps reads CapabilityBoundingSet from the unit, as setpriv takes it
-// ("bpf,perfmon,...").
+// ("+bpf,+perfmon,...").
 func unitCaps(t *testing.T) string {
+	t.Helper()
+	var caps []string
+	for _, c := range unitCapNames(t) {
+		caps = append(caps, "+"+strings.ToLower(c))
+	}
+	return strings.Join(caps, ",")
+}
+
+// unitCapNames reads CapabilityBoundingSet from the unit without the CAP_
+// prefixes ("BPF", "PERFMON", ...), as podman and Kubernetes name them.
+func unitCapNames(t *testing.T) []string {
 	t.Helper()
 	f, err := os.Open(unitPath)
 	if err != nil {
@@ -35,13 +46,13 @@ func unitCaps(t *testing.T) string {
 		if v, ok := strings.CutPrefix(sc.Text(), "CapabilityBoundingSet="); ok {
 			var caps []string
 			for _, c := range strings.Fields(v) {
-				caps = append(caps, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+				caps = append(caps, strings.TrimPrefix(c, "CAP_"))
 			}
-			return strings.Join(caps, ",")
+			return caps
 		}
 	}
 	t.Fatal("no CapabilityBoundingSet in the unit")
-	return ""
+	return nil
 }
 
 // TestSystemdUnit: the unit passes systemd-analyze verify, and the daemon,
