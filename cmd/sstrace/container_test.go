@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"io/fs"
@@ -158,9 +157,7 @@ func TestContainerImage(t *testing.T) {
 
 	// A listener, a connection and a CLOSE-WAIT leak of this process, in
 	// the host's namespace the container shares.
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
-	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	ln, err := testutil.ListenTCP4()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -160,10 +159,8 @@ func TestDaemonEndToEnd(t *testing.T) {
 	var ln net.Listener
 	var before net.Conn
 	if err := ns.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
 		var err error
-		if ln, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0"); err != nil {
+		if ln, err = testutil.ListenTCP4(); err != nil {
 			return err
 		}
 		before, err = net.Dial("tcp4", ln.Addr().String())

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -190,9 +189,7 @@ func TestGrafanaDashboard(t *testing.T) {
 
 	ns := testutil.NewNS(t)
 	if err := ns.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		ln, err := testutil.ListenTCP4()
 		if err != nil {
 			return err
 		}

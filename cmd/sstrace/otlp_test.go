@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -279,10 +278,8 @@ func newEchoServer(t *testing.T, ns *testutil.NS) *echoServer {
 	t.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
 		var err error
-		ln, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		ln, err = testutil.ListenTCP4()
 		return err
 	}); err != nil {
 		testutil.Unavailable(t, "listen in a namespace: %v", err)

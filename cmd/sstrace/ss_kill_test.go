@@ -29,9 +29,7 @@ func TestSSKillParity(t *testing.T) {
 	var ports [2]int
 	err := ns.Do(func() error {
 		for i := range ports {
-			var lc net.ListenConfig
-			lc.SetMultipathTCP(false)
-			ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			ln, err := testutil.ListenTCP4()
 			if err != nil {
 				return err
 			}

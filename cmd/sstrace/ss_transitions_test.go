@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -61,9 +60,7 @@ func TestSSEventsTransitions(t *testing.T) {
 	var clientPorts [2]int
 	var keep net.Conn
 	err := ns.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		ln, err := testutil.ListenTCP4()
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -85,10 +84,8 @@ func TestSystemdUnit(t *testing.T) {
 	var ln net.Listener
 	var leak net.Conn
 	if err := ns.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
 		var err error
-		if ln, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0"); err != nil {
+		if ln, err = testutil.ListenTCP4(); err != nil {
 			return err
 		}
 		c, err := net.Dial("tcp4", ln.Addr().String())

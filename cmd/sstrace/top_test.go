@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -170,10 +169,8 @@ func newTopLoad(t *testing.T, ns *testutil.NS) *topLoad {
 			if err := setThreadName(name); err != nil {
 				return err
 			}
-			var lc net.ListenConfig
-			lc.SetMultipathTCP(false)
 			var err error
-			ln, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			ln, err = testutil.ListenTCP4()
 			return err
 		}); err != nil {
 			testutil.Unavailable(t, "listen in a namespace: %v", err)

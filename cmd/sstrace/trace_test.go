@@ -61,9 +61,7 @@ func TestTraceJSON(t *testing.T) {
 
 	var port int
 	if err := ns.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		ln, err := testutil.ListenTCP4()
 		if err != nil {
 			return err
 		}
@@ -512,9 +510,7 @@ func TestTraceFilter(t *testing.T) {
 	var lns []net.Listener
 	if err := ns.Do(func() error {
 		for i := 0; i < 2; i++ {
-			var lc net.ListenConfig
-			lc.SetMultipathTCP(false)
-			ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			ln, err := testutil.ListenTCP4()
 			if err != nil {
 				return err
 			}

@@ -38,9 +38,7 @@ func newWorld(t *testing.T, ringSize int) *world {
 	testutil.RequireRoot(t)
 	w := &world{ns: testutil.NewNS(t), ready: make(chan struct{})}
 	err := w.ns.Do(func() (err error) {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false) // plain TCP: see the tracer's README on MPTCP
-		w.ln, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		w.ln, err = testutil.ListenTCP4()
 		return err
 	})
 	if err != nil {

@@ -8,8 +8,10 @@
 package testutil
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -218,4 +220,14 @@ func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// ListenTCP4 listens on 127.0.0.1, on a port the kernel picks, in the
+// calling thread's network namespace (inside NS.Do), as plain TCP: Go's
+// listeners are MPTCP by default (Go ≥ 1.24), and an MPTCP listener is two
+// sockets, which would change what the tests count and compare.
+func ListenTCP4() (net.Listener, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	return lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
 }

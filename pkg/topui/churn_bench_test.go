@@ -52,10 +52,8 @@ func BenchmarkFrameUnderChurn(b *testing.B) {
 	// connect, write 16 bytes and close, on threads in the namespace.
 	var ln net.Listener
 	if err := ns.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
 		var err error
-		ln, err = lc.Listen(ctx, "tcp4", "127.0.0.1:0")
+		ln, err = testutil.ListenTCP4()
 		return err
 	}); err != nil {
 		b.Fatal(err)

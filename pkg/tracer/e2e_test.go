@@ -469,9 +469,7 @@ func TestE2ENetnsFilter(t *testing.T) {
 	other := testutil.NewNS(t)
 	for i := 0; i < 3; i++ {
 		if err := other.Do(func() error {
-			var lc net.ListenConfig
-			lc.SetMultipathTCP(false)
-			ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			ln, err := testutil.ListenTCP4()
 			if err == nil {
 				ln.Close()
 			}
@@ -509,9 +507,7 @@ func TestE2ELossesCounted(t *testing.T) {
 	const listeners = 100 // 2 transitions each
 	for i := 0; i < listeners; i++ {
 		if err := ns.Do(func() error {
-			var lc net.ListenConfig
-			lc.SetMultipathTCP(false)
-			ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			ln, err := testutil.ListenTCP4()
 			if err == nil {
 				ln.Close()
 			}
