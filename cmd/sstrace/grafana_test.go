@@ -187,7 +187,10 @@ func TestGrafanaDashboard(t *testing.T) {
 	free.Close()
 	startDaemon(t, bin, "--metrics-addr", addr)
 
+	// One connection closed by both sides, one left in CLOSE-WAIT (the
+	// per-namespace CLOSE-WAIT series exist only while there is one).
 	ns := testutil.NewNS(t)
+	var leak net.Conn
 	if err := ns.Do(func() error {
 		ln, err := testutil.ListenTCP4()
 		if err != nil {
@@ -199,15 +202,22 @@ func TestGrafanaDashboard(t *testing.T) {
 			return err
 		}
 		c.Close()
-		return s.Close()
+		s.Close()
+		c, leak, err = dialAccept(net.Dialer{}, ln)
+		if err != nil {
+			return err
+		}
+		return c.Close()
 	}); err != nil {
 		t.Fatal(err)
 	}
+	defer leak.Close()
 
 	var samples map[string]map[string]map[string]bool
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		samples = scrapeLabels(t, "http://"+addr+"/metrics")
-		if samples["sstrace_transitions_total"]["new_state"]["SYN_SENT"] && samples["sstrace_connection_lifetime_seconds_count"] != nil || time.Now().After(deadline) {
+		if samples["sstrace_transitions_total"]["new_state"]["SYN_SENT"] && samples["sstrace_connection_lifetime_seconds_count"] != nil &&
+			samples["sstrace_netns_closewait_sockets"] != nil || time.Now().After(deadline) {
 			break
 		}
 	}

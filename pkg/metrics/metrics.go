@@ -18,6 +18,7 @@
 //
 //	sstrace_sockets{state}                         gauge      live TCP sockets the table tracks, by state (minisockets included; every state is present, 0 when none; request sockets are not tracked, so SYN_RECV stays 0)
 //	sstrace_netns_sockets{netns}                   gauge      live TCP sockets by network namespace inode; the 64 largest namespaces, the rest summed under netns="other"
+//	sstrace_netns_closewait_sockets{netns}         gauge      live CLOSE-WAIT sockets by network namespace inode (where a leak is); the 64 namespaces with most, the rest under netns="other"
 //	sstrace_transitions_total{old_state,new_state} counter    state transitions applied
 //	sstrace_state_duration_seconds{state}          histogram  time sockets spent in a state before leaving it (known when the transition into it was seen)
 //	sstrace_connection_lifetime_seconds            histogram  lifetime of closed connections whose start was seen (connect or accept)
@@ -55,7 +56,9 @@
 // summed under netns="other". A namespace can therefore move between its own
 // series and "other" as counts change; sum(sstrace_netns_sockets) always
 // equals sum(sstrace_sockets). States are not split by namespace, which
-// would multiply the two.
+// would multiply the two. The one exception is CLOSE-WAIT, the state of
+// leaks: sstrace_netns_closewait_sockets has the same bound, over the
+// namespaces that have any.
 package metrics
 
 import (
@@ -121,7 +124,8 @@ type Collector struct {
 // descs are the collector's metric descriptions; fixed, so that a registry
 // can check them once.
 type descs struct {
-	sockets, netnsSockets, transitions, stateDuration, lifetime   *prometheus.Desc
+	sockets, netnsSockets, netnsCloseWait, transitions            *prometheus.Desc
+	stateDuration, lifetime                                       *prometheus.Desc
 	closed, dropped, retained, events, lost, reseeds, corrections *prometheus.Desc
 	memory, seeded, started                                       *prometheus.Desc
 	tracerSubmitted, tracerReceived, tracerLost, tracerDeferFull  *prometheus.Desc
@@ -132,21 +136,22 @@ func newDescs() descs {
 		return prometheus.NewDesc("sstrace_"+name, help, labels, nil)
 	}
 	return descs{
-		sockets:       d("sockets", "Live TCP sockets the table tracks, by state (minisockets included).", "state"),
-		netnsSockets:  d("netns_sockets", "Live TCP sockets by network namespace inode; namespaces beyond the largest ones are summed under netns=\"other\".", "netns"),
-		transitions:   d("transitions_total", "TCP state transitions applied to the table.", "old_state", "new_state"),
-		stateDuration: d("state_duration_seconds", "Time sockets spent in a state before leaving it.", "state"),
-		lifetime:      d("connection_lifetime_seconds", "Lifetime of closed connections whose start was seen."),
-		closed:        d("connections_closed_total", "Connections closed, by how they ended.", "outcome"),
-		dropped:       d("connections_dropped_total", "Closed connections dropped from the table by retention."),
-		retained:      d("retained_connections", "Closed connections the table keeps for history."),
-		events:        d("events_total", "Events applied to the table (or buffered during a seed)."),
-		lost:          d("events_lost_total", "Events the tracer reported lost to the table."),
-		reseeds:       d("reseeds_total", "Reseeds of the table after the first seed."),
-		corrections:   d("corrections_total", "Corrections of the table against the kernel, by cause.", "cause"),
-		memory:        d("table_memory_bytes", "Estimated memory of the table's records and transitions."),
-		seeded:        d("seeded", "1 once the table's first seed has completed, 0 before."),
-		started:       d("table_start_time_seconds", "Unix time the table's first seed began."),
+		sockets:        d("sockets", "Live TCP sockets the table tracks, by state (minisockets included).", "state"),
+		netnsSockets:   d("netns_sockets", "Live TCP sockets by network namespace inode; namespaces beyond the largest ones are summed under netns=\"other\".", "netns"),
+		netnsCloseWait: d("netns_closewait_sockets", "Live CLOSE-WAIT sockets by network namespace inode; namespaces beyond those with the most are summed under netns=\"other\".", "netns"),
+		transitions:    d("transitions_total", "TCP state transitions applied to the table.", "old_state", "new_state"),
+		stateDuration:  d("state_duration_seconds", "Time sockets spent in a state before leaving it.", "state"),
+		lifetime:       d("connection_lifetime_seconds", "Lifetime of closed connections whose start was seen."),
+		closed:         d("connections_closed_total", "Connections closed, by how they ended.", "outcome"),
+		dropped:        d("connections_dropped_total", "Closed connections dropped from the table by retention."),
+		retained:       d("retained_connections", "Closed connections the table keeps for history."),
+		events:         d("events_total", "Events applied to the table (or buffered during a seed)."),
+		lost:           d("events_lost_total", "Events the tracer reported lost to the table."),
+		reseeds:        d("reseeds_total", "Reseeds of the table after the first seed."),
+		corrections:    d("corrections_total", "Corrections of the table against the kernel, by cause.", "cause"),
+		memory:         d("table_memory_bytes", "Estimated memory of the table's records and transitions."),
+		seeded:         d("seeded", "1 once the table's first seed has completed, 0 before."),
+		started:        d("table_start_time_seconds", "Unix time the table's first seed began."),
 
 		tracerSubmitted: d("tracer_events_submitted_total", "Events the kernel put in the ring buffer."),
 		tracerReceived:  d("tracer_events_received_total", "Events the tracer delivered to the daemon."),
@@ -180,7 +185,7 @@ func NewCollector(src StatsSource, opts Options) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	d := c.d
 	for _, x := range []*prometheus.Desc{
-		d.sockets, d.netnsSockets, d.transitions, d.stateDuration, d.lifetime,
+		d.sockets, d.netnsSockets, d.netnsCloseWait, d.transitions, d.stateDuration, d.lifetime,
 		d.closed, d.dropped, d.retained, d.events, d.lost, d.reseeds, d.corrections,
 		d.memory, d.seeded, d.started,
 	} {
@@ -218,6 +223,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for ns, n := range capNetNS(s.LiveByNetNS, c.opts.MaxNetNS) {
 		gauge(d.netnsSockets, float64(n), ns)
+	}
+	for ns, n := range capNetNS(s.CloseWaitByNetNS, c.opts.MaxNetNS) {
+		gauge(d.netnsCloseWait, float64(n), ns)
 	}
 
 	for k, n := range s.Transitions {

@@ -483,3 +483,44 @@ func TestServeListenError(t *testing.T) {
 		t.Errorf("Serve on a busy address: %v", err)
 	}
 }
+
+// TestNetNSCloseWait: CLOSE-WAIT sockets are counted by namespace, only
+// there, and under the same bound as sstrace_netns_sockets (the metric has
+// no series while no socket is in CLOSE-WAIT, so TestNamesAndLabels's table
+// does not show it).
+func TestNetNSCloseWait(t *testing.T) {
+	tbl := table.New(table.Options{})
+	tbl.BeginSeed()
+	var rows []*sock.Socket
+	for i, r := range []struct {
+		ns    uint64
+		state sock.State
+	}{{nsA, sock.CloseWait}, {nsA, sock.CloseWait}, {nsA, sock.Established}, {nsB, sock.CloseWait}, {nsB, sock.Listen}, {nsB + 1, sock.CloseWait}} {
+		rows = append(rows, &sock.Socket{Proto: sock.ProtoTCP, Family: unix.AF_INET, State: r.state, NetNS: r.ns,
+			Cookie: uint64(i + 1), Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+i)),
+			Peer: netip.MustParseAddrPort("10.0.0.2:80")})
+	}
+	tbl.Seed(rows, nil)
+	tbl.EndSeed()
+	got := series(t, gatherer(t, NewCollector(tbl, Options{MaxNetNS: 2})))
+	ns := func(n uint64) string { return strconv.FormatUint(n, 10) }
+	for k, v := range map[string]float64{
+		"sstrace_netns_closewait_sockets{netns=" + ns(nsA) + "}": 2,
+		"sstrace_netns_closewait_sockets{netns=" + ns(nsB) + "}": 1,
+		"sstrace_netns_closewait_sockets{netns=other}":           1,
+		"sstrace_sockets{state=CLOSE_WAIT}":                      4,
+	} {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	n := 0
+	for k := range got {
+		if strings.HasPrefix(k, "sstrace_netns_closewait_sockets{") {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d CLOSE-WAIT series, want 3 (two namespaces and other)", n)
+	}
+}

@@ -1013,6 +1013,9 @@ type Stats struct {
 	Live map[sock.State]int
 	// LiveByNetNS counts live sockets by namespace inode.
 	LiveByNetNS map[uint64]int
+	// CloseWaitByNetNS counts live CLOSE-WAIT sockets by namespace inode
+	// (namespaces without any are absent).
+	CloseWaitByNetNS map[uint64]int
 	// Retained is the number of closed connections kept.
 	Retained int
 	// Events is the number of events applied (or buffered).
@@ -1044,7 +1047,7 @@ func (t *Table) Stats() Stats {
 	defer t.mu.RUnlock()
 	s := Stats{
 		Seeded: t.seeded, Started: t.wall(t.started),
-		Live: map[sock.State]int{}, LiveByNetNS: map[uint64]int{},
+		Live: map[sock.State]int{}, LiveByNetNS: map[uint64]int{}, CloseWaitByNetNS: map[uint64]int{},
 		Retained: len(t.closed) - t.closedHead,
 		Events:   t.stats.events, Lost: t.stats.lost, Reseeds: t.stats.reseeds,
 		Corrections: map[string]uint64{}, Transitions: map[[2]sock.State]uint64{},
@@ -1059,6 +1062,9 @@ func (t *Table) Stats() Stats {
 	for _, r := range t.live {
 		s.Live[r.state]++
 		s.LiveByNetNS[r.netns]++
+		if r.state == sock.CloseWait {
+			s.CloseWaitByNetNS[r.netns]++
+		}
 		s.MemoryBytes += r.size()
 	}
 	s.MemoryBytes += t.closedBytes
