@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
 	"github.com/sstrace/sstrace/pkg/cgroup2"
 	"github.com/sstrace/sstrace/pkg/daemon"
 	"github.com/sstrace/sstrace/pkg/keeper"
@@ -135,6 +137,13 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	if err != nil {
 		return err
 	}
+	warnings, err := daemon.CheckCapabilities()
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		log.Warn(w)
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -142,7 +151,8 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	if names, err := cgroup2.NewNames(0); err == nil {
 		opts.Cgroups = names
 		defer names.Close()
-		if err := names.ResolveErr(); err != nil {
+		if err := names.ResolveErr(); err != nil && !errors.Is(err, unix.EPERM) {
+			// (EPERM is CAP_DAC_READ_SEARCH missing: said above.)
 			log.Warn("cgroups of owners seen by events will not be named, only those of sockets found at a seed", "err", err)
 		}
 	} else {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -183,5 +184,59 @@ func TestDaemonJournalLog(t *testing.T) {
 	}
 	if info != 1 {
 		t.Errorf("no <6> \"listening\" line in:\n%s", out)
+	}
+}
+
+// TestDaemonFewerCapabilities: the unit's set is the smallest. With any one
+// of its capabilities taken away, the daemon either refuses to start with
+// a line naming the missing capability (those it cannot work without) or
+// starts and warns, naming it, what is lost.
+func TestDaemonFewerCapabilities(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := sstraceBinary(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		testutil.Unavailable(t, "setpriv: %v", err)
+	}
+	caps := unitCapNames(t)
+	for _, drop := range caps {
+		t.Run(drop, func(t *testing.T) {
+			var keep []string
+			for _, c := range caps {
+				if c != drop {
+					keep = append(keep, "+"+strings.ToLower(c))
+				}
+			}
+			sock := filepath.Join(t.TempDir(), "sstrace.sock")
+			cmd := exec.Command("setpriv", "--inh-caps=-all", "--bounding-set=-all,"+strings.Join(keep, ","),
+				bin, "daemon", "--socket", sock)
+			var logb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &logb, &logb
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			up := false
+			for deadline := time.Now().Add(10 * time.Second); !up && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				select {
+				case err := <-done:
+					// Refused to start: non-zero, one line naming it.
+					if err == nil || !strings.Contains(logb.String(), "needs CAP_"+drop) {
+						t.Errorf("without CAP_%s the daemon exited with %v:\n%s", drop, err, logb.String())
+					}
+					return
+				default:
+				}
+				up = exec.Command(bin, "status", "--socket", sock).Run() == nil
+			}
+			cmd.Process.Signal(unix.SIGTERM)
+			<-done
+			if !up {
+				t.Fatalf("without CAP_%s the daemon neither started nor refused:\n%s", drop, logb.String())
+			}
+			if !strings.Contains(logb.String(), "level=WARN msg=\"no CAP_"+drop+":") {
+				t.Errorf("without CAP_%s the daemon started without a warning naming it:\n%s", drop, logb.String())
+			}
+		})
 	}
 }
