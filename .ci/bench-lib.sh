@@ -87,8 +87,11 @@ bench_queries() {
   for q in "${QUERIES[@]}"; do
     # Each query is passed the way a user types it: options as words, the
     # dport filter as one quoted argument.
+    qns=$NS
     case $q in
       "-tan dport = :"*) args=(-tan "dport = :$DPORT") ;;
+      # Start-up and an empty answer: a namespace with no socket at all.
+      "-tan (empty netns)") args=(-tan) qns=$EMPTY_NS ;;
       *) read -r -a args <<<"$q" ;;
     esac
     reps=$REPS target=$(target_of "$q")
@@ -96,9 +99,9 @@ bench_queries() {
     echo "== ss $q  ($reps runs each, alternating)"
 
     # Warm-up run of each, kept for the row counts.
-    ss -N "$NS" "${args[@]}" >"$TMP/ss.out" 2>>"$TMP/run.err" || { echo "ss $q failed" >&2; exit 1; }
+    ss -N "$qns" "${args[@]}" >"$TMP/ss.out" 2>>"$TMP/run.err" || { echo "ss $q failed" >&2; exit 1; }
     failed=
-    "${OURS[@]}" -N "$NS" "${args[@]}" >"$TMP/sstrace.out" 2>>"$TMP/run.err" || failed=yes
+    "${OURS[@]}" -N "$qns" "${args[@]}" >"$TMP/sstrace.out" 2>>"$TMP/run.err" || failed=yes
 
     : >"$TMP/t.ss"
     : >"$TMP/t.st"
@@ -106,11 +109,11 @@ bench_queries() {
     if declare -F server_cpu_us >/dev/null; then srv0=$(server_cpu_us); fi
     for ((i = 0; i < reps; i++)); do
       if ((i % 2 == 0)); then
-        run_us ss -N "$NS" "${args[@]}" >>"$TMP/t.ss"
-        [ -n "$failed" ] || run_us "${OURS[@]}" -N "$NS" "${args[@]}" >>"$TMP/t.st" || failed=yes
+        run_us ss -N "$qns" "${args[@]}" >>"$TMP/t.ss"
+        [ -n "$failed" ] || run_us "${OURS[@]}" -N "$qns" "${args[@]}" >>"$TMP/t.st" || failed=yes
       else
-        [ -n "$failed" ] || run_us "${OURS[@]}" -N "$NS" "${args[@]}" >>"$TMP/t.st" || failed=yes
-        run_us ss -N "$NS" "${args[@]}" >>"$TMP/t.ss"
+        [ -n "$failed" ] || run_us "${OURS[@]}" -N "$qns" "${args[@]}" >>"$TMP/t.st" || failed=yes
+        run_us ss -N "$qns" "${args[@]}" >>"$TMP/t.ss"
       fi
     done
     ss_us=$(median 1 <"$TMP/t.ss")
