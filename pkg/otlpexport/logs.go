@@ -61,7 +61,9 @@ func (e *Exporter) runLogs(ctx context.Context) {
 				if u.Conn == nil {
 					break
 				}
-				batch = append(batch, e.record(u.Conn))
+				if r := e.record(u.Conn); r != nil {
+					batch = append(batch, r)
+				}
 				if len(batch) >= batchSize {
 					flush(sctx, false)
 				}
