@@ -390,7 +390,13 @@ func TestStalledCollector(t *testing.T) {
 	}
 
 	rcv.SetMode(otlptest.Accept)
-	testutil.WaitFor(t, 10*time.Second, "the retried batch", func() bool { return exp.Stats().RecordsExported > 0 })
+	// Every stalled record exported or counted as dropped: the queue has
+	// drained, so the next ones fit in it (sent sooner, they could find
+	// it still full of stalled ones and be dropped, rightly).
+	testutil.WaitFor(t, 15*time.Second, "the stalled records accounted for", func() bool {
+		st := exp.Stats()
+		return st.RecordsExported > 0 && st.RecordsExported+st.DroppedQueueFull+st.DroppedExportFailed == stalled
+	})
 	const after = 50 // fewer than the queue holds
 	for cookie := uint64(stalled + 1); cookie <= stalled+after; cookie++ {
 		c.conn(cookie)
