@@ -386,8 +386,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 		switch cause {
 		case "timewait_expired":
 		case "skipped_transition":
-			if n > st.Lost {
-				t.Errorf("%d skipped transitions but %d lost events", n, st.Lost)
+			// Only lost events make a history skip a transition. (Not
+			// one per lost event: under other tests' churn a loss also
+			// brings reseeds, whose dumps race the events in flight.)
+			if n > 0 && st.Lost == 0 {
+				t.Errorf("%d skipped transitions but no lost event", n)
 			}
 		default:
 			// Other namespaces' sockets change too (the host is not

@@ -2,6 +2,7 @@ package table
 
 import (
 	"net/netip"
+	"slices"
 	"unsafe"
 
 	"github.com/sstrace/sstrace/pkg/event"
@@ -24,6 +25,9 @@ type record struct {
 	opened     int64
 	fullClosed int64
 	gone       int64
+	// dumped is when the dump that last set the state began (monotonic
+	// ns; 0: no dump did): an event older than it is reflected already.
+	dumped int64
 	trans      []ctrans
 	tasks      []event.Task
 	uid        uint32
@@ -78,7 +82,9 @@ func (r *record) changedSince(mono int64) bool {
 	return r.opened >= mono || r.gone >= mono && r.gone != 0
 }
 
-// addTransition appends e to the history.
+// addTransition adds e to the history, in time order: an event older than
+// the newest one kept (one the dump had already reflected, applied late) is
+// inserted where it belongs.
 func (r *record) addTransition(e *event.Event) {
 	tr := ctrans{mono: int64(e.Mono), old: e.OldState, new: e.NewState, ctx: e.Context}
 	if task, ok := e.Responsible(); ok {
@@ -88,7 +94,11 @@ func (r *record) addTransition(e *event.Event) {
 		// Most connections make ten transitions.
 		r.trans = make([]ctrans, 0, 10)
 	}
-	r.trans = append(r.trans, tr)
+	i := len(r.trans)
+	for i > 0 && r.trans[i-1].mono > tr.mono {
+		i--
+	}
+	r.trans = slices.Insert(r.trans, i, tr)
 }
 
 // taskIndex returns task's index (plus one) in r.tasks, adding it; 0 once

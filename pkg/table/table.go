@@ -277,6 +277,7 @@ func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
 				t.stats.corrections[CauseStateMismatch]++
 				r.gap = true
 				r.state = s.State
+				r.dumped = t.seedStart
 			}
 			if r.inode == 0 {
 				r.inode = s.Inode
@@ -286,7 +287,7 @@ func (t *Table) Seed(rows []*sock.Socket, owners map[uint64]event.Owner) {
 		r = &record{
 			cookie: s.Cookie, netns: s.NetNS, family: s.Family,
 			local: s.Local, peer: s.Peer,
-			opened: t.seedStart, uid: s.UID, inode: s.Inode,
+			opened: t.seedStart, dumped: t.seedStart, uid: s.UID, inode: s.Inode,
 			origin: OriginBeforeStart,
 		}
 		r.state = s.State
@@ -402,6 +403,14 @@ func (t *Table) apply(e *event.Event, fromSeed bool) {
 		} else {
 			r = nil
 		}
+	}
+	if r != nil && !fromSeed && e.OldState != r.state && int64(e.Mono) < r.dumped {
+		// Older than the dump that set the record's state, which
+		// reflects it already: a child's first event the tracer held
+		// until its next one (lost), or a ring that lagged behind the
+		// dump. History, not a skipped transition.
+		t.backfill(r, e)
+		return
 	}
 	inSeed := r != nil && r.seedState != 0
 	if inSeed {
@@ -747,6 +756,7 @@ func (t *Table) Reconcile(states sock.StateSet, rows []*sock.Socket, dumpStart t
 			if s.State != r.state {
 				t.stats.corrections[CauseStateMismatch]++
 				r.state = s.State
+				r.dumped = start
 			}
 			if s.Inode == 0 && r.state == sock.FinWait2 && !r.minisock && r.fullClosed != 0 {
 				r.minisock = true
@@ -778,7 +788,7 @@ func (t *Table) Reconcile(states sock.StateSet, rows []*sock.Socket, dumpStart t
 		}
 		t.stats.corrections[CauseMissingInTable]++
 		r := &record{cookie: c, netns: s.NetNS, family: s.Family, local: s.Local, peer: s.Peer,
-			opened: now, origin: OriginUnknown, gap: true, uid: s.UID, inode: s.Inode}
+			opened: now, dumped: start, origin: OriginUnknown, gap: true, uid: s.UID, inode: s.Inode}
 		r.state = s.State
 		r.minisock = s.Inode == 0 && (s.State == sock.TimeWait || s.State == sock.FinWait2)
 		t.live[c] = r
