@@ -28,11 +28,11 @@ type record struct {
 	// dumped is when the dump that last set the state began (monotonic
 	// ns; 0: no dump did): an event older than it is reflected already.
 	dumped int64
-	trans      []ctrans
-	tasks      []event.Task
-	uid        uint32
-	family     uint8
-	state      sock.State
+	trans  []ctrans
+	tasks  []event.Task
+	uid    uint32
+	family uint8
+	state  sock.State
 	// seedState is the state a running seed's dump saw (0: no seed
 	// running, or an event has continued from it).
 	seedState sock.State
