@@ -34,6 +34,7 @@ type traceFlags struct {
 	noHeader bool
 	extended bool
 	pid      int
+	cgroup   string
 	// filter is the command tail: ss's state words and expression.
 	filter []string
 	// keep is filter and --pid as check built them (nil: every transition).
@@ -62,8 +63,10 @@ socket older than the trace).
 FILTER is ss's language, on the socket's addresses and ports ('dport = :5432
 or sport = :5432', 'src 10.0.0.0/8'), and its state words keep the
 transitions into or out of the named states ('state close-wait'). --pid keeps
-the sockets a process owns. The namespace (--netns) is filtered in the
-kernel; the filter and --pid run on each event in sstrace.
+the sockets a process owns, --cgroup PATH those whose owner is in that cgroup
+(a service's or a container's: the filter's 'cgroup PATH'). The namespace
+(--netns) is filtered in the kernel; the filter, --pid and --cgroup run on
+each event in sstrace.
 
 With --socket PATH, the running daemon's stream is shown instead (no
 programs are loaded; events a slow client misses are counted on stderr).`,
@@ -90,6 +93,7 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until interrupted")
 	fl.BoolVarP(&f.noHeader, "no-header", "H", false, "no header line (human form)")
 	fl.IntVar(&f.pid, "pid", 0, "keep the sockets this process owns (the owner, as pid shows it)")
+	fl.StringVar(&f.cgroup, "cgroup", "", "keep the sockets whose owner is in this cgroup v2 (a path under the mount, e.g. /system.slice/nginx.service; the filter's `cgroup PATH`)")
 	fl.BoolVarP(&f.extended, "extended", "e", false, "add each socket's cookie and network namespace inode (human form; JSON always has them)")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a Go CPU profile of the tracer to this file (for benchmarking)")
 	_ = fl.MarkHidden("cpuprofile")
@@ -112,7 +116,7 @@ func (f traceFlags) check() (func(*event.Event) bool, error) {
 	if f.pid < 0 {
 		return nil, fmt.Errorf("--pid %d: not a process id", f.pid)
 	}
-	return filter.TransitionSelector(f.filter, f.pid)
+	return filter.TransitionSelector(filter.WithCgroup(f.filter, f.cgroup), f.pid)
 }
 
 // checkRingSize validates --ring-size, of trace and of the daemon alike. 0
@@ -445,7 +449,7 @@ func traceFromDaemon(ctx context.Context, f traceFlags) error {
 	}
 	defer cancel()
 	req := daemon.Request{Op: daemon.OpTrace, JSON: f.json, NoHeader: f.noHeader, Extended: f.extended, NetNS: uint64(ino),
-		Args: f.filter, PID: f.pid}
+		Args: filter.WithCgroup(f.filter, f.cgroup), PID: f.pid}
 	req.AllNetNS = os.Geteuid() == 0 && ino == 0
 	return askDaemon(ctx, f.socket, req)
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -602,5 +603,75 @@ func TestTraceFilter(t *testing.T) {
 	}
 	if other := run("--pid", "1"); len(other) != 0 {
 		t.Errorf("--pid 1: %d events of this test's sockets", len(other))
+	}
+}
+
+// TestTraceCgroup: --cgroup PATH keeps the transitions of the sockets whose
+// owner is in that cgroup: a client process started in a cgroup of its own
+// is traced, the test's own sockets (the server side it accepts, in
+// another cgroup) are not; locally and through the daemon.
+func TestTraceCgroup(t *testing.T) {
+	ns := testutil.NewNS(t)
+	bin := sstraceBinary(t)
+	cg := testutil.NewCgroup(t, fmt.Sprintf("sstrace-test.slice/trace-%d.scope", os.Getpid()))
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = testutil.ListenTCP4()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			s, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.Close()
+		}
+	}()
+	client := startClient(t, ns, cg)
+	d := startDaemon(t, bin)
+	for _, via := range [][]string{nil, {"--socket", d.sock}} {
+		args := append([]string{"trace", "--json", "--netns", ns.Name, "--duration", "1s", "--cgroup", cg.Path}, via...)
+		cmd := exec.Command(bin, args...)
+		var stdout bytes.Buffer
+		cmd.Stdout = &stdout
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // attached (locally: the line on stderr; the daemon's stream at once)
+		port := client.dial(ln.Addr().String())
+		client.do("close %d", port)
+		// And one of the test's own, outside the cgroup.
+		if err := ns.Do(func() error {
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		var states []string
+		for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+			if l == "" {
+				continue
+			}
+			_, o := jsonKeys(t, l)
+			// (sport is 0 on SYN_SENT: connect() picks the port after.)
+			if sp := int(o["sport"].(float64)); int(o["pid"].(float64)) != client.cmd.Process.Pid || sp != port && sp != 0 {
+				t.Errorf("%v: a transition of another socket: %s", via, l)
+			}
+			states = append(states, o["newstate"].(string))
+		}
+		// The server closes at once: the client goes CLOSE_WAIT first.
+		if want := []string{"SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"}; !slices.Equal(states, want) {
+			t.Errorf("%v: the client's transitions: %v, want %v", via, states, want)
+		}
 	}
 }

@@ -15,13 +15,17 @@ import (
 // filter without state words keeps every transition.
 //
 // It runs in Go on every event; only the namespace is filtered in the
-// kernel (trace --netns). Conditions that need a socket's kernel-side
-// details (mark, cgroup, bound device) see zero values, as events do not
-// carry them.
+// kernel (trace --netns). `cgroup PATH` matches the owner's cgroup (the
+// cgroup of the process that made or accepted the socket, as the socket's
+// own cgroup is); conditions that need other kernel-side details of the
+// socket (mark, bound device) see zero values, as events do not carry them.
 func (q *Query) MatchTransition(e *event.Event) bool {
 	row := sock.Socket{
 		Proto: sock.ProtoTCP, Family: e.Family, State: e.NewState, NetNS: e.NetNS,
 		Local: e.Local, Peer: e.Peer, Cookie: e.Cookie, UID: e.Owner.UID,
+	}
+	if cg := e.Owner.CgroupID; cg != 0 {
+		row.CgroupID = &cg
 	}
 	if q.Match(&row) {
 		return true
@@ -37,6 +41,9 @@ func (q *Query) MatchTransition(e *event.Event) bool {
 // daemon: the ss filter in args (MatchTransition) and, when pid is not 0,
 // the sockets that process owns (Event.Owner). It returns nil to keep
 // everything.
+//
+// (trace --cgroup PATH reaches it as the filter term `cgroup PATH`: see
+// WithCgroup.)
 func TransitionSelector(args []string, pid int) (func(*event.Event) bool, error) {
 	if pid < 0 {
 		return nil, fmt.Errorf("pid %d: not a process id", pid)
@@ -57,4 +64,25 @@ func TransitionSelector(args []string, pid int) (func(*event.Event) bool, error)
 		}
 		return q == nil || q.MatchTransition(e)
 	}, nil
+}
+
+// WithCgroup returns the filter words args narrowed to the sockets whose
+// owner is in the cgroup at path (`trace --cgroup PATH`): the state words
+// first, as ss wants them, then `cgroup PATH`, and-ed with the expression
+// in parentheses when there is one.
+func WithCgroup(args []string, path string) []string {
+	if path == "" {
+		return args
+	}
+	i := 0
+	for i+1 < len(args) && (args[i] == "state" || args[i] == "exclude") {
+		i += 2
+	}
+	out := append([]string(nil), args[:i]...)
+	if i == len(args) {
+		return append(out, "cgroup", path)
+	}
+	out = append(out, "(")
+	out = append(out, args[i:]...)
+	return append(out, ")", "and", "cgroup", path)
 }

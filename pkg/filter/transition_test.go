@@ -12,7 +12,8 @@ import (
 )
 
 // TestMatchTransition: ports and addresses select the socket; state words
-// keep the transitions into or out of the named states.
+// keep the transitions into or out of the named states; `cgroup PATH`
+// (trace --cgroup) the sockets whose owner is in that cgroup.
 func TestMatchTransition(t *testing.T) {
 	ev := func(local, peer string, old, new sock.State) *event.Event {
 		return &event.Event{Family: unix.AF_INET, Local: netip.MustParseAddrPort(local),
@@ -21,6 +22,7 @@ func TestMatchTransition(t *testing.T) {
 	toCW := ev("10.0.0.1:5432", "10.0.0.9:40000", sock.Established, sock.CloseWait)
 	fromCW := ev("10.0.0.1:5432", "10.0.0.9:40000", sock.CloseWait, sock.LastAck)
 	other := ev("10.0.0.1:80", "10.0.0.9:40001", sock.Close, sock.SynSent)
+	toCW.Owner.CgroupID, fromCW.Owner.CgroupID, other.Owner.CgroupID = 42, 42, 43
 	for _, tc := range []struct {
 		args []string
 		want [3]bool // toCW, fromCW, other
@@ -31,8 +33,14 @@ func TestMatchTransition(t *testing.T) {
 		{[]string{"state", "last-ack"}, [3]bool{false, true, false}},
 		{[]string{"state", "syn-sent", "dport", "=", ":40001"}, [3]bool{false, false, true}},
 		{[]string{"src", "10.0.0.1", "and", "sport", "!=", ":5432"}, [3]bool{false, false, true}},
+		// The owner's cgroup (toCW's and fromCW's owner is in 42).
+		{WithCgroup(nil, "/svc"), [3]bool{true, true, false}},
+		{WithCgroup([]string{"state", "last-ack"}, "/svc"), [3]bool{false, true, false}},
+		{WithCgroup([]string{"sport", "=", ":80"}, "/svc"), [3]bool{false, false, false}},
 	} {
-		q, err := Parse(tc.args, ParseOptions{DefaultStates: sock.AllStates})
+		q, err := Parse(tc.args, ParseOptions{DefaultStates: sock.AllStates, LookupCgroup: func(p string) (uint64, error) {
+			return map[string]uint64{"/svc": 42}[p], nil
+		}})
 		if err != nil {
 			t.Fatalf("%q: %v", tc.args, err)
 		}
