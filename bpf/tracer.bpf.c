@@ -47,6 +47,11 @@ const volatile __u32 target_netns = 0;     /* 0: every namespace */
 const volatile __u32 wakeup_bytes = 0;     /* wake the reader once this much is pending */
 const volatile bool cookie_helper = false; /* bpf_get_socket_cookie works in tracing programs */
 const volatile bool task_btf = false;      /* bpf_get_current_task_btf works (tracing programs, 5.11+) */
+/* trace FILTER's ports, when the filter needs one of them at either end
+ * (pkg/filter: Query.Ports): host order, the first port_count used; 0: any. */
+#define MAX_PORTS 16
+const volatile __u32 port_count = 0;
+const volatile __u16 ports[MAX_PORTS] = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -120,15 +125,51 @@ static __always_inline bool sock_filter(struct sock *sk, enum read_mode m,
 	return !target_netns || *netns == target_netns;
 }
 
-/* sock_ends fills the addresses, ports and cookie of e from the socket. tp
- * is the socket as a tcp_sock (READ_BTF; NULL if the kernel said it is
- * not one, never seen for this tracepoint's sockets). */
-static __always_inline void sock_ends(struct event *e, struct sock *sk, enum read_mode m,
-				      struct trace_event_raw_inet_sock_set_state *ctx,
-				      struct tcp_sock *tp)
+/* sock_ports reads the socket's ports, in host order. tp is the socket as a
+ * tcp_sock (READ_BTF; NULL if the kernel said it is not one, never seen for
+ * this tracepoint's sockets). */
+static __always_inline void sock_ports(struct sock *sk, enum read_mode m,
+				       struct trace_event_raw_inet_sock_set_state *ctx,
+				       struct tcp_sock *tp, __u16 *sport, __u16 *dport)
 {
 	if (m == READ_BTF) {
-		e->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
+		*dport = __builtin_bswap16(sk->__sk_common.skc_dport);
+		/* inet_sock lies past struct sock, where the verifier
+		 * allows no plain load through a struct sock pointer. */
+		*sport = tp ? __builtin_bswap16(tp->inet_conn.icsk_inet.inet_sport)
+			    : __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	} else if (m == READ_TP) {
+		/* The record's ports are inet_sport and skc_dport, already
+		 * in host order: the same fields as ours. */
+		*sport = ctx->sport;
+		*dport = ctx->dport;
+	} else {
+		*sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+		*dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	}
+}
+
+/* port_wanted tells whether trace FILTER's ports let the transition
+ * through: no ports asked, or one of them at either end. (Before 6.x a new
+ * child's first event has no peer yet, the listener's 0:0: a filter on the
+ * peer's port alone keeps the child's later events only.) */
+static __always_inline bool port_wanted(__u16 sport, __u16 dport)
+{
+	if (!port_count)
+		return true;
+	for (int i = 0; i < MAX_PORTS; i++) {
+		if (i >= port_count)
+			break;
+		if (ports[i] == sport || ports[i] == dport)
+			return true;
+	}
+	return false;
+}
+
+/* sock_ends fills the addresses and cookie of e from the socket. */
+static __always_inline void sock_ends(struct event *e, struct sock *sk, enum read_mode m)
+{
+	if (m == READ_BTF) {
 		if (e->family == AF_INET) {
 			*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
 			*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
@@ -136,10 +177,6 @@ static __always_inline void sock_ends(struct event *e, struct sock *sk, enum rea
 			__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
 			__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 		}
-		/* inet_sock lies past struct sock, where the verifier
-		 * allows no plain load through a struct sock pointer. */
-		e->sport = tp ? __builtin_bswap16(tp->inet_conn.icsk_inet.inet_sport)
-			      : __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	} else {
 		if (e->family == AF_INET) {
 			BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
@@ -147,15 +184,6 @@ static __always_inline void sock_ends(struct event *e, struct sock *sk, enum rea
 		} else {
 			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
 			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-		}
-		if (m == READ_TP) {
-			/* The record's ports are inet_sport and skc_dport,
-			 * already in host order: the same fields as ours. */
-			e->sport = ctx->sport;
-			e->dport = ctx->dport;
-		} else {
-			e->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-			e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 		}
 	}
 
@@ -260,9 +288,15 @@ static __always_inline int record(struct sock *sk, int oldstate, int newstate,
 				  __u8 hook, enum read_mode m,
 				  struct trace_event_raw_inet_sock_set_state *ctx)
 {
-	__u16 family;
+	__u16 family, sport, dport;
 	__u32 netns;
 	if (!sock_filter(sk, m, ctx, &family, &netns))
+		return 0;
+	/* One helper call gives plain loads of the tcp_sock fields (the
+	 * local port, the final counters) instead of a probe read each. */
+	struct tcp_sock *tp = m == READ_BTF ? bpf_skc_to_tcp_sock(sk) : NULL;
+	sock_ports(sk, m, ctx, tp, &sport, &dport);
+	if (!port_wanted(sport, dport))
 		return 0;
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -270,12 +304,11 @@ static __always_inline int record(struct sock *sk, int oldstate, int newstate,
 		count(COUNTER_LOST);
 		return 0;
 	}
-	/* One helper call gives plain loads of the tcp_sock fields (the
-	 * local port, the final counters) instead of a probe read each. */
-	struct tcp_sock *tp = m == READ_BTF ? bpf_skc_to_tcp_sock(sk) : NULL;
 	e->family = family;
 	e->netns = netns;
-	sock_ends(e, sk, m, ctx, tp);
+	e->sport = sport;
+	e->dport = dport;
+	sock_ends(e, sk, m);
 	e->context = (m == READ_BTF ? sk->sk_lock.owned : BPF_CORE_READ(sk, sk_lock.owned)) ? CTX_PROCESS : CTX_SOFTIRQ;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->skaddr = (__u64)sk;

@@ -65,8 +65,10 @@ or sport = :5432', 'src 10.0.0.0/8'), and its state words keep the
 transitions into or out of the named states ('state close-wait'). --pid keeps
 the sockets a process owns, --cgroup PATH those whose owner is in that cgroup
 (a service's or a container's: the filter's 'cgroup PATH'). The namespace
-(--netns) is filtered in the kernel; the filter, --pid and --cgroup run on
-each event in sstrace.
+(--netns) is filtered in the kernel, and so are the filter's ports when
+every transition it keeps has one of them (up to 16: 'dport = :5432 or
+sport = :5432' is; 'dport != :22' is not); the whole filter, --pid and
+--cgroup run on each event in sstrace.
 
 With --socket PATH, the running daemon's stream is shown instead (no
 programs are loaded; events a slow client misses are counted on stderr).`,
@@ -197,7 +199,11 @@ func runTrace(ctx context.Context, f traceFlags) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: ino})
+	// The filter's ports are filtered in the kernel too, when every
+	// transition it keeps has one of a few ports: the others never cross
+	// the ring buffer.
+	ports := filter.KernelPorts(filter.WithCgroup(f.filter, f.cgroup), tracer.MaxPorts)
+	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: ino, Ports: ports})
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -527,6 +526,8 @@ func TestTraceFilter(t *testing.T) {
 		}
 	}()
 	keepPort = lns[0].Addr().(*net.TCPAddr).Port
+	// submitted is what the last run's summary says the kernel sent.
+	var submitted int
 	run := func(args ...string) []map[string]any {
 		cmd := exec.Command(bin, append([]string{"trace", "--json", "--netns", ns.Name, "--duration", "1s"}, args...)...)
 		var stdout bytes.Buffer
@@ -539,7 +540,16 @@ func TestTraceFilter(t *testing.T) {
 		if !sc.Scan() || !strings.Contains(sc.Text(), "tracing with hook") {
 			testutil.Unavailable(t, "sstrace trace did not attach: %q", sc.Text())
 		}
-		go io.Copy(io.Discard, stderr)
+		summary := make(chan int, 1)
+		go func() {
+			n := -1
+			for sc.Scan() {
+				if _, after, ok := strings.Cut(sc.Text(), " received, "); ok {
+					fmt.Sscanf(after, "%d submitted", &n)
+				}
+			}
+			summary <- n
+		}()
 		// A peer close on each listener: ESTABLISHED -> CLOSE_WAIT ->
 		// LAST_ACK -> CLOSE on the server sides.
 		if err := ns.Do(func() error {
@@ -563,6 +573,7 @@ func TestTraceFilter(t *testing.T) {
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("sstrace trace %v: %v", args, err)
 		}
+		submitted = <-summary
 		var objs []map[string]any
 		for _, l := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
 			if l == "" {
@@ -582,6 +593,12 @@ func TestTraceFilter(t *testing.T) {
 	}
 	if strings.Join(got, " ") != "ESTABLISHED>CLOSE_WAIT CLOSE_WAIT>LAST_ACK" {
 		t.Errorf("filtered transitions %v, want into and out of CLOSE_WAIT on port %d", got, keepPort)
+	}
+	// The filter's port is filtered in the kernel too: the connection to
+	// the other listener never crossed the ring (its 10 transitions), this
+	// one's 10 did.
+	if submitted != 10 {
+		t.Errorf("the kernel submitted %d events with the filter on port %d, want its connection's 10", submitted, keepPort)
 	}
 	// The listeners are older than the trace, so their children's first
 	// (softirq) transitions have no known owner; the rest are this

@@ -2,6 +2,9 @@ package filter
 
 import (
 	"fmt"
+	"slices"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/sock"
@@ -85,4 +88,73 @@ func WithCgroup(args []string, path string) []string {
 	out = append(out, "(")
 	out = append(out, args[i:]...)
 	return append(out, ")", "and", "cgroup", path)
+}
+
+// Ports returns a short list of ports one of which, at one end or the
+// other, every socket the expression matches has: what trace filters in
+// the kernel (tracer.Options.Ports), so that transitions the filter would
+// drop never cross the ring buffer. The list may keep more than the filter
+// does, never less; ok is false when there is no such list of at most max
+// ports (no expression, a condition on anything but a port, a negation).
+// A host condition with a port (`sport = :5432`, `dst 10.0.0.1:443`) gives
+// its port; `and` keeps the shorter list of its sides, `or` the union of
+// both.
+func (q *Query) Ports(max int) (ports []uint16, ok bool) {
+	if q == nil || q.Expr == nil {
+		return nil, false
+	}
+	ports, ok = portsOf(q.Expr)
+	if !ok || len(ports) == 0 || len(ports) > max {
+		return nil, false
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports), true
+}
+
+// portsOf is Ports on one node.
+func portsOf(n Node) ([]uint16, bool) {
+	switch n := n.(type) {
+	case HostCond:
+		if n.Family == unix.AF_UNIX || n.Port < 0 || n.Port > 0xffff {
+			return nil, false
+		}
+		return []uint16{uint16(n.Port)}, true
+	case And:
+		l, lok := portsOf(n.L)
+		r, rok := portsOf(n.R)
+		switch {
+		case lok && rok:
+			if len(r) < len(l) {
+				return r, true
+			}
+			return l, true
+		case lok:
+			return l, true
+		case rok:
+			return r, true
+		}
+	case Or:
+		l, lok := portsOf(n.L)
+		r, rok := portsOf(n.R)
+		if lok && rok {
+			return append(slices.Clone(l), r...), true
+		}
+	}
+	return nil, false
+}
+
+// KernelPorts reads trace's filter words as TransitionSelector does and
+// returns the ports the kernel can filter on (Query.Ports), nil when there
+// are none to push down (or the words do not parse: TransitionSelector
+// reports that).
+func KernelPorts(args []string, max int) []uint16 {
+	if len(args) == 0 {
+		return nil
+	}
+	q, err := Parse(args, ParseOptions{DefaultStates: sock.AllStates})
+	if err != nil {
+		return nil
+	}
+	ports, _ := q.Ports(max)
+	return ports
 }

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,5 +114,41 @@ func TestMatchConn(t *testing.T) {
 	}
 	if q, err := Parse([]string{"dev", "container"}, testOpts()); err == nil {
 		t.Errorf("dev container: parsed as %s", q.Expr)
+	}
+}
+
+// TestPorts: the ports trace filters in the kernel are a superset of what
+// the expression keeps, or none.
+func TestPorts(t *testing.T) {
+	for _, tc := range []struct {
+		filter string
+		want   []uint16 // nil: nothing to push down
+	}{
+		{"", nil},
+		{"sport = :5432", []uint16{5432}},
+		{"dport = :5432 or sport = :5432", []uint16{5432}},
+		{"dport = :443 or dport = :80", []uint16{80, 443}},
+		{"dst 10.0.0.1:443", []uint16{443}},
+		{"( sport = :80 or sport = :81 ) and dport = :9000", []uint16{9000}},
+		{"sport = :80 and dst 10.0.0.0/8", []uint16{80}},
+		{"sport = :80 or dst 10.0.0.0/8", nil},
+		{"dport != :22", nil},
+		{"sport >= :1024", nil},
+		{"dst 10.0.0.1", nil},
+		{"state established", nil},
+		{"state established sport = :80", []uint16{80}},
+	} {
+		q, err := Parse(strings.Fields(tc.filter), ParseOptions{DefaultStates: sock.AllStates})
+		if err != nil {
+			t.Fatalf("%q: %v", tc.filter, err)
+		}
+		got, ok := q.Ports(16)
+		if ok != (tc.want != nil) || !slices.Equal(got, tc.want) {
+			t.Errorf("%q: %v %v, want %v", tc.filter, got, ok, tc.want)
+		}
+	}
+	q, _ := Parse(strings.Fields("sport = :1 or sport = :2 or sport = :3"), ParseOptions{DefaultStates: sock.AllStates})
+	if ports, ok := q.Ports(2); ok {
+		t.Errorf("3 ports with max 2: %v", ports)
 	}
 }

@@ -97,9 +97,16 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	testutil.RequireRoot(t)
-	ns := testutil.NewNS(t)
+	return newHarnessIn(t, testutil.NewNS(t), Options{})
+}
+
+// newHarnessIn traces namespace ns with opts (hook, namespace and flush
+// interval set here) and collects the events until the test ends.
+func newHarnessIn(t *testing.T, ns *testutil.NS, opts Options) *harness {
+	t.Helper()
 	hook := testHook(t)
-	tr, err := Open(Options{Hook: hook, NetNS: uint32(ns.Inode), FlushInterval: 10 * time.Millisecond})
+	opts.Hook, opts.NetNS, opts.FlushInterval = hook, uint32(ns.Inode), 10*time.Millisecond
+	tr, err := Open(opts)
 	if err != nil {
 		testutil.Unavailable(t, "open tracer with hook %s: %v", hook, err)
 	}
@@ -532,5 +539,56 @@ func TestE2ELossesCounted(t *testing.T) {
 	}
 	if uint64(len(col.events)) != st.Submitted {
 		t.Errorf("delivered %d events, %d were submitted", len(col.events), st.Submitted)
+	}
+}
+
+// TestE2EPortFilter: with Options.Ports the kernel keeps the transitions of
+// the sockets with one of those ports at either end: every one of them
+// arrives (listener, client, accepted child, in order), and nothing of a
+// connection on another port, not even the child's first event.
+func TestE2EPortFilter(t *testing.T) {
+	testutil.RequireRoot(t)
+	ns := testutil.NewNS(t)
+	var lns [2]net.Listener
+	if err := ns.Do(func() error {
+		for i := range lns {
+			var err error
+			if lns[i], err = testutil.ListenTCP4(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	keep, drop := port(lns[0].Addr()), port(lns[1].Addr())
+	h := newHarnessIn(t, ns, Options{Ports: []uint16{keep}})
+	for _, ln := range lns {
+		client, err := h.dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		client.Close()
+		waitClosed(t, server)
+		server.Close()
+		ln.Close()
+	}
+	h.waitSockets(t, keep, []string{"LISTEN>CLOSE"}, seq(activeOpen, activeClose), seq(passiveOpen, passiveClos))
+	if other := h.col.forPort(drop); len(other) != 0 {
+		t.Errorf("port %d is not filtered, yet:%s", drop, describe(slices.Concat(other...)))
+	}
+	st, err := h.tr.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Eleven transitions kept (the listener's close, five of the
+	// client's, five of the child's): the kernel sent only those, none of
+	// the other connection's eleven.
+	if st.Submitted != 11 {
+		t.Errorf("the kernel submitted %d events, want the 11 of port %d", st.Submitted, keep)
 	}
 }

@@ -43,6 +43,12 @@ type Options struct {
 	// NetNS keeps only transitions in the network namespace with this
 	// inode; 0 keeps all. Filtered in the kernel.
 	NetNS uint32
+	// Ports keeps only transitions of sockets with one of these ports at
+	// either end; empty keeps all. At most MaxPorts. Filtered in the
+	// kernel: trace FILTER's ports (filter.Query.Ports), a superset of
+	// what the filter keeps. (Before 6.x a new child's first event has
+	// no peer yet: a port filter on the peer alone misses that event.)
+	Ports []uint16
 	// WakeupBytes is how much data must be pending before the kernel wakes
 	// the reader; below it the reader drains on FlushInterval. Default a
 	// quarter of the ring: a wakeup is there to keep the ring from filling,
@@ -145,8 +151,14 @@ func (opts Options) withDefaults() (Options, error) {
 	if err := CheckRingBufferSize(opts.RingBufferSize); err != nil {
 		return opts, fmt.Errorf("ring buffer size %w", err)
 	}
+	if len(opts.Ports) > MaxPorts {
+		return opts, fmt.Errorf("%d ports to filter in the kernel, at most %d", len(opts.Ports), MaxPorts)
+	}
 	return opts, nil
 }
+
+// MaxPorts is how many ports Options.Ports may hold (the programs' array).
+const MaxPorts = 16
 
 // MaxRingBufferSize is the largest ring buffer Open accepts: 1 GiB of
 // locked kernel memory, about 9 million events, far beyond any backlog a
@@ -241,8 +253,12 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		}
 	}
 	spec.Maps[TracerMapEvents].MaxEntries = uint32(opts.RingBufferSize)
+	var ports [MaxPorts]uint16
+	copy(ports[:], opts.Ports)
 	for name, v := range map[string]any{
 		TracerVarTargetNetns:  opts.NetNS,
+		TracerVarPortCount:    uint32(len(opts.Ports)),
+		TracerVarPorts:        ports,
 		TracerVarWakeupBytes:  uint32(opts.WakeupBytes),
 		TracerVarCookieHelper: helper,
 		// The same kernels (5.12+ for the cookie helper, 5.11+ for

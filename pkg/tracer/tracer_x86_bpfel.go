@@ -96,6 +96,8 @@ const (
 	TracerProgMakeCookieOnCreate      = "make_cookie_on_create"
 	TracerProgMakeCookieOnEstablished = "make_cookie_on_established"
 	TracerVarCookieHelper             = "cookie_helper"
+	TracerVarPortCount                = "port_count"
+	TracerVarPorts                    = "ports"
 	TracerVarTargetNetns              = "target_netns"
 	TracerVarTaskBtf                  = "task_btf"
 	TracerVarUnusedContext            = "unused_context"
@@ -173,6 +175,8 @@ type TracerMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TracerVariableSpecs struct {
 	CookieHelper       *ebpf.VariableSpec `ebpf:"cookie_helper"`
+	PortCount          *ebpf.VariableSpec `ebpf:"port_count"`
+	Ports              *ebpf.VariableSpec `ebpf:"ports"`
 	TargetNetns        *ebpf.VariableSpec `ebpf:"target_netns"`
 	TaskBtf            *ebpf.VariableSpec `ebpf:"task_btf"`
 	UnusedContext      *ebpf.VariableSpec `ebpf:"unused_context"`
@@ -219,6 +223,8 @@ func (m *TracerMaps) Close() error {
 // It can be passed to LoadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracerVariables struct {
 	CookieHelper       *ebpf.Variable `ebpf:"cookie_helper"`
+	PortCount          *ebpf.Variable `ebpf:"port_count"`
+	Ports              *ebpf.Variable `ebpf:"ports"`
 	TargetNetns        *ebpf.Variable `ebpf:"target_netns"`
 	TaskBtf            *ebpf.Variable `ebpf:"task_btf"`
 	UnusedContext      *ebpf.Variable `ebpf:"unused_context"`
