@@ -46,6 +46,7 @@ type otlpFlags struct {
 	interval time.Duration
 	queue    int
 	timeout  time.Duration
+	filter   string
 	// set lists the --otlp-* flags given, which need --otlp-endpoint.
 	set []string
 }
@@ -69,7 +70,7 @@ counted records, never a slower table.
 SIGINT or SIGTERM stop it: programs detached, socket removed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, name := range []string{"otlp-header", "otlp-interval", "otlp-queue", "otlp-timeout"} {
+			for _, name := range []string{"otlp-header", "otlp-interval", "otlp-queue", "otlp-timeout", "otlp-filter"} {
 				if cmd.Flags().Changed(name) {
 					f.otlp.set = append(f.otlp.set, "--"+name)
 				}
@@ -93,6 +94,7 @@ SIGINT or SIGTERM stop it: programs detached, socket removed.`,
 	fl.DurationVar(&f.otlp.interval, "otlp-interval", otlpexport.DefaultInterval, "how often metrics are pushed over OTLP")
 	fl.IntVar(&f.otlp.queue, "otlp-queue", otlpexport.DefaultQueue, "closed connections that may wait for OTLP export; beyond it they are dropped and counted")
 	fl.DurationVar(&f.otlp.timeout, "otlp-timeout", otlpexport.DefaultTimeout, "time limit of one OTLP request")
+	fl.StringVar(&f.otlp.filter, "otlp-filter", "", "export only the closed connections this filter keeps (history's language: 'dport = :5432', '! dst 127.0.0.0/8', 'container ID', ...)")
 	_ = cmd.RegisterFlagCompletionFunc("hook", completeHooks)
 	_ = cmd.RegisterFlagCompletionFunc("log-format", completeWords("text", "json"))
 	_ = cmd.RegisterFlagCompletionFunc("log-level", completeWords("debug", "info", "warn", "error"))
@@ -246,6 +248,11 @@ func (f otlpFlags) options() (*otlpexport.Options, error) {
 		return nil, err
 	}
 	opts := &otlpexport.Options{Endpoint: f.endpoint, Headers: headers, Interval: f.interval, Queue: f.queue, Timeout: f.timeout}
+	if f.filter != "" {
+		if opts.Keep, err = daemon.ConnFilter([]string{f.filter}); err != nil {
+			return nil, fmt.Errorf("--otlp-filter: %w", err)
+		}
+	}
 	return opts, opts.Check()
 }
 

@@ -415,3 +415,22 @@ func seriesKey(name string, attrs []*commonv1.KeyValue) string {
 	sort.Strings(ls)
 	return name + "{" + strings.Join(ls, ",") + "}"
 }
+
+// TestOTLPFilterFlag: --otlp-filter is read in history's language, a bad
+// one is refused in one line naming the flag, and it needs an endpoint.
+func TestOTLPFilterFlag(t *testing.T) {
+	f := otlpFlags{endpoint: "http://127.0.0.1:4318", interval: time.Second, queue: 1, timeout: time.Second,
+		filter: "dport = :5432 and container abc"}
+	opts, err := f.options()
+	if err != nil || opts.Keep == nil {
+		t.Fatalf("options: %+v, %v", opts, err)
+	}
+	f.filter = "dport = :x"
+	if _, err := f.options(); err == nil || !strings.HasPrefix(err.Error(), "--otlp-filter: ") {
+		t.Errorf("a bad filter: %v", err)
+	}
+	if _, err := (otlpFlags{filter: "dport = :80", set: []string{"--otlp-filter"}}).options(); err == nil ||
+		!strings.Contains(err.Error(), "needs --otlp-endpoint") {
+		t.Errorf("--otlp-filter without an endpoint: %v", err)
+	}
+}

@@ -54,6 +54,20 @@ func notSeeded(err error) error {
 // filter must not tell a caller whose container an owner it may not see
 // is in.
 func connFilter(p *Peer, args []string) (func(*table.Conn) bool, error) {
+	return connMatcher(args, p.Owner)
+}
+
+// ConnFilter parses filter words in history's language (ss's, plus
+// `cgroup PATH` and `container ID` on the owner) into a match on the
+// table's connections that sees every owner, as root does: the daemon's
+// own --otlp-filter. nil for no words.
+func ConnFilter(args []string) (func(*table.Conn) bool, error) {
+	return connMatcher(args, func(o event.Owner) event.Owner { return o })
+}
+
+// connMatcher is connFilter with the owner as visible reports it (a
+// hidden owner matches no cgroup or container condition).
+func connMatcher(args []string, visible func(event.Owner) event.Owner) (func(*table.Conn) bool, error) {
 	if len(args) == 0 {
 		return nil, nil
 	}
@@ -68,7 +82,7 @@ func connFilter(p *Peer, args []string) (func(*table.Conn) bool, error) {
 			Local: c.Local, Peer: c.Peer, UID: c.UID, Inode: c.Inode, Cookie: c.Cookie,
 		}
 		var o filter.Owner
-		if p.Owner(c.Owner).Known() {
+		if visible(c.Owner).Known() {
 			o = filter.Owner{CgroupID: c.Owner.CgroupID, Cgroup: c.Cgroup, Container: c.Container}
 		}
 		return q.MatchConn(&row, o)

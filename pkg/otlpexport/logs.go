@@ -91,9 +91,9 @@ func (e *Exporter) sendLogs(ctx context.Context, batch []*logsv1.LogRecord, retr
 // the keys and values of its `sstrace history --json` object, taken from
 // that JSON (connfmt.AppendHistoryJSON) so that a key added there is
 // exported too; the body is its `sstrace history` line. nil for an update
-// that is not a connection.
+// that is not a connection, or one Options.Keep leaves out.
 func (e *Exporter) record(c *table.Conn) *logsv1.LogRecord {
-	if c == nil {
+	if c == nil || e.opts.Keep != nil && !e.opts.Keep(c) {
 		return nil
 	}
 	now := time.Now()

@@ -131,6 +131,10 @@ type Options struct {
 	// Log receives a line when exports start failing and when they
 	// recover (nil: no logs).
 	Log *slog.Logger
+	// Keep selects the closed connections exported (--otlp-filter, in
+	// history's filter language: daemon.ConnFilter); nil exports all.
+	// The others are skipped, not counted as dropped.
+	Keep func(*table.Conn) bool
 }
 
 // Stats are an Exporter's figures, for `sstrace status`.

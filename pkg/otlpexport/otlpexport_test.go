@@ -456,3 +456,23 @@ func TestOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestKeep: with Options.Keep only the connections it selects are
+// exported; the others are neither sent nor counted as dropped.
+func TestKeep(t *testing.T) {
+	rcv := otlptest.New(t)
+	c, exp := run(t, otlpexport.Options{Endpoint: rcv.URL, Keep: func(c *table.Conn) bool { return c.Cookie%2 == 0 }})
+	const n = 40
+	for cookie := uint64(1); cookie <= n; cookie++ {
+		c.conn(cookie)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the kept records", func() bool { return exp.Stats().RecordsExported == n/2 })
+	for _, r := range rcv.Records() {
+		if cookie := otlptest.Attributes(r.Attributes)["cookie"].(float64); int(cookie)%2 != 0 {
+			t.Errorf("record of connection %v exported, Keep said no", cookie)
+		}
+	}
+	if st := exp.Stats(); st.DroppedQueueFull+st.DroppedExportFailed != 0 {
+		t.Errorf("%+v: skipped records counted as dropped", st)
+	}
+}
