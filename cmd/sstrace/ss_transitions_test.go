@@ -8,8 +8,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +31,7 @@ func TestSSEventsTransitions(t *testing.T) {
 	bin := sstraceBinary(t)
 	type follower struct {
 		cmd *exec.Cmd
-		out bytes.Buffer
+		out lockedBuffer
 	}
 	start := func(args ...string) *follower {
 		f := &follower{cmd: exec.Command(bin, append([]string{"ss", "-N", ns.Name, "-E", "--transitions"}, args...)...)}
@@ -93,7 +95,16 @@ func TestSSEventsTransitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { keep.Close() })
-	time.Sleep(300 * time.Millisecond)
+	// Rows come within the tracer's flush interval; on a loaded machine
+	// later: wait for the last ones expected (the second client's
+	// FIN-WAIT-2, both CLOSE-WAIT rows) before stopping the followers.
+	lastClient := fmt.Sprintf(":%d ", clientPorts[1])
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(all.out.String(), "FIN-WAIT-2") && strings.Count(all.out.String(), lastClient) >= 3 &&
+			strings.Count(cw.out.String(), "\n") >= 3 {
+			break
+		}
+	}
 	for _, f := range []*follower{all, cw} {
 		f.cmd.Process.Signal(unix.SIGINT)
 		if err := f.cmd.Wait(); err != nil {
@@ -127,7 +138,9 @@ func TestSSEventsTransitions(t *testing.T) {
 	// lists the second, which stayed.
 	want := rows(runReal(t, []string{"-N", ns.Name, "-Htn", "state", "close-wait"}), false)
 	got := rows(cw.out.String(), true)
-	owner := fmt.Sprintf(` users:(("sstrace.test",pid=%d,fd=-1))`, os.Getpid())
+	comm := filepath.Base(os.Args[0]) // the kernel keeps 15 bytes of it
+	comm = comm[:min(len(comm), 15)]
+	owner := fmt.Sprintf(` users:((%q,pid=%d,fd=-1))`, comm, os.Getpid())
 	if len(want) != 1 || len(got) != 2 || got[1] != want[0]+owner {
 		t.Errorf("state close-wait: sstrace\n%s\nss lists\n%s", cw.out.String(), strings.Join(want, "\n"))
 	}
@@ -140,4 +153,23 @@ func TestSSEventsTransitions(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 255 || !strings.Contains(stderr.String(), "-E") {
 		t.Errorf("--transitions without -E: %v, %q", err, stderr.String())
 	}
+}
+
+// lockedBuffer is a bytes.Buffer a running command writes to while the
+// test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
