@@ -129,7 +129,8 @@ func ssExit(err error) error {
 func ssFromDaemon(cmd *cobra.Command, path, at string, allNetNS bool, set *ssflags.Set, args []string) error {
 	// askDaemon sends the client's terminal width: ss lays its columns out
 	// for the terminal it prints to, and the daemon renders for it.
-	req := daemon.Request{Op: daemon.OpSS, AllNetNS: allNetNS}
+	// -E --transitions is a stream: the daemon holds it open.
+	req := daemon.Request{Op: daemon.OpSS, AllNetNS: allNetNS, Follow: set.Options.Events && set.Options.Transitions}
 	req.Args = append(set.Args(), "--")
 	req.Args = append(req.Args, args...)
 	if at != "" {

@@ -25,7 +25,7 @@ import (
 // -a sees each client's states in order, TIME-WAIT included; one with
 // `state close-wait` prints each server side as it enters CLOSE-WAIT, the
 // one still there as the real ss lists it (queues aside, which no
-// transition carries).
+// transition carries); and through the daemon's stream the same.
 func TestSSEventsTransitions(t *testing.T) {
 	ns := requireSS(t)
 	bin := sstraceBinary(t)
@@ -53,6 +53,9 @@ func TestSSEventsTransitions(t *testing.T) {
 	}
 	all := start("-tan")
 	cw := start("-tnp", "state", "close-wait")
+	// The same through the daemon: its table's stream, no BPF of ours.
+	d := startDaemon(t, bin)
+	cwd := start("--socket", d.sock, "-tnp", "state", "close-wait")
 
 	// Two connections: the first client shuts its side down and the
 	// server closes (the client's socket goes TIME-WAIT itself, which a
@@ -105,7 +108,10 @@ func TestSSEventsTransitions(t *testing.T) {
 			break
 		}
 	}
-	for _, f := range []*follower{all, cw} {
+	for deadline := time.Now().Add(5 * time.Second); cwd.out.String() != cw.out.String() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, f := range []*follower{all, cw, cwd} {
 		f.cmd.Process.Signal(unix.SIGINT)
 		if err := f.cmd.Wait(); err != nil {
 			t.Errorf("%v: %v", f.cmd.Args, err)
@@ -143,6 +149,10 @@ func TestSSEventsTransitions(t *testing.T) {
 	owner := fmt.Sprintf(` users:((%q,pid=%d,fd=-1))`, comm, os.Getpid())
 	if len(want) != 1 || len(got) != 2 || got[1] != want[0]+owner {
 		t.Errorf("state close-wait: sstrace\n%s\nss lists\n%s", cw.out.String(), strings.Join(want, "\n"))
+	}
+
+	if cwd.out.String() != cw.out.String() {
+		t.Errorf("state close-wait through the daemon:\n%s\nlocally:\n%s", cwd.out.String(), cw.out.String())
 	}
 
 	// --transitions is -E's: alone it is rejected as ss rejects options.

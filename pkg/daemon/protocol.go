@@ -116,7 +116,8 @@ type Request struct {
 	Since time.Time `json:"since,omitzero"`
 	// Closed keeps only closed connections (history).
 	Closed bool `json:"closed,omitempty"`
-	// Follow streams connections as they close (history).
+	// Follow streams connections as they close (history), or sockets as
+	// they change state (ss -E --transitions): a request without end.
 	Follow bool `json:"follow,omitempty"`
 	// JSON asks for JSON lines instead of text (history, closewait,
 	// status, trace; ss takes --json among its args).
@@ -144,7 +145,7 @@ type Request struct {
 
 // streaming reports whether the request runs until the client leaves.
 func (r *Request) streaming() bool {
-	return r.Op == OpTrace || r.Op == OpTop || (r.Op == OpHistory && r.Follow)
+	return r.Op == OpTrace || r.Op == OpTop || ((r.Op == OpHistory || r.Op == OpSS) && r.Follow)
 }
 
 // ErrRequestTooLong is returned for a request line over MaxRequestBytes.

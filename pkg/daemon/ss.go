@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/netns"
 	"github.com/sstrace/sstrace/pkg/procs"
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/ssflags"
 	"github.com/sstrace/sstrace/pkg/ssquery"
+	"github.com/sstrace/sstrace/pkg/table"
 )
 
 // runSS answers "ss" with the shared engine (pkg/ssquery).
@@ -42,6 +45,14 @@ func (s *Server) runSS(ctx context.Context, p *Peer, req *Request, w *replyWrite
 		return 1, errors.New("ss: -K is not served by the daemon: run sstrace ss -K yourself (it needs CAP_NET_ADMIN)")
 	}
 	switch {
+	case opts.Events && opts.Transitions:
+		// The table's event stream: no privilege of the caller's needed.
+		if !req.Follow {
+			return 1, errors.New("ss: -E --transitions streams: the request must say follow")
+		}
+		if s.cfg.Events == nil {
+			return 1, errors.New("this daemon does not stream events")
+		}
 	case opts.Events:
 		// A stream without end, from a multicast group only CAP_NET_ADMIN
 		// may join: the caller's own to run.
@@ -70,6 +81,15 @@ func (s *Server) runSS(ctx context.Context, p *Peer, req *Request, w *replyWrite
 	src := ssquery.LiveSource{NS: p.NS}
 	if opts.NetNS != "" {
 		src.NS = netns.ByName(opts.NetNS)
+	}
+	if opts.Transitions {
+		ino := p.NetNS
+		if opts.NetNS != "" {
+			if ino, err = src.NS.Inode(); err != nil {
+				return 1, fmt.Errorf("ss: -N %s: %w", opts.NetNS, err)
+			}
+		}
+		opts.TransitionSource = tableTransitions{s: s, p: p, ns: ino, w: w}
 	}
 	err = p.NS.Do(func() error {
 		return ssquery.Run(ctx, w.Out, w.Err, opts, words, src)
@@ -155,4 +175,38 @@ func (o rowOwners) Owners(s *sock.Socket) []sock.Process {
 	// The table knows the owner's uid only as the socket's; a process
 	// that is gone cannot be checked, so only a live own process shows.
 	return o.p.Processes(s.Procs)
+}
+
+// tableTransitions is `ss -E --transitions` through the daemon: the
+// table's event stream in one namespace, each event as the caller may see
+// it (owners of other users' sockets blanked), flushed every 100 ms.
+type tableTransitions struct {
+	s  *Server
+	p  *Peer
+	ns uint64
+	w  *replyWriter
+}
+
+// FollowTransitions hands every transition of the namespace to emit until
+// the client leaves.
+func (t tableTransitions) FollowTransitions(ctx context.Context, emit func(*event.Event) error) error {
+	sub := t.s.cfg.Events(16384)
+	defer sub.Close()
+	// As the local form says when it has attached: from here on nothing
+	// is missed (scripts wait for the line).
+	fmt.Fprintln(t.w.Err, "sstrace: following TCP transitions from the daemon's stream")
+	if err := t.w.Flush(); err != nil {
+		return err
+	}
+	_, err := stream(ctx, t.w, sub, 100*time.Millisecond,
+		"sstrace: %d transitions not shown: this client did not keep up with the daemon's stream\n",
+		func(b []byte, u table.Update) ([]byte, error) {
+			e := u.Event
+			if e == nil || e.NetNS != t.ns {
+				return b, nil
+			}
+			t.p.Event(e)
+			return b, emit(e)
+		})
+	return err
 }

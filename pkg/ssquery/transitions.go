@@ -37,7 +37,7 @@ type TransitionFollower interface {
 func followTransitions(ctx context.Context, src TransitionFollower, sel *Selection, q *filter.Query,
 	owners bool, sink eventSink) error {
 	if src == nil {
-		return errors.New("ss: -E --transitions reads the tracer: it does not apply here (the daemon, or a table snapshot)")
+		return errors.New("ss: -E --transitions follows live transitions: it does not apply to a moment past (--at)")
 	}
 	if !sel.hasTable(TCP) {
 		return &UsageError{Err: errors.New("ss: -E --transitions follows TCP sockets: add -t (or drop the table options)")}
