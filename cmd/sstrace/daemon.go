@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"os/user"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -66,7 +68,8 @@ for --retain (and at most --retain-max). Logs go to stderr (log/slog); when stde
 With --otlp-endpoint it also pushes, over OTLP/HTTP, one log record per
 closed connection (the fields of ` + "`sstrace history --json`" + ` as attributes) and its
 metrics to an OpenTelemetry collector; a slow collector costs dropped,
-counted records, never a slower table.
+counted records, never a slower table. OTEL_EXPORTER_OTLP_ENDPOINT and the
+other OpenTelemetry variables are read too; the flags win.
 SIGINT or SIGTERM stop it: programs detached, socket removed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -135,7 +138,7 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	if f.retain <= 0 || f.retainMax <= 0 {
 		return errors.New("--retain and --retain-max must be positive")
 	}
-	otlpOpts, err := f.otlp.options()
+	otlpOpts, err := f.otlp.options(os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -176,7 +179,11 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	}}))
 	var exp *otlpexport.Exporter
 	if otlpOpts != nil {
-		otlpOpts.Resource = otlpResource(version)
+		// OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME add to, or
+		// override, sstrace's own names.
+		res := otlpResource(version)
+		maps.Copy(res, otlpOpts.Resource)
+		otlpOpts.Resource = res
 		otlpOpts.Gatherer = reg
 		otlpOpts.Log = log
 		if exp, err = otlpexport.New(tbl, *otlpOpts); err != nil {
@@ -235,11 +242,22 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	return err
 }
 
-// options checks the --otlp-* flags: nil without --otlp-endpoint.
-func (f otlpFlags) options() (*otlpexport.Options, error) {
-	if f.endpoint == "" {
+// options checks the --otlp-* flags, over the OpenTelemetry environment
+// variables read through getenv (OTEL_EXPORTER_OTLP_ENDPOINT and the rest:
+// otlpexport.ReadEnv), which they override: nil without an endpoint from
+// either.
+func (f otlpFlags) options(getenv func(string) string) (*otlpexport.Options, error) {
+	env, err := otlpexport.ReadEnv(getenv)
+	if err != nil {
+		return nil, err
+	}
+	endpoint := f.endpoint
+	if endpoint == "" {
+		endpoint = env.Endpoint
+	}
+	if endpoint == "" {
 		if len(f.set) > 0 {
-			return nil, fmt.Errorf("%s needs --otlp-endpoint", f.set[0])
+			return nil, fmt.Errorf("%s needs --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)", f.set[0])
 		}
 		return nil, nil
 	}
@@ -247,7 +265,17 @@ func (f otlpFlags) options() (*otlpexport.Options, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := &otlpexport.Options{Endpoint: f.endpoint, Headers: headers, Interval: f.interval, Queue: f.queue, Timeout: f.timeout}
+	for k, v := range env.Headers {
+		if _, ok := headers[k]; !ok {
+			headers[k] = v
+		}
+	}
+	timeout := f.timeout
+	if env.Timeout > 0 && !slices.Contains(f.set, "--otlp-timeout") {
+		timeout = env.Timeout
+	}
+	opts := &otlpexport.Options{Endpoint: endpoint, Headers: headers, Interval: f.interval, Queue: f.queue, Timeout: timeout,
+		Resource: env.Resource}
 	if f.filter != "" {
 		if opts.Keep, err = daemon.ConnFilter([]string{f.filter}); err != nil {
 			return nil, fmt.Errorf("--otlp-filter: %w", err)

@@ -421,16 +421,56 @@ func seriesKey(name string, attrs []*commonv1.KeyValue) string {
 func TestOTLPFilterFlag(t *testing.T) {
 	f := otlpFlags{endpoint: "http://127.0.0.1:4318", interval: time.Second, queue: 1, timeout: time.Second,
 		filter: "dport = :5432 and container abc"}
-	opts, err := f.options()
+	opts, err := f.options(noEnv)
 	if err != nil || opts.Keep == nil {
 		t.Fatalf("options: %+v, %v", opts, err)
 	}
 	f.filter = "dport = :x"
-	if _, err := f.options(); err == nil || !strings.HasPrefix(err.Error(), "--otlp-filter: ") {
+	if _, err := f.options(noEnv); err == nil || !strings.HasPrefix(err.Error(), "--otlp-filter: ") {
 		t.Errorf("a bad filter: %v", err)
 	}
-	if _, err := (otlpFlags{filter: "dport = :80", set: []string{"--otlp-filter"}}).options(); err == nil ||
+	if _, err := (otlpFlags{filter: "dport = :80", set: []string{"--otlp-filter"}}).options(noEnv); err == nil ||
 		!strings.Contains(err.Error(), "needs --otlp-endpoint") {
 		t.Errorf("--otlp-filter without an endpoint: %v", err)
+	}
+}
+
+// noEnv is a getenv with nothing set.
+func noEnv(string) string { return "" }
+
+// TestOTLPEnv: OTEL_EXPORTER_OTLP_ENDPOINT alone turns export on, with the
+// headers, timeout and resource the variables give; the flags win over
+// them.
+func TestOTLPEnv(t *testing.T) {
+	env := map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+		"OTEL_EXPORTER_OTLP_HEADERS":  "authorization=Bearer%20env,x-tenant=env",
+		"OTEL_EXPORTER_OTLP_TIMEOUT":  "1500",
+		"OTEL_SERVICE_NAME":           "edge",
+	}
+	getenv := func(k string) string { return env[k] }
+	base := otlpFlags{interval: time.Second, queue: 1, timeout: 10 * time.Second}
+	opts, err := base.options(getenv)
+	if err != nil || opts == nil {
+		t.Fatalf("options from the environment: %+v, %v", opts, err)
+	}
+	if opts.Endpoint != "http://collector:4318" || opts.Timeout != 1500*time.Millisecond ||
+		opts.Headers["Authorization"] != "Bearer env" || opts.Resource["service.name"] != "edge" {
+		t.Errorf("from the environment: %+v", opts)
+	}
+	f := base
+	f.endpoint, f.timeout = "http://flag:4318", 3*time.Second
+	f.headers = []string{"x-tenant=flag"}
+	f.set = []string{"--otlp-header", "--otlp-timeout"}
+	if opts, err = f.options(getenv); err != nil {
+		t.Fatal(err)
+	}
+	if opts.Endpoint != "http://flag:4318" || opts.Timeout != 3*time.Second || opts.Headers["X-Tenant"] != "flag" ||
+		opts.Headers["Authorization"] != "Bearer env" {
+		t.Errorf("flags over the environment: %+v", opts)
+	}
+	env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc"
+	if _, err := base.options(getenv); err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_PROTOCOL") {
+		t.Errorf("grpc asked: %v", err)
 	}
 }
