@@ -159,3 +159,24 @@ func TestSSKillParity(t *testing.T) {
 		t.Errorf("-K without CAP_NET_ADMIN: err %v, stderr %q", err, stderr.String())
 	}
 }
+
+// TestSSVersion: -V, and ss's undocumented -v, print one line naming
+// sstrace that ends with what the real ss -V prints: the ss whose language
+// sstrace speaks is the one installed (the parity suite's reference).
+func TestSSVersion(t *testing.T) {
+	if _, err := exec.LookPath("ss"); err != nil {
+		testutil.Unavailable(t, "iproute2 ss not installed: %v", err)
+	}
+	real := strings.TrimSpace(runReal(t, []string{"-V"}))
+	for _, flag := range []string{"-V", "-v"} {
+		out, _, err := runOurs(context.Background(), []string{flag})
+		if err != nil {
+			t.Fatalf("sstrace ss %s: %v", flag, err)
+		}
+		line := strings.TrimSpace(out)
+		if !strings.HasPrefix(line, "ss utility, sstrace ") || !strings.HasSuffix(line, ", speaking the language of "+real) ||
+			strings.Count(out, "\n") != 1 {
+			t.Errorf("sstrace ss %s: %q; ss -V: %q", flag, out, real)
+		}
+	}
+}

@@ -141,6 +141,9 @@ func (s *Set) define(daemonSocket *string) {
 		f.NoOptDefVal = "true"
 	}
 	fl.BoolVarP(&o.Version, "version", "V", false, "output version information")
+	// ss takes -v too, undocumented.
+	fl.BoolVarP(&o.Version, "version-v", "v", false, "output version information")
+	_ = fl.MarkHidden("version-v")
 	fl.BoolVarP(&o.Numeric, "numeric", "n", false, "don't resolve service names")
 	fl.BoolVarP(&o.Resolve, "resolve", "r", false, "resolve host names (hosts file, then the system resolver)")
 	sel := &o.Selection
