@@ -488,10 +488,11 @@ func TestSSParity(t *testing.T) {
 		{"-n"}, {"-o"},
 		// Display options.
 		{"-tano"}, {"-tanoe"}, {"-uane"}, {"-wane"}, {"-tanm"}, {"-uanm"}, {"-xam"},
-		// -i without the MPTCP subflows: ss prints their tcp-ulp-mptcp
-		// details, which sstrace does not decode (docs/SS.md).
+		// -i on plain TCP, then on the MPTCP subflows alone (their
+		// tcp-ulp-mptcp details), then on everything.
 		{"-tani", "exclude", "syn-sent", noMPTCP}, {"-tanmi", "exclude", "syn-sent", noMPTCP},
-		{"-tanmiO", "exclude", "syn-sent", noMPTCP}, {"-tanoeO"}, {"-tanp"}, {"-xap"}, {"-uap"},
+		{"-tanmiO", "exclude", "syn-sent", noMPTCP}, {"-tani", "exclude", "syn-sent", "not", "(", noMPTCP, ")"},
+		{"-tani", "exclude", "syn-sent"}, {"-tanoeO"}, {"-tanp"}, {"-xap"}, {"-uap"},
 		{"-tar", "-4", "src", "127.0.0.1"}, {"-ta"}, {"-xe"},
 		// State selection.
 		{"-tan", "state", "established"}, {"-tan", "state", "listening"},

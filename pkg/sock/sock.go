@@ -247,6 +247,16 @@ type TCPInfo struct {
 	// ULP is INET_DIAG_ULP_INFO: the upper layer protocol on the
 	// connection (kTLS, an MPTCP subflow); nil when there is none.
 	ULP *ULPInfo
+	// MD5Keys are the socket's TCP-MD5 keys (INET_DIAG_MD5SIG, sent to a
+	// caller with CAP_NET_ADMIN); nil when it has none.
+	MD5Keys []MD5Key
+}
+
+// MD5Key is one TCP-MD5 signature key of a socket (struct
+// tcp_diag_md5sig): the peers it applies to and the key.
+type MD5Key struct {
+	Prefix netip.Prefix
+	Key    []byte
 }
 
 // ULPInfo is a TCP socket's upper layer protocol (INET_DIAG_ULP_INFO).
@@ -255,6 +265,24 @@ type ULPInfo struct {
 	Name string
 	// TLS holds kTLS's INET_ULP_INFO_TLS attributes; nil for another ULP.
 	TLS *TLSInfo
+	// MPTCP holds an MPTCP subflow's INET_ULP_INFO_MPTCP attributes; nil
+	// for another ULP.
+	MPTCP *MPTCPSubflow
+}
+
+// MPTCPSubflow is an MPTCP subflow's state (include/uapi/linux/mptcp.h,
+// MPTCP_SUBFLOW_ATTR_*). A field the kernel did not send is 0; Has says
+// which were (bit n: attribute n).
+type MPTCPSubflow struct {
+	// Flags are MPTCP_SUBFLOW_FLAG_*.
+	Flags              uint32
+	TokenRem, TokenLoc uint32
+	IDRem, IDLoc       uint8
+	MapSeq             uint64
+	MapSfseq           uint32
+	SsnOffset          uint32
+	MapDatalen         uint32
+	Has                uint32
 }
 
 // TLSInfo is kTLS's state (include/uapi/linux/tls.h, TLS_INFO_*). A field

@@ -64,18 +64,32 @@ const (
 	inetDiagMark      = 15
 	inetDiagBBRInfo   = 16
 	inetDiagClassID   = 17
-	inetDiagULPInfo   = 20
+	inetDiagMD5Sig    = 18
+	inetDiagULPInfo   = 19
 	inetDiagCgroupID  = 21
 	inetDiagSockopt   = 22
 	// Nested in INET_DIAG_ULP_INFO (include/uapi/linux/inet_diag.h) and
 	// its INET_ULP_INFO_TLS (include/uapi/linux/tls.h).
-	inetULPInfoName = 1
-	inetULPInfoTLS  = 2
-	tlsInfoVersion  = 1
-	tlsInfoCipher   = 2
-	tlsInfoTXConf   = 3
-	tlsInfoRXConf   = 4
-	tlsInfoZCROTX   = 5
+	inetULPInfoName  = 1
+	inetULPInfoTLS   = 2
+	inetULPInfoMPTCP = 3
+	// Nested in INET_ULP_INFO_MPTCP (include/uapi/linux/mptcp.h).
+	mptcpSubflowTokenRem   = 1
+	mptcpSubflowTokenLoc   = 2
+	mptcpSubflowMapSeq     = 4
+	mptcpSubflowMapSfseq   = 5
+	mptcpSubflowSsnOffset  = 6
+	mptcpSubflowMapDatalen = 7
+	mptcpSubflowFlags      = 8
+	mptcpSubflowIDRem      = 9
+	mptcpSubflowIDLoc      = 10
+	// tcpDiagMD5SigLen is struct tcp_diag_md5sig (include/uapi/linux/tcp.h).
+	tcpDiagMD5SigLen = 100
+	tlsInfoVersion   = 1
+	tlsInfoCipher    = 2
+	tlsInfoTXConf    = 3
+	tlsInfoRXConf    = 4
+	tlsInfoZCROTX    = 5
 
 	udiagShowName    = 0x01
 	udiagShowVFS     = 0x02

@@ -29,6 +29,8 @@ type decoder struct {
 	sockopt  [2]byte
 	ulp      sock.ULPInfo
 	tls      sock.TLSInfo
+	subflow  sock.MPTCPSubflow
+	md5      []sock.MD5Key
 	mem      sock.MemInfo
 	tcp      sock.TCPInfo
 	bbr      unix.TCPBBRInfo
@@ -103,7 +105,7 @@ func (d *decoder) decodeInet(proto sock.Proto, b []byte) (*sock.Socket, bool, er
 	r.Inode = uint64(ne.Uint32(b[68:]))
 
 	var tcpLen int
-	var haveBBR, haveDCTCP, haveVegas, haveCong, haveULP bool
+	var haveBBR, haveDCTCP, haveVegas, haveCong, haveULP, haveMD5 bool
 	var cong []byte
 	err := walkAttrs(b[inetMsgLen:], func(typ uint16, v []byte) error {
 		switch typ {
@@ -150,6 +152,9 @@ func (d *decoder) decodeInet(proto sock.Proto, b []byte) (*sock.Socket, bool, er
 		case inetDiagULPInfo:
 			haveULP = true
 			return d.decodeULP(v)
+		case inetDiagMD5Sig:
+			haveMD5 = true
+			d.decodeMD5(v)
 		case inetDiagProtocol:
 			if len(v) >= 1 {
 				r.RawProtocol = v[0]
@@ -216,6 +221,10 @@ func (d *decoder) decodeInet(proto sock.Proto, b []byte) (*sock.Socket, bool, er
 		if haveULP {
 			t.ULP = &d.ulp
 		}
+		t.MD5Keys = nil
+		if haveMD5 && len(d.md5) > 0 {
+			t.MD5Keys = d.md5
+		}
 		r.TCP = t
 	}
 	return r, true, nil
@@ -229,6 +238,49 @@ func (d *decoder) decodeULP(b []byte) error {
 		switch typ {
 		case inetULPInfoName:
 			d.ulp.Name = d.intern(cstring(v))
+		case inetULPInfoMPTCP:
+			d.subflow = sock.MPTCPSubflow{}
+			d.ulp.MPTCP = &d.subflow
+			return walkAttrs(v, func(typ uint16, v []byte) error {
+				if typ < 32 {
+					d.subflow.Has |= 1 << typ
+				}
+				u32 := func() uint32 {
+					if len(v) >= 4 {
+						return ne.Uint32(v)
+					}
+					return 0
+				}
+				switch typ {
+				case mptcpSubflowFlags:
+					d.subflow.Flags = u32()
+				case mptcpSubflowTokenRem:
+					d.subflow.TokenRem = u32()
+				case mptcpSubflowTokenLoc:
+					d.subflow.TokenLoc = u32()
+				case mptcpSubflowIDRem, mptcpSubflowIDLoc:
+					var id uint8
+					if len(v) >= 1 {
+						id = v[0]
+					}
+					if typ == mptcpSubflowIDRem {
+						d.subflow.IDRem = id
+					} else {
+						d.subflow.IDLoc = id
+					}
+				case mptcpSubflowMapSeq:
+					if len(v) >= 8 {
+						d.subflow.MapSeq = ne.Uint64(v)
+					}
+				case mptcpSubflowMapSfseq:
+					d.subflow.MapSfseq = u32()
+				case mptcpSubflowSsnOffset:
+					d.subflow.SsnOffset = u32()
+				case mptcpSubflowMapDatalen:
+					d.subflow.MapDatalen = u32()
+				}
+				return nil
+			})
 		case inetULPInfoTLS:
 			d.tls = sock.TLSInfo{}
 			d.ulp.TLS = &d.tls
@@ -257,6 +309,28 @@ func (d *decoder) decodeULP(b []byte) error {
 		}
 		return nil
 	})
+}
+
+// decodeMD5 reads INET_DIAG_MD5SIG: an array of struct tcp_diag_md5sig
+// (family, prefix length, key length, address, key).
+func (d *decoder) decodeMD5(v []byte) {
+	d.md5 = d.md5[:0]
+	for ; len(v) >= tcpDiagMD5SigLen; v = v[tcpDiagMD5SigLen:] {
+		var addr netip.Addr
+		switch v[0] {
+		case unix.AF_INET:
+			addr = netip.AddrFrom4([4]byte(v[4:8]))
+		case unix.AF_INET6:
+			addr = netip.AddrFrom16([16]byte(v[4:20]))
+		default:
+			continue
+		}
+		keyLen := min(int(ne.Uint16(v[2:])), tcpDiagMD5SigLen-20)
+		d.md5 = append(d.md5, sock.MD5Key{
+			Prefix: netip.PrefixFrom(addr, int(v[1])),
+			Key:    append([]byte(nil), v[20:20+keyLen]...),
+		})
+	}
 }
 
 func (d *decoder) decodeUnix(b []byte) (*sock.Socket, bool, error) {
@@ -421,7 +495,14 @@ func Clone(s *sock.Socket) *sock.Socket {
 		if s.TCP.ULP != nil {
 			u := *s.TCP.ULP
 			u.TLS = clonePtr(s.TCP.ULP.TLS)
+			u.MPTCP = clonePtr(s.TCP.ULP.MPTCP)
 			t.ULP = &u
+		}
+		if s.TCP.MD5Keys != nil {
+			t.MD5Keys = make([]sock.MD5Key, len(s.TCP.MD5Keys))
+			for i, k := range s.TCP.MD5Keys {
+				t.MD5Keys[i] = sock.MD5Key{Prefix: k.Prefix, Key: append([]byte(nil), k.Key...)}
+			}
 		}
 		c.TCP = &t
 	}

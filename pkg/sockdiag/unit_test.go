@@ -2,7 +2,9 @@ package sockdiag
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -363,4 +365,60 @@ func TestDecodeULPAndOptions(t *testing.T) {
 	if c.TCP.ULP == s.TCP.ULP || c.TCP.ULP.TLS == s.TCP.ULP.TLS || *c.TCP.ULP.TLS != want {
 		t.Error("Clone shares or loses the ULP")
 	}
+}
+
+// TestCloneSharesNothing: every pointer and slice reachable from a clone
+// is its own, whatever fields sock.Socket grows (checked by reflection, so
+// a new pointer field Clone forgets fails here), and the values are equal.
+func TestCloneSharesNothing(t *testing.T) {
+	u8, u32, u64 := uint8(1), uint32(2), uint64(3)
+	sockopt := [2]byte{1, 2}
+	s := &sock.Socket{
+		Mark: &u32, CgroupID: &u64, Shutdown: &u8, TOS: &u8, TClass: &u8, V6Only: new(bool), ClassID: &u32,
+		Sockopt: &sockopt, Mem: &sock.MemInfo{RmemAlloc: 1},
+		TCP: &sock.TCPInfo{
+			BBR: &unix.TCPBBRInfo{}, DCTCP: &unix.TCPDCTCPInfo{}, Vegas: &unix.TCPVegasInfo{},
+			ULP:     &sock.ULPInfo{Name: "mptcp", TLS: &sock.TLSInfo{Version: 1}, MPTCP: &sock.MPTCPSubflow{Flags: 3}},
+			MD5Keys: []sock.MD5Key{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Key: []byte("k")}},
+		},
+		Unix:    &sock.UnixInfo{Pending: []uint64{1}, VFS: &sock.UnixVFS{Dev: 1}},
+		Packet:  &sock.PacketInfo{RxRing: &sock.PacketRing{}, TxRing: &sock.PacketRing{}, Fanout: &u32},
+		Netlink: &sock.NetlinkInfo{},
+		Procs:   []sock.Process{{PID: 1}},
+	}
+	c := Clone(s)
+	if !reflect.DeepEqual(s, c) {
+		t.Fatalf("clone differs:\n%+v\n%+v", s, c)
+	}
+	var walk func(path string, a, b reflect.Value)
+	walk = func(path string, a, b reflect.Value) {
+		if a.Type().PkgPath() == "net/netip" {
+			return // immutable values (an address's zone is an interned handle)
+		}
+		switch a.Kind() {
+		case reflect.Pointer:
+			if a.IsNil() {
+				return
+			}
+			if a.Pointer() == b.Pointer() {
+				t.Errorf("%s is shared", path)
+			}
+			walk(path, a.Elem(), b.Elem())
+		case reflect.Slice:
+			if a.Len() == 0 {
+				return
+			}
+			if a.Pointer() == b.Pointer() {
+				t.Errorf("%s is shared", path)
+			}
+			for i := 0; i < a.Len(); i++ {
+				walk(fmt.Sprintf("%s[%d]", path, i), a.Index(i), b.Index(i))
+			}
+		case reflect.Struct:
+			for i := 0; i < a.NumField(); i++ {
+				walk(path+"."+a.Type().Field(i).Name, a.Field(i), b.Field(i))
+			}
+		}
+	}
+	walk("Socket", reflect.ValueOf(s), reflect.ValueOf(c))
 }

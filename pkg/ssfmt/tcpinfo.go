@@ -1,6 +1,7 @@
 package ssfmt
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -270,14 +271,45 @@ func TCPInfoString(ti *sock.TCPInfo, state sock.State, withOpts, numeric bool) s
 	if info.Snd_wnd != 0 {
 		w(" snd_wnd:", u(info.Snd_wnd))
 	}
+	w(md5String(ti.MD5Keys))
 	w(ULPString(ti.ULP))
 	return b.String()
 }
 
+// md5String formats the TCP-MD5 keys as ss -i prints them after the TCP
+// details: ` md5keys:ADDR/PREFIX=KEY,...`, the key's bytes as they are
+// but for unprintable ones, backslashes, spaces and commas, written \ooo.
+// (ss 6.1 writes the keys themselves with printf, past its buffered
+// output, so they land before its header; sstrace writes them here, where
+// later ss versions do.)
+func md5String(keys []sock.MD5Key) string {
+	if len(keys) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(" md5keys:")
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k.Prefix.Addr().String())
+		b.WriteByte('/')
+		b.WriteString(strconv.Itoa(k.Prefix.Bits()))
+		b.WriteByte('=')
+		for _, c := range k.Key {
+			if c >= 0x20 && c < 0x7f && c != '\\' && c != ' ' && c != ',' {
+				b.WriteByte(c)
+			} else {
+				fmt.Fprintf(&b, "\\%03o", c)
+			}
+		}
+	}
+	return b.String()
+}
+
 // ULPString formats INET_DIAG_ULP_INFO as ss -i ends its TCP details:
-// ` tcp-ulp-tls version: 1.3 cipher: aes-gcm-256 rxconf: sw txconf: sw`.
-// Only the name of another ULP is printed (an MPTCP subflow's flags and
-// tokens are not decoded); nil gives "".
+// ` tcp-ulp-tls version: 1.3 cipher: aes-gcm-256 rxconf: sw txconf: sw`, or
+// an MPTCP subflow's ` tcp-ulp-mptcp flags:Mmec token:...`; nil gives "".
 func ULPString(u *sock.ULPInfo) string {
 	if u == nil {
 		return ""
@@ -285,6 +317,9 @@ func ULPString(u *sock.ULPInfo) string {
 	var b strings.Builder
 	if u.Name != "" {
 		b.WriteString(" tcp-ulp-" + u.Name)
+	}
+	if m := u.MPTCP; m != nil {
+		mptcpSubflow(&b, m)
 	}
 	t := u.TLS
 	if t == nil {
@@ -348,4 +383,46 @@ const (
 	// TLS_CIPHER_AES_GCM_128 and _256.
 	tlsCipherAESGCM128 = 51
 	tlsCipherAESGCM256 = 52
+)
+
+// mptcpSubflow writes an MPTCP subflow's state as ss 6.1 does (its
+// sequence numbers in hex; later versions print them in decimal).
+func mptcpSubflow(b *strings.Builder, m *sock.MPTCPSubflow) {
+	has := func(attr int) bool { return m.Has&(1<<attr) != 0 }
+	if has(mptcpSubflowFlags) && m.Flags != 0 {
+		b.WriteString(" flags:")
+		for i, c := range "MmJjBbecv" { // MPTCP_SUBFLOW_FLAG_MCAP_REM (bit 0) ... MAPVALID (bit 8)
+			if m.Flags&(1<<i) != 0 {
+				b.WriteRune(c)
+			}
+		}
+	}
+	if has(mptcpSubflowTokenRem) && has(mptcpSubflowTokenLoc) && has(mptcpSubflowIDRem) && has(mptcpSubflowIDLoc) {
+		fmt.Fprintf(b, " token:%04x(id:%d)/%04x(id:%d)", m.TokenRem, m.IDRem, m.TokenLoc, m.IDLoc)
+	}
+	if has(mptcpSubflowMapSeq) {
+		fmt.Fprintf(b, " seq:%x", m.MapSeq)
+	}
+	if has(mptcpSubflowMapSfseq) {
+		fmt.Fprintf(b, " sfseq:%x", m.MapSfseq)
+	}
+	if has(mptcpSubflowSsnOffset) {
+		fmt.Fprintf(b, " ssnoff:%x", m.SsnOffset)
+	}
+	if has(mptcpSubflowMapDatalen) {
+		fmt.Fprintf(b, " maplen:%x", m.MapDatalen)
+	}
+}
+
+// An MPTCP subflow's attribute numbers (include/uapi/linux/mptcp.h).
+const (
+	mptcpSubflowTokenRem   = 1
+	mptcpSubflowTokenLoc   = 2
+	mptcpSubflowMapSeq     = 4
+	mptcpSubflowMapSfseq   = 5
+	mptcpSubflowSsnOffset  = 6
+	mptcpSubflowMapDatalen = 7
+	mptcpSubflowFlags      = 8
+	mptcpSubflowIDRem      = 9
+	mptcpSubflowIDLoc      = 10
 )
