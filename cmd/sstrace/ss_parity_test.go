@@ -525,6 +525,7 @@ func TestSSParity(t *testing.T) {
 		{"-xa", "src", "*s.sock"},
 		// MPTCP, alone and among the other tables.
 		{"-Man"}, {"-Mn"}, {"-Ml"}, {"-Manp"}, {"-Mane"}, {"-Mano"}, {"-6Man"},
+		{"-Mani"}, {"-Manim"}, {"-ManiO"}, {"-Mi"},
 		{"-A", "mptcp", "-an"}, {"-A", "inet", "-an"}, {"-Man", "sport", "=", strconv.Itoa(portMPTCP)},
 		// Options of the rest of ss.
 		{"-tan", "--tos"}, {"-uan", "--tos"}, {"-wan", "--tos"}, {"-tane", "--tos", "--cgroup"},

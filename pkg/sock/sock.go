@@ -270,6 +270,16 @@ type ULPInfo struct {
 	MPTCP *MPTCPSubflow
 }
 
+// MPTCPInfo is the part of an MPTCP socket's struct mptcp_info
+// (include/uapi/linux/mptcp.h) that ss 6.1 prints.
+type MPTCPInfo struct {
+	Subflows, AddAddrSignal, AddAddrAccepted          uint8
+	SubflowsMax, AddAddrSignalMax, AddAddrAcceptedMax uint8
+	// Flags are MPTCP_INFO_FLAG_*: 1 fallback, 2 remote key received.
+	Flags, Token             uint32
+	WriteSeq, SndUna, RcvNxt uint64
+}
+
 // MPTCPSubflow is an MPTCP subflow's state (include/uapi/linux/mptcp.h,
 // MPTCP_SUBFLOW_ATTR_*). A field the kernel did not send is 0; Has says
 // which were (bit n: attribute n).
@@ -409,11 +419,14 @@ type Socket struct {
 	// RawProtocol is the IP protocol number of a RAW socket.
 	RawProtocol uint8
 
-	Mem     *MemInfo
-	TCP     *TCPInfo
-	Unix    *UnixInfo
-	Packet  *PacketInfo
-	Netlink *NetlinkInfo
+	Mem *MemInfo
+	TCP *TCPInfo
+	// MPTCPInfo is an MPTCP socket's struct mptcp_info (its
+	// INET_DIAG_INFO, under -i); nil for other sockets.
+	MPTCPInfo *MPTCPInfo
+	Unix      *UnixInfo
+	Packet    *PacketInfo
+	Netlink   *NetlinkInfo
 
 	// Procs lists the processes holding the socket; filled only when
 	// process attribution was asked for (ss -p).

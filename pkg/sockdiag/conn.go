@@ -331,7 +331,8 @@ func withProtocolAttr(msg []byte, p sock.Proto) []byte {
 func inetExt(req Request, proto sock.Proto) uint8 {
 	var ext uint8
 	bit := func(attr int) uint8 { return 1 << (attr - 1) }
-	if req.Info && proto == sock.ProtoTCP {
+	if req.Info && (proto == sock.ProtoTCP || proto == sock.ProtoMPTCP) {
+		// ss asks MPTCP for the same (its mptcp_info comes as INFO).
 		ext |= bit(inetDiagInfo) | bit(inetDiagVegasInfo) | bit(inetDiagCong)
 	}
 	if req.Mem {

@@ -30,6 +30,7 @@ type decoder struct {
 	ulp      sock.ULPInfo
 	tls      sock.TLSInfo
 	subflow  sock.MPTCPSubflow
+	mptcp    sock.MPTCPInfo
 	md5      []sock.MD5Key
 	mem      sock.MemInfo
 	tcp      sock.TCPInfo
@@ -164,6 +165,11 @@ func (d *decoder) decodeInet(proto sock.Proto, b []byte) (*sock.Socket, bool, er
 			copyStruct(&d.mem, v)
 			r.Mem = &d.mem
 		case inetDiagInfo:
+			if proto == sock.ProtoMPTCP {
+				d.mptcp = decodeMPTCPInfo(v)
+				r.MPTCPInfo = &d.mptcp
+				return nil
+			}
 			d.tcp.Info = unix.TCPInfo{}
 			tcpLen = copyStruct(&d.tcp.Info, v)
 			d.tcp.SndWscale, d.tcp.RcvWscale, d.tcp.DeliveryRateAppLimited, d.tcp.FastopenClientFail = 0, 0, false, 0
@@ -309,6 +315,19 @@ func (d *decoder) decodeULP(b []byte) error {
 		}
 		return nil
 	})
+}
+
+// decodeMPTCPInfo reads struct mptcp_info; a shorter one (an older
+// kernel's) leaves the missing fields 0, as ss reads it.
+func decodeMPTCPInfo(v []byte) sock.MPTCPInfo {
+	var b [40]byte
+	copy(b[:], v)
+	return sock.MPTCPInfo{
+		Subflows: b[0], AddAddrSignal: b[1], AddAddrAccepted: b[2],
+		SubflowsMax: b[3], AddAddrSignalMax: b[4], AddAddrAcceptedMax: b[5],
+		Flags: ne.Uint32(b[8:]), Token: ne.Uint32(b[12:]),
+		WriteSeq: ne.Uint64(b[16:]), SndUna: ne.Uint64(b[24:]), RcvNxt: ne.Uint64(b[32:]),
+	}
 }
 
 // decodeMD5 reads INET_DIAG_MD5SIG: an array of struct tcp_diag_md5sig
@@ -522,6 +541,7 @@ func Clone(s *sock.Socket) *sock.Socket {
 		c.Packet = &p
 	}
 	c.Netlink = clonePtr(s.Netlink)
+	c.MPTCPInfo = clonePtr(s.MPTCPInfo)
 	if s.Procs != nil {
 		c.Procs = append([]sock.Process{}, s.Procs...)
 	}

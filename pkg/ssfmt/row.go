@@ -77,6 +77,9 @@ func (t *Table) inetRow(s *sock.Socket) {
 		if o.Info && s.TCP != nil {
 			t.out(TCPInfoString(s.TCP, s.State, o.Timers || o.Extended, o.Numeric))
 		}
+		if o.Info && s.MPTCPInfo != nil {
+			t.out(MPTCPInfoString(s.MPTCPInfo))
+		}
 	}
 }
 

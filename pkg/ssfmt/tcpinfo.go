@@ -426,3 +426,40 @@ const (
 	mptcpSubflowIDRem      = 9
 	mptcpSubflowIDLoc      = 10
 )
+
+// MPTCPInfoString formats an MPTCP socket's mptcp_info as ss 6.1's -i does
+// (mptcp_stats_print: the counters that are not zero, the sequence numbers
+// in hex).
+func MPTCPInfoString(m *sock.MPTCPInfo) string {
+	var b strings.Builder
+	u8 := func(name string, v uint8) {
+		if v != 0 {
+			fmt.Fprintf(&b, " %s:%d", name, v)
+		}
+	}
+	u8("subflows", m.Subflows)
+	u8("add_addr_signal", m.AddAddrSignal)
+	u8("add_addr_accepted", m.AddAddrAccepted)
+	u8("subflows_max", m.SubflowsMax)
+	u8("add_addr_signal_max", m.AddAddrSignalMax)
+	u8("add_addr_accepted_max", m.AddAddrAcceptedMax)
+	if m.Flags&1 != 0 { // MPTCP_INFO_FLAG_FALLBACK
+		b.WriteString(" fallback")
+	}
+	if m.Flags&2 != 0 { // MPTCP_INFO_FLAG_REMOTE_KEY_RECEIVED
+		b.WriteString(" remote_key")
+	}
+	if m.Token != 0 {
+		fmt.Fprintf(&b, " token:%x", m.Token)
+	}
+	if m.WriteSeq != 0 {
+		fmt.Fprintf(&b, " write_seq:%x", m.WriteSeq)
+	}
+	if m.SndUna != 0 {
+		fmt.Fprintf(&b, " snd_una:%x", m.SndUna)
+	}
+	if m.RcvNxt != 0 {
+		fmt.Fprintf(&b, " rcv_nxt:%x", m.RcvNxt)
+	}
+	return b.String()
+}

@@ -89,8 +89,8 @@ func (l LiveSource) Dump(ctx context.Context, req Request, emit func(*sock.Socke
 			continue
 		}
 		r.Bytecode = req.Bytecode
-		// tcp_info exists for TCP only.
-		r.Info = req.Info && p == sock.ProtoTCP
+		// tcp_info, and MPTCP's mptcp_info, exist for those two only.
+		r.Info = req.Info && (p == sock.ProtoTCP || p == sock.ProtoMPTCP)
 		fams := req.Families
 		if len(fams) == 0 {
 			fams = bothInet

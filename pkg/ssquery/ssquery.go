@@ -344,7 +344,7 @@ func dump(ctx context.Context, src Source, stderr io.Writer, sel *Selection, sta
 			Families: fams,
 			States:   kernelStates,
 			Bytecode: q.Bytecode,
-			Info:     o.Info && p.proto == sock.ProtoTCP,
+			Info:     o.Info && (p.proto == sock.ProtoTCP || p.proto == sock.ProtoMPTCP),
 			Mem:      o.Memory,
 			TOS:      o.TOS,
 		}, func(s *sock.Socket) error {
