@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -612,6 +613,34 @@ func TestSSJSON(t *testing.T) {
 		if !found {
 			t.Errorf("no JSON line with %s", want)
 		}
+	}
+
+	// -M -i: each MPTCP connection's mptcp_info, its token the one ss
+	// prints.
+	out, _, err = runOurs(context.Background(), []string{"-N", p.ns.Name, "-Mani", "--json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ours []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var row struct {
+			MPTCPInfo *struct{ Token uint32 } `json:"mptcp_info"`
+		}
+		if err := json.Unmarshal([]byte(l), &row); err != nil {
+			t.Fatal(err)
+		}
+		if row.MPTCPInfo != nil && row.MPTCPInfo.Token != 0 {
+			ours = append(ours, strconv.FormatUint(uint64(row.MPTCPInfo.Token), 16))
+		}
+	}
+	var theirs []string
+	for _, m := range regexp.MustCompile(` token:([0-9a-f]+)`).FindAllStringSubmatch(runReal(t, []string{"-N", p.ns.Name, "-HMani"}), -1) {
+		theirs = append(theirs, m[1])
+	}
+	sort.Strings(ours)
+	sort.Strings(theirs)
+	if len(theirs) == 0 || strings.Join(ours, " ") != strings.Join(theirs, " ") {
+		t.Errorf("mptcp_info tokens in JSON %v, ss -Mi prints %v", ours, theirs)
 	}
 }
 

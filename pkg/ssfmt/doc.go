@@ -66,6 +66,9 @@
 //	skmem        object  {"rmem_alloc","rcvbuf","wmem_alloc","sndbuf","fwd_alloc",
 //	                      "wmem_queued","optmem","backlog","drops"} (bytes)
 //	tcp_info     object  see below
+//	mptcp_info   object  MPTCP sockets (-M -i): {"subflows", "add_addr_signal", "add_addr_accepted",
+//	                      "subflows_max", "add_addr_signal_max", "add_addr_accepted_max",
+//	                      "flags" (1 fallback, 2 remote key), "token", "write_seq", "snd_una", "rcv_nxt"}
 //
 // tcp_info holds the kernel's struct tcp_info in its own units, limited to
 // the bytes the kernel sent (fields past that length are omitted), plus the

@@ -37,39 +37,40 @@ func (j *JSONWriter) Close() error { return j.w.Flush() }
 // JSONRow is the JSON shape of one socket; field tags are the documented,
 // stable keys.
 type JSONRow struct {
-	Netid     string        `json:"netid"`
-	Family    string        `json:"family"`
-	State     string        `json:"state"`
-	RecvQ     uint32        `json:"recvq"`
-	SendQ     uint32        `json:"sendq"`
-	Saddr     string        `json:"saddr,omitempty"`
-	Sport     *uint16       `json:"sport,omitempty"`
-	Daddr     string        `json:"daddr,omitempty"`
-	Dport     *uint16       `json:"dport,omitempty"`
-	Iface     string        `json:"iface,omitempty"`
-	Path      string        `json:"path,omitempty"`
-	PeerInode *uint64       `json:"peer_inode,omitempty"`
-	Pending   []uint64      `json:"pending,omitempty"`
-	Protocol  *uint16       `json:"protocol,omitempty"`
-	PortID    *int32        `json:"portid,omitempty"`
-	DstPortID *uint32       `json:"dst_portid,omitempty"`
-	DstGroup  *uint32       `json:"dst_group,omitempty"`
-	Groups    *uint64       `json:"groups,omitempty"`
-	NetNS     uint64        `json:"netns,omitempty"`
-	UID       uint32        `json:"uid"`
-	Inode     uint64        `json:"inode"`
-	Cookie    uint64        `json:"cookie"`
-	Timer     *JSONTimer    `json:"timer,omitempty"`
-	Mark      *uint32       `json:"mark,omitempty"`
-	CgroupID  *uint64       `json:"cgroup_id,omitempty"`
-	Cgroup    string        `json:"cgroup,omitempty"`
-	V6Only    *bool         `json:"v6only,omitempty"`
-	Shutdown  string        `json:"shutdown,omitempty"`
-	TOS       *uint8        `json:"tos,omitempty"`
-	TClass    *uint8        `json:"tclass,omitempty"`
-	Owners    []JSONProcess `json:"owners,omitempty"`
-	Skmem     *JSONSkmem    `json:"skmem,omitempty"`
-	TCPInfo   *JSONTCPInfo  `json:"tcp_info,omitempty"`
+	Netid     string         `json:"netid"`
+	Family    string         `json:"family"`
+	State     string         `json:"state"`
+	RecvQ     uint32         `json:"recvq"`
+	SendQ     uint32         `json:"sendq"`
+	Saddr     string         `json:"saddr,omitempty"`
+	Sport     *uint16        `json:"sport,omitempty"`
+	Daddr     string         `json:"daddr,omitempty"`
+	Dport     *uint16        `json:"dport,omitempty"`
+	Iface     string         `json:"iface,omitempty"`
+	Path      string         `json:"path,omitempty"`
+	PeerInode *uint64        `json:"peer_inode,omitempty"`
+	Pending   []uint64       `json:"pending,omitempty"`
+	Protocol  *uint16        `json:"protocol,omitempty"`
+	PortID    *int32         `json:"portid,omitempty"`
+	DstPortID *uint32        `json:"dst_portid,omitempty"`
+	DstGroup  *uint32        `json:"dst_group,omitempty"`
+	Groups    *uint64        `json:"groups,omitempty"`
+	NetNS     uint64         `json:"netns,omitempty"`
+	UID       uint32         `json:"uid"`
+	Inode     uint64         `json:"inode"`
+	Cookie    uint64         `json:"cookie"`
+	Timer     *JSONTimer     `json:"timer,omitempty"`
+	Mark      *uint32        `json:"mark,omitempty"`
+	CgroupID  *uint64        `json:"cgroup_id,omitempty"`
+	Cgroup    string         `json:"cgroup,omitempty"`
+	V6Only    *bool          `json:"v6only,omitempty"`
+	Shutdown  string         `json:"shutdown,omitempty"`
+	TOS       *uint8         `json:"tos,omitempty"`
+	TClass    *uint8         `json:"tclass,omitempty"`
+	Owners    []JSONProcess  `json:"owners,omitempty"`
+	Skmem     *JSONSkmem     `json:"skmem,omitempty"`
+	TCPInfo   *JSONTCPInfo   `json:"tcp_info,omitempty"`
+	MPTCPInfo *JSONMPTCPInfo `json:"mptcp_info,omitempty"`
 }
 
 // JSONTimer is the "timer" object.
@@ -166,7 +167,27 @@ func (j *JSONWriter) Row(s *sock.Socket) JSONRow {
 	if s.TCP != nil {
 		r.TCPInfo = tcpInfoJSON(s.TCP)
 	}
+	if m := s.MPTCPInfo; m != nil {
+		r.MPTCPInfo = &JSONMPTCPInfo{m.Subflows, m.AddAddrSignal, m.AddAddrAccepted, m.SubflowsMax,
+			m.AddAddrSignalMax, m.AddAddrAcceptedMax, m.Flags, m.Token, m.WriteSeq, m.SndUna, m.RcvNxt}
+	}
 	return r
+}
+
+// JSONMPTCPInfo is an MPTCP socket's "mptcp_info" (-i): the kernel's
+// struct mptcp_info fields ss prints, in their own units.
+type JSONMPTCPInfo struct {
+	Subflows           uint8  `json:"subflows"`
+	AddAddrSignal      uint8  `json:"add_addr_signal"`
+	AddAddrAccepted    uint8  `json:"add_addr_accepted"`
+	SubflowsMax        uint8  `json:"subflows_max"`
+	AddAddrSignalMax   uint8  `json:"add_addr_signal_max"`
+	AddAddrAcceptedMax uint8  `json:"add_addr_accepted_max"`
+	Flags              uint32 `json:"flags"`
+	Token              uint32 `json:"token"`
+	WriteSeq           uint64 `json:"write_seq"`
+	SndUna             uint64 `json:"snd_una"`
+	RcvNxt             uint64 `json:"rcv_nxt"`
 }
 
 // ifaceName names a bound interface: its name, "ifN" when Names has none,
