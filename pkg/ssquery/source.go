@@ -186,7 +186,7 @@ func (rs RowsSource) Dump(ctx context.Context, req Request, emit func(*sock.Sock
 				}
 				row = *s
 				if !req.Info {
-					row.TCP = nil
+					row.TCP, row.MPTCPInfo = nil, nil
 				}
 				if !req.Mem {
 					row.Mem = nil
