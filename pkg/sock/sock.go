@@ -280,6 +280,21 @@ type MPTCPInfo struct {
 	WriteSeq, SndUna, RcvNxt uint64
 }
 
+// The MPTCP_SUBFLOW_ATTR_* numbers (include/uapi/linux/mptcp.h): the
+// attributes nested in INET_ULP_INFO_MPTCP, and the bits of
+// MPTCPSubflow.Has.
+const (
+	MPTCPSubflowTokenRem   = 1
+	MPTCPSubflowTokenLoc   = 2
+	MPTCPSubflowMapSeq     = 4
+	MPTCPSubflowMapSfseq   = 5
+	MPTCPSubflowSsnOffset  = 6
+	MPTCPSubflowMapDatalen = 7
+	MPTCPSubflowFlags      = 8
+	MPTCPSubflowIDRem      = 9
+	MPTCPSubflowIDLoc      = 10
+)
+
 // MPTCPSubflow is an MPTCP subflow's state (include/uapi/linux/mptcp.h,
 // MPTCP_SUBFLOW_ATTR_*). A field the kernel did not send is 0; Has says
 // which were (bit n: attribute n).

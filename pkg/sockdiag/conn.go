@@ -73,16 +73,6 @@ const (
 	inetULPInfoName  = 1
 	inetULPInfoTLS   = 2
 	inetULPInfoMPTCP = 3
-	// Nested in INET_ULP_INFO_MPTCP (include/uapi/linux/mptcp.h).
-	mptcpSubflowTokenRem   = 1
-	mptcpSubflowTokenLoc   = 2
-	mptcpSubflowMapSeq     = 4
-	mptcpSubflowMapSfseq   = 5
-	mptcpSubflowSsnOffset  = 6
-	mptcpSubflowMapDatalen = 7
-	mptcpSubflowFlags      = 8
-	mptcpSubflowIDRem      = 9
-	mptcpSubflowIDLoc      = 10
 	// tcpDiagMD5SigLen is struct tcp_diag_md5sig (include/uapi/linux/tcp.h).
 	tcpDiagMD5SigLen = 100
 	tlsInfoVersion   = 1

@@ -258,31 +258,31 @@ func (d *decoder) decodeULP(b []byte) error {
 					return 0
 				}
 				switch typ {
-				case mptcpSubflowFlags:
+				case sock.MPTCPSubflowFlags:
 					d.subflow.Flags = u32()
-				case mptcpSubflowTokenRem:
+				case sock.MPTCPSubflowTokenRem:
 					d.subflow.TokenRem = u32()
-				case mptcpSubflowTokenLoc:
+				case sock.MPTCPSubflowTokenLoc:
 					d.subflow.TokenLoc = u32()
-				case mptcpSubflowIDRem, mptcpSubflowIDLoc:
+				case sock.MPTCPSubflowIDRem, sock.MPTCPSubflowIDLoc:
 					var id uint8
 					if len(v) >= 1 {
 						id = v[0]
 					}
-					if typ == mptcpSubflowIDRem {
+					if typ == sock.MPTCPSubflowIDRem {
 						d.subflow.IDRem = id
 					} else {
 						d.subflow.IDLoc = id
 					}
-				case mptcpSubflowMapSeq:
+				case sock.MPTCPSubflowMapSeq:
 					if len(v) >= 8 {
 						d.subflow.MapSeq = ne.Uint64(v)
 					}
-				case mptcpSubflowMapSfseq:
+				case sock.MPTCPSubflowMapSfseq:
 					d.subflow.MapSfseq = u32()
-				case mptcpSubflowSsnOffset:
+				case sock.MPTCPSubflowSsnOffset:
 					d.subflow.SsnOffset = u32()
-				case mptcpSubflowMapDatalen:
+				case sock.MPTCPSubflowMapDatalen:
 					d.subflow.MapDatalen = u32()
 				}
 				return nil

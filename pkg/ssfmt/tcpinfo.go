@@ -389,7 +389,7 @@ const (
 // sequence numbers in hex; later versions print them in decimal).
 func mptcpSubflow(b *strings.Builder, m *sock.MPTCPSubflow) {
 	has := func(attr int) bool { return m.Has&(1<<attr) != 0 }
-	if has(mptcpSubflowFlags) && m.Flags != 0 {
+	if has(sock.MPTCPSubflowFlags) && m.Flags != 0 {
 		b.WriteString(" flags:")
 		for i, c := range "MmJjBbecv" { // MPTCP_SUBFLOW_FLAG_MCAP_REM (bit 0) ... MAPVALID (bit 8)
 			if m.Flags&(1<<i) != 0 {
@@ -397,35 +397,22 @@ func mptcpSubflow(b *strings.Builder, m *sock.MPTCPSubflow) {
 			}
 		}
 	}
-	if has(mptcpSubflowTokenRem) && has(mptcpSubflowTokenLoc) && has(mptcpSubflowIDRem) && has(mptcpSubflowIDLoc) {
+	if has(sock.MPTCPSubflowTokenRem) && has(sock.MPTCPSubflowTokenLoc) && has(sock.MPTCPSubflowIDRem) && has(sock.MPTCPSubflowIDLoc) {
 		fmt.Fprintf(b, " token:%04x(id:%d)/%04x(id:%d)", m.TokenRem, m.IDRem, m.TokenLoc, m.IDLoc)
 	}
-	if has(mptcpSubflowMapSeq) {
+	if has(sock.MPTCPSubflowMapSeq) {
 		fmt.Fprintf(b, " seq:%x", m.MapSeq)
 	}
-	if has(mptcpSubflowMapSfseq) {
+	if has(sock.MPTCPSubflowMapSfseq) {
 		fmt.Fprintf(b, " sfseq:%x", m.MapSfseq)
 	}
-	if has(mptcpSubflowSsnOffset) {
+	if has(sock.MPTCPSubflowSsnOffset) {
 		fmt.Fprintf(b, " ssnoff:%x", m.SsnOffset)
 	}
-	if has(mptcpSubflowMapDatalen) {
+	if has(sock.MPTCPSubflowMapDatalen) {
 		fmt.Fprintf(b, " maplen:%x", m.MapDatalen)
 	}
 }
-
-// An MPTCP subflow's attribute numbers (include/uapi/linux/mptcp.h).
-const (
-	mptcpSubflowTokenRem   = 1
-	mptcpSubflowTokenLoc   = 2
-	mptcpSubflowMapSeq     = 4
-	mptcpSubflowMapSfseq   = 5
-	mptcpSubflowSsnOffset  = 6
-	mptcpSubflowMapDatalen = 7
-	mptcpSubflowFlags      = 8
-	mptcpSubflowIDRem      = 9
-	mptcpSubflowIDLoc      = 10
-)
 
 // MPTCPInfoString formats an MPTCP socket's mptcp_info as ss 6.1's -i does
 // (mptcp_stats_print: the counters that are not zero, the sequence numbers
