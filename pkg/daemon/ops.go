@@ -276,8 +276,6 @@ func (s *Server) runTrace(ctx context.Context, p *Peer, req *Request, w *replyWr
 	if err != nil {
 		return 2, err
 	}
-	sub := s.cfg.Events(16384)
-	defer sub.Close()
 	var render func([]byte, *event.Event) []byte
 	if req.JSON {
 		var j eventfmt.JSON
@@ -291,15 +289,36 @@ func (s *Server) runTrace(ctx context.Context, p *Peer, req *Request, w *replyWr
 			}
 		}
 	}
+	return s.followEvents(ctx, p, w, ns, keep, "events", "", func(b []byte, e *event.Event) ([]byte, error) {
+		return render(b, e), nil
+	})
+}
+
+// followEvents streams the table's events of namespace ns (0: every one)
+// that keep accepts (nil: all) to render, each as p may see it, flushed
+// every 100 ms, until the client leaves: trace, and ss -E --transitions.
+// What a slow client misses is counted on its stderr, as what (events,
+// transitions); ready, when not "", goes to its stderr once subscribed:
+// from then on nothing is missed (scripts wait for the line).
+func (s *Server) followEvents(ctx context.Context, p *Peer, w *replyWriter, ns uint64, keep func(*event.Event) bool,
+	what, ready string, render func(b []byte, e *event.Event) ([]byte, error)) (int, error) {
+	sub := s.cfg.Events(16384)
+	defer sub.Close()
+	if ready != "" {
+		fmt.Fprintln(w.Err, ready)
+		if err := w.Flush(); err != nil {
+			return 1, err
+		}
+	}
 	return stream(ctx, w, sub, 100*time.Millisecond,
-		"sstrace: %d events not shown: this client did not keep up with the daemon's stream\n",
+		"sstrace: %d "+what+" not shown: this client did not keep up with the daemon's stream\n",
 		func(b []byte, u table.Update) ([]byte, error) {
 			e := u.Event
 			if e == nil || (ns != 0 && e.NetNS != ns) || (keep != nil && !keep(e)) {
 				return b, nil
 			}
 			p.Event(e)
-			return render(b, e), nil
+			return render(b, e)
 		})
 }
 

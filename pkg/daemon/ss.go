@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/sstrace/sstrace/pkg/event"
 	"github.com/sstrace/sstrace/pkg/netns"
@@ -13,7 +12,6 @@ import (
 	"github.com/sstrace/sstrace/pkg/sock"
 	"github.com/sstrace/sstrace/pkg/ssflags"
 	"github.com/sstrace/sstrace/pkg/ssquery"
-	"github.com/sstrace/sstrace/pkg/table"
 )
 
 // runSS answers "ss" with the shared engine (pkg/ssquery).
@@ -188,25 +186,11 @@ type tableTransitions struct {
 }
 
 // FollowTransitions hands every transition of the namespace to emit until
-// the client leaves.
+// the client leaves, once it has said on stderr that it follows them, as
+// the local form says when it has attached.
 func (t tableTransitions) FollowTransitions(ctx context.Context, emit func(*event.Event) error) error {
-	sub := t.s.cfg.Events(16384)
-	defer sub.Close()
-	// As the local form says when it has attached: from here on nothing
-	// is missed (scripts wait for the line).
-	fmt.Fprintln(t.w.Err, "sstrace: following TCP transitions from the daemon's stream")
-	if err := t.w.Flush(); err != nil {
-		return err
-	}
-	_, err := stream(ctx, t.w, sub, 100*time.Millisecond,
-		"sstrace: %d transitions not shown: this client did not keep up with the daemon's stream\n",
-		func(b []byte, u table.Update) ([]byte, error) {
-			e := u.Event
-			if e == nil || e.NetNS != t.ns {
-				return b, nil
-			}
-			t.p.Event(e)
-			return b, emit(e)
-		})
+	_, err := t.s.followEvents(ctx, t.p, t.w, t.ns, nil, "transitions",
+		"sstrace: following TCP transitions from the daemon's stream",
+		func(b []byte, e *event.Event) ([]byte, error) { return b, emit(e) })
 	return err
 }
