@@ -37,8 +37,10 @@ type traceFlags struct {
 	cgroup   string
 	// filter is the command tail: ss's state words and expression.
 	filter []string
-	// keep is filter and --pid as check built them (nil: every transition).
+	// keep is filter and --pid as check built them (nil: every
+	// transition); ports, the filter's ports for the kernel (nil: none).
 	keep    func(*event.Event) bool
+	ports   []uint16
 	cpuProf string
 	socket  string
 }
@@ -76,11 +78,10 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.netnsSet = cmd.Flags().Changed("netns")
 			f.filter = args
-			keep, err := f.check()
-			if err != nil {
+			var err error
+			if f.keep, f.ports, err = f.check(); err != nil {
 				return err
 			}
-			f.keep = keep
 			if f.socket != "" {
 				return traceFromDaemon(cmd.Context(), f)
 			}
@@ -107,18 +108,19 @@ programs are loaded; events a slow client misses are counted on stderr).`,
 }
 
 // check rejects out-of-range values before anything is loaded, with the
-// range in the message, and returns the selection of FILTER and --pid.
-func (f traceFlags) check() (func(*event.Event) bool, error) {
+// range in the message, and returns the selection of FILTER, --cgroup and
+// --pid, and the filter's ports for the kernel.
+func (f traceFlags) check() (func(*event.Event) bool, []uint16, error) {
 	if err := checkRingSize(f.ringSize); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if f.duration < 0 {
-		return nil, fmt.Errorf("--duration %v: must be positive, or 0 to run until interrupted", f.duration)
+		return nil, nil, fmt.Errorf("--duration %v: must be positive, or 0 to run until interrupted", f.duration)
 	}
 	if f.pid < 0 {
-		return nil, fmt.Errorf("--pid %d: not a process id", f.pid)
+		return nil, nil, fmt.Errorf("--pid %d: not a process id", f.pid)
 	}
-	return filter.TransitionSelector(filter.WithCgroup(f.filter, f.cgroup), f.pid)
+	return filter.TraceSelection(filter.WithCgroup(f.filter, f.cgroup), f.pid, tracer.MaxPorts)
 }
 
 // checkRingSize validates --ring-size, of trace and of the daemon alike. 0
@@ -202,8 +204,7 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	// The filter's ports are filtered in the kernel too, when every
 	// transition it keeps has one of a few ports: the others never cross
 	// the ring buffer.
-	ports := filter.KernelPorts(filter.WithCgroup(f.filter, f.cgroup), tracer.MaxPorts)
-	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: ino, Ports: ports})
+	t, err := tracer.Open(tracer.Options{Hook: hook, RingBufferSize: f.ringSize, NetNS: ino, Ports: f.ports})
 	if err != nil {
 		return err
 	}

@@ -48,25 +48,33 @@ func (q *Query) MatchTransition(e *event.Event) bool {
 // (trace --cgroup PATH reaches it as the filter term `cgroup PATH`: see
 // WithCgroup.)
 func TransitionSelector(args []string, pid int) (func(*event.Event) bool, error) {
+	keep, _, err := TraceSelection(args, pid, 0)
+	return keep, err
+}
+
+// TraceSelection is TransitionSelector and, from the same parse, the ports
+// the kernel can filter on (Query.Ports, at most maxPorts; nil when there
+// is no such list), for a trace that loads its own programs.
+func TraceSelection(args []string, pid, maxPorts int) (keep func(*event.Event) bool, ports []uint16, err error) {
 	if pid < 0 {
-		return nil, fmt.Errorf("pid %d: not a process id", pid)
+		return nil, nil, fmt.Errorf("pid %d: not a process id", pid)
 	}
 	if len(args) == 0 && pid == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var q *Query
 	if len(args) > 0 {
-		var err error
 		if q, err = Parse(args, ParseOptions{DefaultStates: sock.AllStates}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		ports, _ = q.Ports(maxPorts)
 	}
 	return func(e *event.Event) bool {
 		if pid != 0 && e.Owner.PID != uint32(pid) {
 			return false
 		}
 		return q == nil || q.MatchTransition(e)
-	}, nil
+	}, ports, nil
 }
 
 // WithCgroup returns the filter words args narrowed to the sockets whose
@@ -141,20 +149,4 @@ func portsOf(n Node) ([]uint16, bool) {
 		}
 	}
 	return nil, false
-}
-
-// KernelPorts reads trace's filter words as TransitionSelector does and
-// returns the ports the kernel can filter on (Query.Ports), nil when there
-// are none to push down (or the words do not parse: TransitionSelector
-// reports that).
-func KernelPorts(args []string, max int) []uint16 {
-	if len(args) == 0 {
-		return nil
-	}
-	q, err := Parse(args, ParseOptions{DefaultStates: sock.AllStates})
-	if err != nil {
-		return nil
-	}
-	ports, _ := q.Ports(max)
-	return ports
 }
