@@ -36,17 +36,16 @@ func ReadEnv(getenv func(string) string) (Env, error) {
 		return e, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%s: sstrace exports over http/protobuf only", p)
 	}
 	e.Endpoint = strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
-	var err error
-	if e.Headers, err = pairs("OTEL_EXPORTER_OTLP_HEADERS", getenv("OTEL_EXPORTER_OTLP_HEADERS")); err != nil {
+	headers, err := pairs("OTEL_EXPORTER_OTLP_HEADERS", getenv("OTEL_EXPORTER_OTLP_HEADERS"))
+	if err != nil {
 		return e, err
 	}
-	if len(e.Headers) > 0 {
-		kvs := make([]string, 0, len(e.Headers))
-		for k, v := range e.Headers {
-			kvs = append(kvs, k+"="+v)
-		}
-		if e.Headers, err = ParseHeaders(kvs); err != nil {
-			return e, fmt.Errorf("OTEL_EXPORTER_OTLP_HEADERS: %w", err)
+	if len(headers) > 0 {
+		e.Headers = make(map[string]string, len(headers))
+		for k, v := range headers {
+			if !addHeader(e.Headers, k, v) {
+				return e, fmt.Errorf("OTEL_EXPORTER_OTLP_HEADERS: %q is not a header name=value", k)
+			}
 		}
 	}
 	if t := strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_TIMEOUT")); t != "" {

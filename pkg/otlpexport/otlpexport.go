@@ -244,13 +244,23 @@ func ParseHeaders(kvs []string) (map[string]string, error) {
 	h := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
-		k = strings.TrimSpace(k)
-		if !ok || !validHeaderName(k) || strings.ContainsAny(v, "\r\n") {
+		if !ok || !addHeader(h, k, v) {
 			return nil, fmt.Errorf("--otlp-header %q: want name=value, e.g. authorization=Bearer TOKEN", kv)
 		}
-		h[http.CanonicalHeaderKey(k)] = strings.TrimSpace(v)
 	}
 	return h, nil
+}
+
+// addHeader adds one header, its name canonical and both trimmed, and
+// reports false for a name that is not an HTTP token or a value that
+// would break the request (CR, LF).
+func addHeader(h map[string]string, k, v string) bool {
+	k = strings.TrimSpace(k)
+	if !validHeaderName(k) || strings.ContainsAny(v, "\r\n") {
+		return false
+	}
+	h[http.CanonicalHeaderKey(k)] = strings.TrimSpace(v)
+	return true
 }
 
 // validHeaderName says whether s is an HTTP token (RFC 9110).
