@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -89,19 +90,24 @@ func connMatcher(args []string, visible func(event.Owner) event.Owner) (func(*ta
 	}, nil
 }
 
-// visibleConn blanks what the caller may not see in c: the owner (its
-// cgroup and container with it) and the tasks of its transitions.
-func visibleConn(p *Peer, c *table.Conn) {
+// visibleConn returns c as the caller may see it: for root c itself, for
+// another caller a copy without what it may not see, the owner (its cgroup
+// and container with it) and the tasks of its transitions. c is never
+// changed: a subscription hands the same Conn to every subscriber.
+func visibleConn(p *Peer, c *table.Conn) *table.Conn {
 	if p.Root() {
-		return
+		return c
 	}
-	c.Owner = p.Owner(c.Owner)
-	if !c.Owner.Known() {
-		c.Cgroup, c.Container = "", ""
+	v := *c
+	v.Owner = p.Owner(c.Owner)
+	if !v.Owner.Known() {
+		v.Cgroup, v.Container = "", ""
 	}
-	for i := range c.Transitions {
-		c.Transitions[i].Task = p.Task(c.Transitions[i].Task)
+	v.Transitions = slices.Clone(c.Transitions)
+	for i := range v.Transitions {
+		v.Transitions[i].Task = p.Task(v.Transitions[i].Task)
 	}
+	return &v
 }
 
 // gapWarning prints the loss warning for a query that touches [from, to].
@@ -139,7 +145,7 @@ func (s *Server) runHistory(ctx context.Context, p *Peer, req *Request, w *reply
 	gaps := 0
 	printed := make(map[uint64]bool)
 	emit := func(c *table.Conn) error {
-		visibleConn(p, c)
+		c = visibleConn(p, c)
 		if c.Gap {
 			gaps++
 		}
@@ -207,7 +213,7 @@ func (s *Server) follow(ctx context.Context, p *Peer, req *Request, w *replyWrit
 			if len(printed) > 0 && time.Since(c.Gone) > time.Minute {
 				clear(printed) // the listing's connections are long past
 			}
-			visibleConn(p, c)
+			c = visibleConn(p, c)
 			if c.Gap {
 				fmt.Fprintf(w.Err, "sstrace: connection %d has a gap: events were lost while it lived\n", c.Cookie)
 			}
@@ -317,7 +323,13 @@ func (s *Server) followEvents(ctx context.Context, p *Peer, w *replyWriter, ns u
 			if e == nil || (ns != 0 && e.NetNS != ns) || (keep != nil && !keep(e)) {
 				return b, nil
 			}
-			p.Event(e)
+			if !p.Root() {
+				// The subscription hands the same event to every
+				// subscriber: blank a copy.
+				ev := *e
+				e = &ev
+				p.Event(e)
+			}
 			return render(b, e)
 		})
 }
@@ -349,8 +361,7 @@ func (s *Server) runCloseWait(ctx context.Context, p *Peer, req *Request, w *rep
 	entries := make([]connfmt.CloseWait, 0, len(conns))
 	seen := make(map[uint64]bool, len(conns))
 	for i := range conns {
-		c := conns[i]
-		visibleConn(p, &c)
+		c := *visibleConn(p, &conns[i])
 		e := connfmt.CloseWait{Conn: c, Known: true}
 		if r, ok := rows[c.Cookie]; ok {
 			e.RecvQ = r.RecvQ

@@ -56,9 +56,15 @@ func TestPeerFilter(t *testing.T) {
 			t.Errorf("uid %d: container filter on root's connection: %v, want %v", who.UID, got, want)
 		}
 	}
-	visibleConn(p, &c)
+	orig := c
+	c = *visibleConn(p, &orig)
 	if c.Owner.Known() || c.Transitions[0].Task != nil || c.Cgroup != "" || c.Container != "" || c.Owner.CgroupID != 0 {
 		t.Errorf("connection not blanked: %+v", c)
+	}
+	// A subscription hands the same Conn to every subscriber: the
+	// original stays whole.
+	if !orig.Owner.Known() || orig.Transitions[0].Task == nil || orig.Container == "" {
+		t.Errorf("visibleConn changed the connection it was given: %+v", orig)
 	}
 
 	if _, err := p.scope(&Request{AllNetNS: true}); err == nil {
