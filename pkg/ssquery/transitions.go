@@ -42,8 +42,12 @@ func followTransitions(ctx context.Context, src TransitionFollower, sel *Selecti
 	if !sel.hasTable(TCP) {
 		return &UsageError{Err: errors.New("ss: -E --transitions follows TCP sockets: add -t (or drop the table options)")}
 	}
+	// One row, filled per transition: the sink renders it at Add.
+	var row sock.Socket
+	var owner [1]sock.Process
 	err := src.FollowTransitions(ctx, func(e *event.Event) error {
-		s := transitionRow(e, owners)
+		s := &row
+		transitionRow(s, owner[:0], e, owners)
 		if s.State == e.OldState {
 			// An orphaned FIN-WAIT-2 socket handed to its minisocket:
 			// ss lists the same state before and after.
@@ -61,9 +65,10 @@ func followTransitions(ctx context.Context, src TransitionFollower, sel *Selecti
 	return nil
 }
 
-// transitionRow is the ss row of the socket e leaves behind.
-func transitionRow(e *event.Event, owners bool) *sock.Socket {
-	s := &sock.Socket{
+// transitionRow fills s with the ss row of the socket e leaves behind;
+// procs (empty, with room for one) holds its owner under -p.
+func transitionRow(s *sock.Socket, procs []sock.Process, e *event.Event, owners bool) {
+	*s = sock.Socket{
 		Proto:  sock.ProtoTCP,
 		Family: e.Family,
 		State:  e.NewState,
@@ -75,10 +80,9 @@ func transitionRow(e *event.Event, owners bool) *sock.Socket {
 	}
 	if st, ok := e.Minisocket(); ok {
 		s.State = st
-		return s // a minisocket has no owner
+		return // a minisocket has no owner
 	}
 	if owners && e.Owner.Known() && e.NewState != sock.Close {
-		s.Procs = []sock.Process{{Comm: e.Owner.Comm, PID: int(e.Owner.PID), FD: -1}}
+		s.Procs = append(procs, sock.Process{Comm: e.Owner.Comm, PID: int(e.Owner.PID), FD: -1})
 	}
-	return s
 }
