@@ -188,7 +188,8 @@ func waitStream(ch chan error) error {
 // holding them (with scanner; nil loads a scanner for this seed), with
 // their cgroups when the table names them (tbl.Cgroups), hands them to
 // tbl.Seed and ends the seed (tbl.BeginSeed must have been called,
-// before the dump). It returns the number of rows.
+// before the dump; a failed dump cancels the seed, the table going on
+// live). It returns the number of rows.
 func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, error) {
 	if scanner == nil {
 		scanner = procs.NewScanner(procs.Options{})
@@ -207,6 +208,7 @@ func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, e
 	rows, err := DumpAll(ctx, sock.AllStates)
 	sc := <-scanned
 	if err != nil {
+		tbl.CancelSeed()
 		return 0, err
 	}
 	owners := map[uint64]event.Owner{}

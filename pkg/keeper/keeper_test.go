@@ -243,16 +243,11 @@ func TestSeedDuringChurn(t *testing.T) {
 		t.Fatalf("only %d connections churned: the test proves nothing", n.Load())
 	}
 	if st, _ := w.tr.Stats(); st.Missed > 0 {
-		// The kernel skipped transitions (recursion misses): the keeper
-		// reseeds on them, but a reseed that ran while churn went on
-		// may itself have missed the last ones. Once quiet, one more
-		// reseed is what the keeper's next loss would do.
-		time.Sleep(100 * time.Millisecond)
-		t.Logf("the kernel skipped %d transitions; reseeding once quiet", st.Missed)
-		w.tbl.BeginSeed()
-		if _, err := Seed(context.Background(), w.tbl, nil); err != nil {
-			t.Fatal(err)
-		}
+		// The kernel skipped transitions (recursion misses): each one
+		// asks the keeper for a reseed, the last one after the churn
+		// within the 1 s spacing, which settle waits for. (The test
+		// once reseeded by hand here, racing the keeper's own.)
+		t.Logf("the kernel skipped %d transitions; the keeper reseeds", st.Missed)
 	}
 	settle(t, w)
 	st, _ := w.tr.Stats()

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,8 +56,16 @@ func all() ([]listed, error) {
 		out = append(out, listed{ns, st.Ino})
 		return true
 	}
-	if !add(Namespace{}, "/proc/self/ns/net") {
-		return nil, errors.New("stat /proc/self/ns/net: is /proc mounted?")
+	// The caller's own namespace is its thread's, read while locked to
+	// it: /proc/self/ns/net is the main thread's, and the main thread
+	// runs goroutines too, so it may be inside another namespace for a
+	// moment (Namespace.Do elsewhere in the process). Listed from there,
+	// that namespace was taken for the caller's own and never dumped.
+	runtime.LockOSThread()
+	ok := add(Namespace{}, selfPath)
+	runtime.UnlockOSThread()
+	if !ok {
+		return nil, errors.New("stat " + selfPath + ": is /proc mounted?")
 	}
 
 	names, err := os.ReadDir(RunDir)
@@ -73,8 +82,11 @@ func all() ([]listed, error) {
 		return nil, fmt.Errorf("list /proc: %w", err)
 	}
 	pids := make([]int, 0, len(procs))
+	self := os.Getpid()
 	for _, e := range procs {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
+		// Not this process: /proc/SELF/ns/net is its main thread's
+		// namespace, which need not be the caller's (see above).
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != self {
 			pids = append(pids, pid)
 		}
 	}

@@ -2,12 +2,17 @@ package netns
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sstrace/sstrace/pkg/testutil"
 )
@@ -205,5 +210,84 @@ func TestAllFindsTestNamespaces(t *testing.T) {
 	}
 	if list[0].Path != "" {
 		t.Errorf("first namespace is %v, want our own (zero value)", list[0])
+	}
+}
+
+// mainAwayEnv runs the test binary as TestAllWhileMainThreadAway's child:
+// "NAME" of the namespace its main thread goes to.
+const mainAwayEnv = "SSTRACE_NETNS_MAIN_AWAY"
+
+func init() {
+	if os.Getenv(mainAwayEnv) != "" {
+		// Keeps the main goroutine on the main thread through TestMain.
+		runtime.LockOSThread()
+	}
+}
+
+func TestMain(m *testing.M) {
+	if name := os.Getenv(mainAwayEnv); name != "" {
+		os.Exit(listWhileMainThreadAway(name))
+	}
+	os.Exit(m.Run())
+}
+
+// listWhileMainThreadAway moves the main thread into namespace name, as a
+// goroutine's Namespace.Do does when the scheduler runs it there, and lists
+// the namespaces from another goroutine: both the caller's own and name
+// must be listed. It returns the exit code.
+func listWhileMainThreadAway(name string) int {
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(os.Stderr, format+"\n", args...)
+		return 1
+	}
+	away, err := ByName(name).Inode()
+	if err != nil {
+		return fail("%v", err)
+	}
+	own, err := statIno("/proc/self/ns/net")
+	if err != nil {
+		return fail("%v", err)
+	}
+	h, err := ByName(name).open()
+	if err != nil {
+		return fail("%v", err)
+	}
+	if err := unix.Setns(int(h), unix.CLONE_NEWNET); err != nil {
+		return fail("setns: %v", err)
+	}
+	done := make(chan map[uint64]int)
+	go func() {
+		list, err := All()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		seen := map[uint64]int{}
+		for _, ns := range list {
+			if ino, err := ns.Inode(); err == nil {
+				seen[ino]++
+			}
+		}
+		done <- seen
+	}()
+	seen := <-done
+	if seen[own] != 1 || seen[away] != 1 {
+		return fail("listed the caller's namespace %d times and the main thread's %d times, want once each", seen[own], seen[away])
+	}
+	return 0
+}
+
+// TestAllWhileMainThreadAway: the main thread of a Go process runs
+// goroutines, so it may be inside another namespace for a while (a
+// Namespace.Do there); listing the namespaces meanwhile must still list
+// that one and the caller's own. It did not, and the daemon's dump
+// skipped the namespace and closed its sockets as gone (seen in CI as
+// TestSeedDuringChurn).
+func TestAllWhileMainThreadAway(t *testing.T) {
+	testutil.RequireRoot(t)
+	n := testutil.NewNS(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), mainAwayEnv+"="+n.Name)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
 	}
 }

@@ -281,3 +281,26 @@ func TestReseedAppliesEventsAfterAMissedTransition(t *testing.T) {
 		t.Errorf("after the reseed: state %s, transitions %+v; want LAST_ACK from the buffered close", c.State, c.Transitions)
 	}
 }
+
+// TestCancelSeed: a reseed whose dump failed returns the table to live
+// mode with the events of the attempt applied, no correction made and no
+// reseed counted; before, the table buffered every later event.
+func TestCancelSeed(t *testing.T) {
+	c := newSk(1, "10.0.0.1:40001", "10.0.0.2:80", curl)
+	h := seeded(t, Options{}, []*sock.Socket{row(c, sock.Established, 101)}, nil)
+	h.tbl.BeginSeed()
+	h.run(c, st(sock.Established, sock.FinWait1, P))
+	h.tbl.CancelSeed()
+	if got := h.conn(1).State; got != sock.FinWait1 {
+		t.Errorf("after the cancelled seed: %v, want the buffered event's FIN-WAIT-1", got)
+	}
+	h.run(c, st(sock.FinWait1, sock.FinWait2, S))
+	if got := h.conn(1).State; got != sock.FinWait2 {
+		t.Errorf("after a live event: %v, want FIN-WAIT-2 (the table still buffers)", got)
+	}
+	if !h.tbl.Seeded() || h.tbl.Stats().Reseeds != 0 {
+		t.Errorf("seeded %v reseeds %d, want true and 0", h.tbl.Seeded(), h.tbl.Stats().Reseeds)
+	}
+	h.wantCorrections(map[string]uint64{})
+	h.tbl.CancelSeed() // not seeding: nothing to do
+}

@@ -348,6 +348,23 @@ func (t *Table) EndSeed() {
 	}
 }
 
+// CancelSeed ends a seed that has no dump (it failed): the events buffered
+// since BeginSeed are applied and the table returns to live mode as it
+// was, its gaps still marked, to be healed by the next seed. Without it a
+// failed reseed left the table buffering every event until the next one.
+func (t *Table) CancelSeed() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.seeding {
+		return
+	}
+	for i := range t.buffer {
+		t.apply(&t.buffer[i], false) // as if they had come live
+	}
+	t.buffer = nil
+	t.seeding = false
+}
+
 // Cgroups returns Options.Cgroups: the names of the owners' cgroups, for
 // the seed to record those of the processes its scan found.
 func (t *Table) Cgroups() *cgroup2.Names { return t.opts.Cgroups }
