@@ -111,17 +111,20 @@ cpu_ns() {
   cat /proc/"$1"/task/*/sched 2>/dev/null | awk '/^se.sum_exec_runtime/ {t += $3} END {printf "%.0f\n", t * 1e6}'
 }
 
-# measure PID PROGPREFIX: runs the churn between two readings of the
-# tracer's kernel and process CPU time; sets secs, kns (kernel ns per
-# program run) and ucpu (process CPU ns).
+# measure PID PROGPREFIX [CATCHPREFIX]: runs the churn between two readings
+# of the tracer's kernel and process CPU time; sets secs, kns (kernel ns per
+# run of the main programs, their catchers' time included: a catcher runs
+# for every transition too) and ucpu (process CPU ns).
 measure() {
-  local pid=$1 prefix=$2 ids k0 c0 k1 c1 u0 u1
+  local pid=$1 prefix=$2 ids cids k0 c0 k1 c1 u0 u1 ck0 ck1 x
   ids=$(progs "$pid" "$prefix")
-  read -r k0 c0 < <(kstats "$ids"); u0=$(cpu_ns "$pid")
+  cids=
+  [ -n "${3:-}" ] && cids=$(progs "$pid" "$3")
+  read -r k0 c0 < <(kstats "$ids"); read -r ck0 x < <(kstats "$cids"); u0=$(cpu_ns "$pid")
   secs=$(churn)
   sleep "$drain"
-  read -r k1 c1 < <(kstats "$ids"); u1=$(cpu_ns "$pid")
-  kns=$(( (c1 - c0) > 0 ? (k1 - k0) / (c1 - c0) : 0 ))
+  read -r k1 c1 < <(kstats "$ids"); read -r ck1 x < <(kstats "$cids"); u1=$(cpu_ns "$pid")
+  kns=$(( (c1 - c0) > 0 ? (k1 - k0 + ck1 - ck0) / (c1 - c0) : 0 ))
   ucpu=$((u1 - u0))
 }
 
@@ -133,12 +136,12 @@ run_variant() { # name -> prints "seconds received lost kernel-ns user-ns"
     none)
       secs=$(churn); recv=0 ;;
     sstrace|sstrace-base|sstrace-tp|sstrace-base-tp)
-      local bin=${name%-tp} hook=tp_btf prefix=handle_tp_btf
-      [ "$bin" != "$name" ] && hook=tracepoint prefix=handle_tracepoi
+      local bin=${name%-tp} hook=tp_btf prefix=handle_tp_btf catch=catch_tp_btf
+      [ "$bin" != "$name" ] && hook=tracepoint prefix=handle_tracepoi catch=
       bin/$bin trace --json --hook $hook --netns "$NSINO" >/dev/null 2>"$OUT/sstrace.err" &
       pid=$!
       wait_ready "$OUT/sstrace.err" "tracing with hook"
-      drain=0.3; measure $pid $prefix
+      drain=0.3; measure $pid $prefix $catch
       kill -INT $pid; wait $pid || true
       recv=$(sed -n 's/.* \([0-9]*\) events received.*/\1/p' "$OUT/sstrace.err")
       lost=$(sed -n 's/.*, \([0-9]*\) lost.*/\1/p' "$OUT/sstrace.err") ;;

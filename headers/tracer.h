@@ -246,7 +246,8 @@ struct event {
 enum counter {
 	COUNTER_EVENTS = 0,  /* records submitted */
 	COUNTER_LOST = 1,    /* bpf_ringbuf_reserve failed: the event is lost */
-	COUNTER_MAX = 2,
+	COUNTER_CAUGHT = 2,  /* transitions a catcher took while its main program ran */
+	COUNTER_MAX = 3,
 };
 
 #endif

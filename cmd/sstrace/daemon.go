@@ -175,7 +175,7 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 	// One registry for /metrics and OTLP, the exporter's own counters in it.
 	reg := metrics.Registry(metrics.NewCollector(tbl, metrics.Options{Tracer: func() (metrics.TracerStats, error) {
 		st, err := tr.Stats()
-		return metrics.TracerStats{Submitted: st.Submitted, Received: st.Received, Lost: st.Lost + st.Missed, DeferFull: st.DeferFull}, err
+		return metrics.TracerStats{Submitted: st.Submitted, Received: st.Received, Lost: st.Lost + st.Missed, Caught: st.Caught, DeferFull: st.DeferFull}, err
 	}}))
 	var exp *otlpexport.Exporter
 	if otlpOpts != nil {

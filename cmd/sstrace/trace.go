@@ -279,7 +279,12 @@ func runTrace(ctx context.Context, f traceFlags) error {
 	unwritten, werr := out.finish(buf, outputStall)
 	st, serr := t.Stats()
 	if serr == nil {
-		fmt.Fprintf(os.Stderr, "sstrace: hook %s: %d events received, %d submitted, %d lost\n", st.Hook, st.Received, st.Submitted, st.Lost+st.Missed)
+		caught := ""
+		if st.Caught > 0 {
+			// Not lost: the catcher program took them (bpf/tracer.bpf.c).
+			caught = fmt.Sprintf("; %d transitions the kernel skipped for the main program (a softirq interrupted it) were taken by its catcher", st.Caught)
+		}
+		fmt.Fprintf(os.Stderr, "sstrace: hook %s: %d events received, %d submitted, %d lost%s\n", st.Hook, st.Received, st.Submitted, st.Lost+st.Missed, caught)
 		if st.Missed > 0 {
 			fmt.Fprintf(os.Stderr, "sstrace: %d of the lost transitions were skipped by the kernel: it does not re-enter a tracing program a softirq interrupted on the same CPU\n", st.Missed)
 		}

@@ -112,7 +112,7 @@ func Run(ctx context.Context, src Source, tbl *table.Table, opts Options) error 
 	scanner := procs.NewScanner(procs.Options{})
 	defer scanner.Close()
 	start := time.Now()
-	n, err := Seed(ctx, tbl, scanner)
+	n, err := Seed(ctx, tbl, scanner, src)
 	if err != nil {
 		cancel()
 		<-streamErr
@@ -152,7 +152,7 @@ func Run(ctx context.Context, src Source, tbl *table.Table, opts Options) error 
 		case <-reseedLater:
 			reseedLater, doReseed = nil, true
 		case <-tick.C:
-			if err := Reconcile(ctx, tbl, opts.ReconcileStates); err != nil && ctx.Err() == nil {
+			if err := Reconcile(ctx, tbl, opts.ReconcileStates, src); err != nil && ctx.Err() == nil {
 				log.Warn("reconcile failed", "err", err)
 			}
 			tbl.Expire()
@@ -162,7 +162,7 @@ func Run(ctx context.Context, src Source, tbl *table.Table, opts Options) error 
 		}
 		lastReseed = time.Now()
 		tbl.BeginSeed()
-		n, err := Seed(ctx, tbl, scanner)
+		n, err := Seed(ctx, tbl, scanner, src)
 		took := time.Since(lastReseed)
 		reseedSpacing = max(opts.MinReseedInterval, costFactor*took)
 		if err != nil {
@@ -189,8 +189,13 @@ func waitStream(ch chan error) error {
 // their cgroups when the table names them (tbl.Cgroups), hands them to
 // tbl.Seed and ends the seed (tbl.BeginSeed must have been called,
 // before the dump; a failed dump cancels the seed, the table going on
-// live). It returns the number of rows.
-func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, error) {
+// live). Before handing the rows over it waits until the table has the
+// events up to the dump's end (from src, which may be nil): those still in
+// the ring at EndSeed would otherwise come after it, and a socket's events
+// from the dump's time would not continue from the state the dump saw (a
+// skipped transition, or a state left behind). It returns the number of
+// rows.
+func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner, src Source) (int, error) {
 	if scanner == nil {
 		scanner = procs.NewScanner(procs.Options{})
 		defer scanner.Close()
@@ -206,11 +211,15 @@ func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, e
 		scanned <- scan{ix, err}
 	}()
 	rows, err := DumpAll(ctx, sock.AllStates)
+	dumpEnd := time.Now()
 	sc := <-scanned
 	if err != nil {
 		tbl.CancelSeed()
 		return 0, err
 	}
+	// Behind by more than the timeout, the seed goes on: late events
+	// then count as corrections where they do not fit.
+	tbl.CaughtUp(ctx, dumpEnd, caughtUpQuiet, caughtUpTimeout, drainedAt(src))
 	owners := map[uint64]event.Owner{}
 	if sc.err == nil {
 		// The owners' cgroups: no event names them for sockets older
@@ -243,8 +252,9 @@ func Seed(ctx context.Context, tbl *table.Table, scanner *procs.Scanner) (int, e
 }
 
 // Reconcile dumps the sockets in states from every namespace and lets the
-// table correct itself against them.
-func Reconcile(ctx context.Context, tbl *table.Table, states sock.StateSet) error {
+// table correct itself against them, once it has the events of src (which
+// may be nil) up to the dump's end.
+func Reconcile(ctx context.Context, tbl *table.Table, states sock.StateSet, src Source) error {
 	start := time.Now()
 	rows, err := DumpAll(ctx, states)
 	if err != nil {
@@ -253,15 +263,24 @@ func Reconcile(ctx context.Context, tbl *table.Table, states sock.StateSet) erro
 	// Judge the dump only once the table has the events up to its end:
 	// measured under full churn, reconciling at once counted a thousand
 	// "mismatches" a minute that were only events still in the ring.
-	if !tbl.CaughtUp(ctx, time.Now(), caughtUpQuiet, caughtUpTimeout) {
+	if !tbl.CaughtUp(ctx, time.Now(), caughtUpQuiet, caughtUpTimeout, drainedAt(src)) {
 		return errBehind
 	}
 	tbl.Reconcile(states, rows, start)
 	return nil
 }
 
-// caughtUpQuiet is how long without an event means the ring is empty: more
-// than the tracer's flush interval (50 ms by default). caughtUpTimeout is
+// drainedAt is src's DrainedAt (*tracer.Tracer has it), or nil.
+func drainedAt(src Source) func() time.Time {
+	if d, ok := src.(interface{ DrainedAt() time.Time }); ok {
+		return d.DrainedAt
+	}
+	return nil
+}
+
+// caughtUpQuiet is how long without an event means the ring is empty, for
+// a source that cannot say (no DrainedAt): more than the tracer's flush
+// interval (50 ms by default). caughtUpTimeout is
 // how far behind the table may be before a reconcile is skipped.
 const (
 	caughtUpQuiet   = 250 * time.Millisecond

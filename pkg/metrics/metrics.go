@@ -39,7 +39,8 @@
 //
 //	sstrace_tracer_events_submitted_total          counter    events the kernel put in the ring buffer
 //	sstrace_tracer_events_received_total           counter    events delivered to the daemon
-//	sstrace_tracer_events_lost_total               counter    events dropped because the ring buffer was full
+//	sstrace_tracer_events_lost_total               counter    events lost in the kernel: the ring buffer was full, or a transition the kernel skipped (recursion) that no catcher took
+//	sstrace_tracer_events_caught_total             counter    transitions the kernel skipped for the main program (recursion) that its catcher recorded: delivered, not lost
 //	sstrace_tracer_defer_full_total                counter    first events of new children sent unamended because the map holding them back was full
 //
 // Histogram buckets are table.HistogramBuckets (100 µs to one hour).
@@ -94,8 +95,13 @@ type TracerStats struct {
 	Submitted uint64
 	// Received is the number of events delivered to the handler.
 	Received uint64
-	// Lost is the number of events dropped because the ring was full.
+	// Lost is the number of events lost in the kernel: the ring was full,
+	// or the kernel skipped the transition (recursion) and no catcher
+	// program took it.
 	Lost uint64
+	// Caught is the number of transitions the kernel skipped for the main
+	// program that its catcher recorded.
+	Caught uint64
 	// DeferFull counts new children's first events sent unamended because
 	// the map that holds them back was full.
 	DeferFull uint64
@@ -124,11 +130,11 @@ type Collector struct {
 // descs are the collector's metric descriptions; fixed, so that a registry
 // can check them once.
 type descs struct {
-	sockets, netnsSockets, netnsCloseWait, transitions            *prometheus.Desc
-	stateDuration, lifetime                                       *prometheus.Desc
-	closed, dropped, retained, events, lost, reseeds, corrections *prometheus.Desc
-	memory, seeded, started                                       *prometheus.Desc
-	tracerSubmitted, tracerReceived, tracerLost, tracerDeferFull  *prometheus.Desc
+	sockets, netnsSockets, netnsCloseWait, transitions                         *prometheus.Desc
+	stateDuration, lifetime                                                    *prometheus.Desc
+	closed, dropped, retained, events, lost, reseeds, corrections              *prometheus.Desc
+	memory, seeded, started                                                    *prometheus.Desc
+	tracerSubmitted, tracerReceived, tracerLost, tracerCaught, tracerDeferFull *prometheus.Desc
 }
 
 func newDescs() descs {
@@ -155,7 +161,8 @@ func newDescs() descs {
 
 		tracerSubmitted: d("tracer_events_submitted_total", "Events the kernel put in the ring buffer."),
 		tracerReceived:  d("tracer_events_received_total", "Events the tracer delivered to the daemon."),
-		tracerLost:      d("tracer_events_lost_total", "Events dropped because the ring buffer was full."),
+		tracerLost:      d("tracer_events_lost_total", "Events lost in the kernel: the ring buffer was full, or the kernel skipped the transition (recursion) and no catcher took it."),
+		tracerCaught:    d("tracer_events_caught_total", "Transitions the kernel skipped for the main program (recursion) that its catcher program recorded."),
 		tracerDeferFull: d("tracer_defer_full_total", "First events of new children sent unamended because the map holding them back was full."),
 	}
 }
@@ -195,6 +202,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d.tracerSubmitted
 		ch <- d.tracerReceived
 		ch <- d.tracerLost
+		ch <- d.tracerCaught
 		ch <- d.tracerDeferFull
 	}
 }
@@ -280,7 +288,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ts, err := c.opts.Tracer()
 	if err != nil {
-		for _, desc := range []*prometheus.Desc{d.tracerSubmitted, d.tracerReceived, d.tracerLost, d.tracerDeferFull} {
+		for _, desc := range []*prometheus.Desc{d.tracerSubmitted, d.tracerReceived, d.tracerLost, d.tracerCaught, d.tracerDeferFull} {
 			ch <- prometheus.NewInvalidMetric(desc, err)
 		}
 		return
@@ -288,6 +296,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(d.tracerSubmitted, ts.Submitted)
 	counter(d.tracerReceived, ts.Received)
 	counter(d.tracerLost, ts.Lost)
+	counter(d.tracerCaught, ts.Caught)
 	counter(d.tracerDeferFull, ts.DeferFull)
 }
 

@@ -233,7 +233,7 @@ func sum(ds ...time.Duration) float64 {
 // the contract with dashboards (and the package doc).
 func TestNamesAndLabels(t *testing.T) {
 	c := NewCollector(testTable(t), Options{Tracer: func() (TracerStats, error) {
-		return TracerStats{Submitted: 10, Received: 9, Lost: 1, DeferFull: 2}, nil
+		return TracerStats{Submitted: 10, Received: 9, Lost: 1, Caught: 3, DeferFull: 2}, nil
 	}})
 	mfs, err := gatherer(t, c).Gather()
 	if err != nil {
@@ -270,6 +270,7 @@ func TestNamesAndLabels(t *testing.T) {
 		"sstrace_table_memory_bytes gauge []",
 		"sstrace_table_start_time_seconds gauge []",
 		"sstrace_tracer_defer_full_total counter []",
+		"sstrace_tracer_events_caught_total counter []",
 		"sstrace_tracer_events_lost_total counter []",
 		"sstrace_tracer_events_received_total counter []",
 		"sstrace_tracer_events_submitted_total counter []",
@@ -279,13 +280,16 @@ func TestNamesAndLabels(t *testing.T) {
 		t.Errorf("metrics:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(`
-# HELP sstrace_tracer_events_lost_total Events dropped because the ring buffer was full.
+# HELP sstrace_tracer_events_caught_total Transitions the kernel skipped for the main program (recursion) that its catcher program recorded.
+# TYPE sstrace_tracer_events_caught_total counter
+sstrace_tracer_events_caught_total 3
+# HELP sstrace_tracer_events_lost_total Events lost in the kernel: the ring buffer was full, or the kernel skipped the transition (recursion) and no catcher took it.
 # TYPE sstrace_tracer_events_lost_total counter
 sstrace_tracer_events_lost_total 1
 # HELP sstrace_tracer_events_submitted_total Events the kernel put in the ring buffer.
 # TYPE sstrace_tracer_events_submitted_total counter
 sstrace_tracer_events_submitted_total 10
-`), "sstrace_tracer_events_lost_total", "sstrace_tracer_events_submitted_total"); err != nil {
+`), "sstrace_tracer_events_caught_total", "sstrace_tracer_events_lost_total", "sstrace_tracer_events_submitted_total"); err != nil {
 		t.Error(err)
 	}
 }

@@ -694,13 +694,16 @@ func (t *Table) inGap(mono int64) bool {
 	return mono <= t.losses[len(t.losses)-1].to+int64(time.Second)
 }
 
-// CaughtUp waits until the table has applied the events up to at (one
-// newer has been applied, or none has come for quiet, longer than the
-// tracer's flush interval: the ring is empty), and reports whether it did
-// within timeout. A reconcile compares a dump that ended at at with the
+// CaughtUp waits until the table has applied (or, while seeding,
+// buffered) the events up to at: one newer has been applied, or the event
+// source found its ring empty after at (drained, when not nil: the
+// tracer's DrainedAt), or no event has come for quiet, longer than the
+// tracer's flush interval. It reports whether that happened within
+// timeout. A reconcile or a seed compares a dump that ended at at with the
 // table: before the table has caught up, a socket the dump saw after a
-// transition whose event is still in the ring would look like a mismatch.
-func (t *Table) CaughtUp(ctx context.Context, at time.Time, quiet, timeout time.Duration) bool {
+// transition whose event is still in the ring would look like a mismatch,
+// and after a seed the late event would not continue from the dumped state.
+func (t *Table) CaughtUp(ctx context.Context, at time.Time, quiet, timeout time.Duration, drained func() time.Time) bool {
 	deadline := time.Now().Add(timeout)
 	t.mu.RLock()
 	target := t.mono(at)
@@ -715,6 +718,8 @@ func (t *Table) CaughtUp(ctx context.Context, at time.Time, quiet, timeout time.
 		switch {
 		case applied >= target:
 			return true
+		case drained != nil && drained().After(at):
+			return true
 		case events != lastEvents:
 			lastEvents, lastChange = events, now
 		case now.Sub(lastChange) >= quiet:
@@ -723,7 +728,7 @@ func (t *Table) CaughtUp(ctx context.Context, at time.Time, quiet, timeout time.
 		if now.After(deadline) || ctx.Err() != nil {
 			return false
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

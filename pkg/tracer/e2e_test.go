@@ -592,3 +592,105 @@ func TestE2EPortFilter(t *testing.T) {
 		t.Errorf("the kernel submitted %d events, want the 11 of port %d", st.Submitted, keep)
 	}
 }
+
+// TestE2EChurnCatcher: under dial-and-close churn, where the kernel skips
+// the main program for a softirq transition that interrupts it (recursion,
+// see Stats.Missed), the catcher program beside it (tp_btf, fentry) takes
+// those transitions, and never one the main program also took: no
+// transition of a socket arrives twice. Whether a given run has recursion
+// at all is up to the machine (about one run in three here), so the
+// figures are logged; the duplicate check holds in every run.
+func TestE2EChurnCatcher(t *testing.T) {
+	h := newHarness(t)
+	var ln net.Listener
+	if err := h.ns.Do(func() (err error) {
+		ln, err = testutil.ListenTCP4()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn // the server never closes: clients end in FIN-WAIT-2
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	defer func() {
+		ln.Close()
+		<-accepted
+		for _, c := range held {
+			c.Close()
+		}
+		// The closes' events are the harness's too: it wants every
+		// submitted event received when the test ends.
+		testutil.WaitFor(t, 5*time.Second, "the closes' events", func() bool {
+			st, err := h.tr.Stats()
+			return err == nil && st.Received == st.Submitted
+		})
+	}()
+	dials := 0
+	if err := h.ns.Do(func() error {
+		for end := time.Now().Add(time.Second); time.Now().Before(end); dials++ {
+			c, err := net.DialTimeout("tcp4", ln.Addr().String(), time.Second)
+			if err != nil {
+				return err
+			}
+			c.Close()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Every client's FIN_WAIT1 -> FIN_WAIT2 is in, or lost and counted.
+	type transition struct {
+		cookie   uint64
+		old, new sock.State
+	}
+	var seen map[transition]int
+	var fw2 uint64
+	var st Stats
+	for end := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, _ = h.tr.Stats()
+		h.col.mu.Lock()
+		seen, fw2 = map[transition]int{}, 0
+		for _, e := range h.col.events {
+			if e.Cookie != 0 {
+				seen[transition{e.Cookie, e.OldState, e.NewState}]++
+			}
+			if e.OldState == sock.FinWait1 && e.NewState == sock.FinWait2 {
+				fw2++
+			}
+		}
+		h.col.mu.Unlock()
+		if fw2+st.Missed >= uint64(dials) {
+			break
+		}
+		if time.Now().After(end) {
+			// Seen about once in fifteen runs of pkg/keeper's churn
+			// test, never explained (docs/BENCHMARKS.md): logged, not
+			// failed, until it is.
+			states := map[sock.State]int{}
+			_ = sockdiag.Dump(context.Background(), netns.ByName(h.ns.Name), sockdiag.Request{Protos: []sock.Proto{sock.ProtoTCP}, States: sock.AllStates}, func(s *sock.Socket) error {
+				states[s.State]++
+				return nil
+			})
+			t.Logf("open issue: %d FIN_WAIT1 -> FIN_WAIT2 transitions neither delivered nor counted (the kernel's sockets: %v)", uint64(dials)-fw2-st.Missed, states)
+			break
+		}
+	}
+	for tr, n := range seen {
+		if n > 1 {
+			t.Errorf("cookie %d %v -> %v arrived %d times", tr.cookie, tr.old, tr.new, n)
+		}
+	}
+	t.Logf("%d connections; %d transitions taken by the catcher, %d skipped and lost", dials, st.Caught, st.Missed)
+	if hasCatcher := h.tr.Hook() == HookTPBTF || h.tr.Hook() == HookFentry; !hasCatcher && st.Caught != 0 {
+		t.Errorf("hook %s has no catcher, yet %d transitions were caught", h.tr.Hook(), st.Caught)
+	}
+}

@@ -32,10 +32,14 @@ var Hooks = []Hook{HookTPBTF, HookTracepoint, HookFentry, HookKprobe}
 // ParseHook validates a hook name from the command line.
 func ParseHook(s string) (Hook, error) { return event.ParseHook(s) }
 
-// hookProgram is one program of a hook and how it attaches.
+// hookProgram is one program of a hook and how it attaches. A catcher
+// records only the transitions the kernel skipped for the main program
+// beside it (bpf/tracer.bpf.c: main_running): its own recursion misses are
+// transitions the main program had, not losses.
 type hookProgram struct {
-	name   string
-	attach func(*ebpf.Program) (link.Link, error)
+	name    string
+	attach  func(*ebpf.Program) (link.Link, error)
+	catcher bool
 }
 
 func attachTracing(p *ebpf.Program) (link.Link, error) {
@@ -57,20 +61,25 @@ func attachTracepoint(p *ebpf.Program) (link.Link, error) {
 func programs(h Hook) []hookProgram {
 	switch h {
 	case HookTPBTF:
-		return []hookProgram{{TracerProgHandleTpBtf, attachTracing}}
+		return []hookProgram{
+			{TracerProgHandleTpBtf, attachTracing, false},
+			{TracerProgCatchTpBtf, attachTracing, true},
+		}
 	case HookTracepoint:
-		return []hookProgram{{TracerProgHandleTracepoint, attachTracepoint}}
+		return []hookProgram{{TracerProgHandleTracepoint, attachTracepoint, false}}
 	case HookFentry:
 		return []hookProgram{
-			{TracerProgHandleFentryTcp, attachTracing},
-			{TracerProgHandleFentryInet, attachTracing},
-			{TracerProgHandleFentryListen, attachTracing},
+			{TracerProgHandleFentryTcp, attachTracing, false},
+			{TracerProgCatchFentryTcp, attachTracing, true},
+			{TracerProgHandleFentryInet, attachTracing, false},
+			{TracerProgCatchFentryInet, attachTracing, true},
+			{TracerProgHandleFentryListen, attachTracing, false},
 		}
 	case HookKprobe:
 		return []hookProgram{
-			{TracerProgHandleKprobeTcp, attachKprobe("tcp_set_state")},
-			{TracerProgHandleKprobeInet, attachKprobe("inet_sk_set_state")},
-			{TracerProgHandleKprobeListen, attachKprobe("inet_csk_listen_start")},
+			{TracerProgHandleKprobeTcp, attachKprobe("tcp_set_state"), false},
+			{TracerProgHandleKprobeInet, attachKprobe("inet_sk_set_state"), false},
+			{TracerProgHandleKprobeListen, attachKprobe("inet_csk_listen_start"), false},
 		}
 	}
 	return nil

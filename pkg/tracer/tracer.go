@@ -100,6 +100,21 @@ type Tracer struct {
 	dec        *decoder
 	hold       *holder
 	received   atomic.Uint64
+	drained    atomic.Int64 // DrainedAt, in Unix nanoseconds
+}
+
+// DrainedAt returns a time up to which Run has delivered every event: the
+// start of the last reading that found the ring buffer empty (an event
+// committed while reading is read too, so only the start is certain).
+// Zero before the first such reading. A caller that
+// dumped the kernel's sockets and wants the events of the dump's time
+// (pkg/keeper) waits for DrainedAt to pass the dump's end: on a quiet
+// host no newer event would come to say so.
+func (t *Tracer) DrainedAt() time.Time {
+	if n := t.drained.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Open checks the kernel, loads the programs and attaches them to the first
@@ -366,8 +381,14 @@ type Stats struct {
 	// running, so a softirq transition that interrupts the program
 	// (running for a process-context transition) is skipped by the kernel
 	// and counted in the program's recursion misses (kernel >= 5.12).
-	// These are lost events too: Run reports them with Lost.
+	// These are lost events too: Run reports them with Lost. Where the
+	// hook has catchers (tp_btf, fentry), what they recorded is not
+	// counted here but in Caught.
 	Missed uint64
+	// Caught is the number of transitions a catcher program recorded
+	// because the kernel skipped them for the main program (see Missed):
+	// delivered, not lost.
+	Caught uint64
 	// DeferFull counts new children's first events sent as they were
 	// (listener's addresses and cookie) because the table that holds them
 	// back was full.
@@ -377,24 +398,15 @@ type Stats struct {
 // Stats reads the kernel counters. Safe to call while Run is running.
 func (t *Tracer) Stats() (Stats, error) {
 	s := Stats{Hook: t.hook, Received: t.received.Load(), Missed: t.missed(), DeferFull: t.hold.full.Load()}
-	m := t.coll.Maps[TracerMapCounters]
-	for _, c := range []struct {
-		slot TracerCounter
-		dst  *uint64
-	}{
-		{TracerCounterCOUNTER_EVENTS, &s.Submitted},
-		{TracerCounterCOUNTER_LOST, &s.Lost},
-	} {
-		dst := c.dst
-		var perCPU []uint64
-		if err := m.Lookup(uint32(c.slot), &perCPU); err != nil {
-			return s, fmt.Errorf("read counters: %w", err)
-		}
-		for _, v := range perCPU {
-			*dst += v
-		}
+	var err error
+	if s.Submitted, err = t.readCounter(TracerCounterCOUNTER_EVENTS); err != nil {
+		return s, err
 	}
-	return s, nil
+	if s.Lost, err = t.readCounter(TracerCounterCOUNTER_LOST); err != nil {
+		return s, err
+	}
+	s.Caught, err = t.readCounter(TracerCounterCOUNTER_CAUGHT)
+	return s, err
 }
 
 // Handler receives events from Run.
@@ -477,6 +489,9 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 		if !drainUntil.IsZero() {
 			deadline = time.Now() // do not wait for more
 		}
+		// readFrom: found empty after it, the ring had every event
+		// committed before it.
+		readFrom := deadline
 		if waiter != nil && drainUntil.IsZero() {
 			// Wait parked (see ringWaiter), then drain without
 			// blocking.
@@ -487,7 +502,8 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 			if err != nil {
 				return fmt.Errorf("wait for the ring buffer: %w", err)
 			}
-			reader.SetDeadline(time.Now())
+			readFrom = time.Now()
+			reader.SetDeadline(readFrom)
 		} else {
 			reader.SetDeadline(deadline)
 		}
@@ -495,6 +511,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 			err := reader.ReadInto(&rec)
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.drained.Store(readFrom.UnixNano())
 					break
 				}
 				if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
@@ -565,30 +582,46 @@ func (t *Tracer) deliver(h Handler, e *event.Event) error {
 // lostCount reads the kernel's lost counter plus the programs' recursion
 // misses (0 for what cannot be read).
 func (t *Tracer) lostCount() uint64 {
-	n := t.missed()
-	var perCPU []uint64
-	if err := t.coll.Maps[TracerMapCounters].Lookup(uint32(TracerCounterCOUNTER_LOST), &perCPU); err != nil {
-		return n
-	}
-	for _, v := range perCPU {
-		n += v
-	}
+	return t.missed() + t.counter(TracerCounterCOUNTER_LOST)
+}
+
+// counter sums one slot of the programs' per-CPU counters (0 when it
+// cannot be read).
+func (t *Tracer) counter(slot TracerCounter) uint64 {
+	n, _ := t.readCounter(slot)
 	return n
 }
 
-// missed sums the recursion misses of the hook's programs.
+// readCounter sums one slot of the programs' per-CPU counters.
+func (t *Tracer) readCounter(slot TracerCounter) (uint64, error) {
+	var perCPU []uint64
+	if err := t.coll.Maps[TracerMapCounters].Lookup(uint32(slot), &perCPU); err != nil {
+		return 0, fmt.Errorf("read counters: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
+}
+
+// missed counts the transitions the kernel skipped for good: the main
+// programs' recursion misses less those their catchers recorded.
 func (t *Tracer) missed() uint64 {
 	var n uint64
 	for _, p := range programs(t.hook) {
 		prog := t.coll.Programs[p.name]
-		if prog == nil {
+		if prog == nil || p.catcher {
 			continue
 		}
 		if st, err := prog.Stats(); err == nil {
 			n += st.RecursionMisses
 		}
 	}
-	return n
+	// Read after the misses: a catch counted in between only lowers the
+	// figure for now, never below the truth at the next reading.
+	caught := t.counter(TracerCounterCOUNTER_CAUGHT)
+	return n - min(n, caught)
 }
 
 // Close detaches and unloads everything. Safe to call more than once.

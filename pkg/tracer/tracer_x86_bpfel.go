@@ -27,7 +27,8 @@ type TracerCounter uint32
 const (
 	TracerCounterCOUNTER_EVENTS TracerCounter = 0
 	TracerCounterCOUNTER_LOST   TracerCounter = 1
-	TracerCounterCOUNTER_MAX    TracerCounter = 2
+	TracerCounterCOUNTER_CAUGHT TracerCounter = 2
+	TracerCounterCOUNTER_MAX    TracerCounter = 3
 )
 
 type TracerEvent struct {
@@ -85,6 +86,10 @@ const (
 const (
 	TracerMapCounters                 = "counters"
 	TracerMapEvents                   = "events"
+	TracerMapMainRunning              = "main_running"
+	TracerProgCatchFentryInet         = "catch_fentry_inet"
+	TracerProgCatchFentryTcp          = "catch_fentry_tcp"
+	TracerProgCatchTpBtf              = "catch_tp_btf"
 	TracerProgHandleFentryInet        = "handle_fentry_inet"
 	TracerProgHandleFentryListen      = "handle_fentry_listen"
 	TracerProgHandleFentryTcp         = "handle_fentry_tcp"
@@ -150,6 +155,9 @@ type TracerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TracerProgramSpecs struct {
+	CatchFentryInet         *ebpf.ProgramSpec `ebpf:"catch_fentry_inet"`
+	CatchFentryTcp          *ebpf.ProgramSpec `ebpf:"catch_fentry_tcp"`
+	CatchTpBtf              *ebpf.ProgramSpec `ebpf:"catch_tp_btf"`
 	HandleFentryInet        *ebpf.ProgramSpec `ebpf:"handle_fentry_inet"`
 	HandleFentryListen      *ebpf.ProgramSpec `ebpf:"handle_fentry_listen"`
 	HandleFentryTcp         *ebpf.ProgramSpec `ebpf:"handle_fentry_tcp"`
@@ -166,8 +174,9 @@ type TracerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TracerMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	MainRunning *ebpf.MapSpec `ebpf:"main_running"`
 }
 
 // TracerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -207,14 +216,16 @@ func (o *TracerObjects) Close() error {
 //
 // It can be passed to LoadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracerMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Events      *ebpf.Map `ebpf:"events"`
+	MainRunning *ebpf.Map `ebpf:"main_running"`
 }
 
 func (m *TracerMaps) Close() error {
 	return _TracerClose(
 		m.Counters,
 		m.Events,
+		m.MainRunning,
 	)
 }
 
@@ -239,6 +250,9 @@ type TracerVariables struct {
 //
 // It can be passed to LoadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracerPrograms struct {
+	CatchFentryInet         *ebpf.Program `ebpf:"catch_fentry_inet"`
+	CatchFentryTcp          *ebpf.Program `ebpf:"catch_fentry_tcp"`
+	CatchTpBtf              *ebpf.Program `ebpf:"catch_tp_btf"`
 	HandleFentryInet        *ebpf.Program `ebpf:"handle_fentry_inet"`
 	HandleFentryListen      *ebpf.Program `ebpf:"handle_fentry_listen"`
 	HandleFentryTcp         *ebpf.Program `ebpf:"handle_fentry_tcp"`
@@ -253,6 +267,9 @@ type TracerPrograms struct {
 
 func (p *TracerPrograms) Close() error {
 	return _TracerClose(
+		p.CatchFentryInet,
+		p.CatchFentryTcp,
+		p.CatchTpBtf,
 		p.HandleFentryInet,
 		p.HandleFentryListen,
 		p.HandleFentryTcp,
