@@ -680,7 +680,13 @@ func TestE2EChurnCatcher(t *testing.T) {
 				states[s.State]++
 				return nil
 			})
-			t.Logf("open issue: %d FIN_WAIT1 -> FIN_WAIT2 transitions neither delivered nor counted (the kernel's sockets: %v)", uint64(dials)-fw2-st.Missed, states)
+			pairs := map[string]int{}
+			h.col.mu.Lock()
+			for _, e := range h.col.events {
+				pairs[e.OldState.String()+">"+e.NewState.String()]++
+			}
+			h.col.mu.Unlock()
+			t.Logf("open issue: %d FIN_WAIT1 -> FIN_WAIT2 transitions neither delivered nor counted (the kernel's sockets: %v; the transitions received: %v)", uint64(dials)-fw2-st.Missed, states, pairs)
 			break
 		}
 	}
