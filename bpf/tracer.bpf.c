@@ -90,7 +90,12 @@ static __always_inline void count(__u32 slot)
  * program's entry and exit, where the kernel counts it running and the
  * flag does not. Userspace counts those: the main program's misses minus
  * COUNTER_CAUGHT. The classic tracepoint and kprobes have one recursion
- * guard shared by every program, so a catcher cannot help them. */
+ * guard shared by every program, so a catcher cannot help them.
+ *
+ * Kernels before 5.12 re-enter a tracing program instead of skipping it:
+ * userspace attaches no catcher there (nothing to catch), and orders the
+ * programs so that the main one runs first at each attach point (a nested
+ * main program clears the flag before its catcher looks). */
 enum main_slot {
 	MAIN_STATE = 0, /* tp_btf, fentry/tcp_set_state */
 	MAIN_CHILD = 1, /* fentry/inet_sk_set_state */

@@ -695,8 +695,11 @@ func TestE2EChurnCatcher(t *testing.T) {
 			t.Errorf("cookie %d %v -> %v arrived %d times", tr.cookie, tr.old, tr.new, n)
 		}
 	}
-	t.Logf("%d connections; %d transitions taken by the catcher, %d skipped and lost", dials, st.Caught, st.Missed)
-	if hasCatcher := h.tr.Hook() == HookTPBTF || h.tr.Hook() == HookFentry; !hasCatcher && st.Caught != 0 {
+	t.Logf("%d connections; catchers %v: %d transitions taken by the catcher, %d skipped and lost", dials, h.tr.catchers, st.Caught, st.Missed)
+	if !h.tr.catchers && st.Caught != 0 {
 		t.Errorf("hook %s has no catcher, yet %d transitions were caught", h.tr.Hook(), st.Caught)
+	}
+	if btf := h.tr.Hook() == HookTPBTF || h.tr.Hook() == HookFentry; h.tr.catchers != (btf && h.tr.cookieMethod == CookieMethodHelper) {
+		t.Errorf("hook %s, cookies via %s: catchers %v", h.tr.Hook(), h.tr.cookieMethod, h.tr.catchers)
 	}
 }

@@ -57,8 +57,24 @@ func attachTracepoint(p *ebpf.Program) (link.Link, error) {
 	return link.Tracepoint("sock", "inet_sock_set_state", p, nil)
 }
 
-// programs lists the programs hook h loads and attaches.
-func programs(h Hook) []hookProgram {
+// programs lists the programs hook h loads and attaches, its catchers
+// among them when catchers is set (see hookProgram).
+func programs(h Hook, catchers bool) []hookProgram {
+	all := hookPrograms(h)
+	if catchers {
+		return all
+	}
+	out := all[:0:0]
+	for _, p := range all {
+		if !p.catcher {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// hookPrograms lists every program of hook h, in attach order.
+func hookPrograms(h Hook) []hookProgram {
 	switch h {
 	case HookTPBTF:
 		return []hookProgram{
@@ -68,11 +84,19 @@ func programs(h Hook) []hookProgram {
 	case HookTracepoint:
 		return []hookProgram{{TracerProgHandleTracepoint, attachTracepoint, false}}
 	case HookFentry:
+		// Each catcher is attached before its main program: a
+		// trampoline runs the last attached first, so the main program
+		// runs first. That order matters where the kernel re-enters
+		// trampoline programs (before 5.12): there the main program
+		// runs for a nested transition too, and clears its flag before
+		// the catcher looks (run first, the catcher took the
+		// transition as well: seen on 5.10). A tracepoint runs its
+		// programs in attach order: tp_btf's list is the other way.
 		return []hookProgram{
-			{TracerProgHandleFentryTcp, attachTracing, false},
 			{TracerProgCatchFentryTcp, attachTracing, true},
-			{TracerProgHandleFentryInet, attachTracing, false},
+			{TracerProgHandleFentryTcp, attachTracing, false},
 			{TracerProgCatchFentryInet, attachTracing, true},
+			{TracerProgHandleFentryInet, attachTracing, false},
 			{TracerProgHandleFentryListen, attachTracing, false},
 		}
 	case HookKprobe:
@@ -90,9 +114,9 @@ func programs(h Hook) []hookProgram {
 func btfHook(h Hook) bool { return h == HookTPBTF || h == HookFentry }
 
 // attach attaches the loaded programs of hook h: all of them, or none.
-func attachHook(h Hook, coll *ebpf.Collection) ([]link.Link, error) {
+func attachHook(h Hook, coll *ebpf.Collection, catchers bool) ([]link.Link, error) {
 	var links []link.Link
-	for _, p := range programs(h) {
+	for _, p := range programs(h, catchers) {
 		l, err := p.attach(coll.Programs[p.name])
 		if err != nil {
 			closeLinks(links)

@@ -89,6 +89,7 @@ const (
 // Tracer is a loaded and attached set of transition programs.
 type Tracer struct {
 	hook         Hook
+	catchers     bool // the hook's catcher programs are attached
 	cookieMethod CookieMethod
 	// cookieNote explains a degraded cookie method (why no makers).
 	cookieNote string
@@ -246,8 +247,13 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Catchers only where the kernel skips a tracing program that a
+	// transition interrupts: the kernels that give tracing programs the
+	// cookie helper (5.12+) are those. Before, the main program runs for
+	// the nested transition itself, and a catcher would only cost.
+	catchers := helper
 	keep := map[string]bool{}
-	for _, p := range programs(h) {
+	for _, p := range programs(h, catchers) {
 		keep[p.name] = true
 	}
 	makers := !helper && tryMakers
@@ -298,7 +304,7 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		}
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	t := &Tracer{hook: h, coll: coll, flush: opts.FlushInterval, dec: newDecoder(), hold: newHolder()}
+	t := &Tracer{hook: h, catchers: catchers, coll: coll, flush: opts.FlushInterval, dec: newDecoder(), hold: newHolder()}
 	switch {
 	case helper:
 		t.cookieMethod = CookieMethodHelper
@@ -322,7 +328,7 @@ func load(h Hook, opts Options, helper, tryMakers bool) (*Tracer, error) {
 		}
 		t.links = append(t.links, ls...)
 	}
-	ls, err := attachHook(h, coll)
+	ls, err := attachHook(h, coll, catchers)
 	if err != nil {
 		t.Close()
 		return nil, fmt.Errorf("attach: %w", err)
@@ -609,7 +615,7 @@ func (t *Tracer) readCounter(slot TracerCounter) (uint64, error) {
 // programs' recursion misses less those their catchers recorded.
 func (t *Tracer) missed() uint64 {
 	var n uint64
-	for _, p := range programs(t.hook) {
+	for _, p := range programs(t.hook, t.catchers) {
 		prog := t.coll.Programs[p.name]
 		if prog == nil || p.catcher {
 			continue
