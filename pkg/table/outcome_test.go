@@ -197,6 +197,28 @@ func TestReconcileOthers(t *testing.T) {
 	}
 }
 
+// TestReconcileIntoMinisocket: a client whose FIN_WAIT1 -> FIN_WAIT2 ->
+// CLOSE never arrived stays FIN_WAIT1 in the table while the kernel shows
+// its FIN-WAIT-2 minisocket; the minisockets' reconcile corrects it (it
+// skipped records outside its states before), and leaves alone a record
+// that changed since the dump began.
+func TestReconcileIntoMinisocket(t *testing.T) {
+	h := seeded(t, Options{}, nil, nil)
+	stuck := newSk(1, "10.0.0.1:40001", "10.0.0.2:80", curl)
+	h.run(stuck, cat(clientOpen, []step{st(sock.Established, sock.FinWait1, P)})...)
+	start := h.wall(h.now())
+	busy := newSk(2, "10.0.0.1:40002", "10.0.0.2:80", curl)
+	h.run(busy, cat(clientOpen, []step{st(sock.Established, sock.FinWait1, P)})...)
+	h.tbl.Reconcile(sock.StateSet(1<<sock.TimeWait|1<<sock.FinWait2), []*sock.Socket{row(stuck, sock.FinWait2, 0), row(busy, sock.FinWait2, 0)}, start)
+	h.wantCorrections(map[string]uint64{CauseStateMismatch: 1})
+	if c := h.conn(1); c.State != sock.FinWait2 || !c.Minisocket || !c.Gap {
+		t.Errorf("stuck in FIN_WAIT1: after the reconcile %v minisocket %v gap %v, want FIN_WAIT2, a minisocket, a gap", c.State, c.Minisocket, c.Gap)
+	}
+	if c := h.conn(2); c.State != sock.FinWait1 {
+		t.Errorf("changed during the dump: %v, want FIN_WAIT1 left for its events", c.State)
+	}
+}
+
 // TestHealthyReconcile: many loopback connections, both ends traced, then
 // reconciles against dumps that match: the only corrections are expired
 // TIME-WAITs.
