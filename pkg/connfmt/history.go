@@ -154,106 +154,14 @@ func AppendTimeline(b []byte, c *table.Conn) []byte {
 }
 
 // AppendHistoryJSON appends c as one JSON object and a newline, with the
-// keys of table.ConnJSON in its order. It writes them itself rather than
-// through encoding/json, which took 20 µs a connection (every transition
-// marshalled on its own, then re-validated): 20 s for the million
-// connections the daemon retains by default.
+// keys of table.ConnJSON in its order (VisitHistory). It writes them itself
+// rather than through encoding/json, which took 20 µs a connection (every
+// transition marshalled on its own, then re-validated): 20 s for the
+// million connections the daemon retains by default.
 func AppendHistoryJSON(b []byte, c *table.Conn, now time.Time) ([]byte, error) {
-	j := c.JSON(now)
-	b = append(b, `{"cookie":`...)
-	b = strconv.AppendUint(b, j.Cookie, 10)
-	b = append(b, `,"netns":`...)
-	b = strconv.AppendUint(b, j.NetNS, 10)
-	b = appendKeyString(b, "family", j.Family)
-	b = appendKeyString(b, "saddr", j.Saddr)
-	b = append(b, `,"sport":`...)
-	b = strconv.AppendUint(b, uint64(j.Sport), 10)
-	b = appendKeyString(b, "daddr", j.Daddr)
-	b = append(b, `,"dport":`...)
-	b = strconv.AppendUint(b, uint64(j.Dport), 10)
-	b = appendKeyString(b, "state", j.State)
-	if j.Minisocket {
-		b = append(b, `,"minisocket":true`...)
-	}
-	b = append(b, `,"pid":`...)
-	b = strconv.AppendUint(b, uint64(j.PID), 10)
-	b = appendKeyString(b, "comm", j.Comm)
-	b = append(b, `,"uid":`...)
-	b = strconv.AppendUint(b, uint64(j.UID), 10)
-	if j.CgroupID != 0 {
-		b = append(b, `,"cgroup_id":`...)
-		b = strconv.AppendUint(b, j.CgroupID, 10)
-	}
-	if j.Cgroup != "" {
-		b = appendKeyString(b, "cgroup", j.Cgroup)
-	}
-	if j.Container != "" {
-		b = appendKeyString(b, "container", j.Container)
-	}
-	b = appendKeyString(b, "origin", j.Origin)
-	b = appendKeyTime(b, "opened", j.Opened)
-	if j.Closed != nil {
-		b = appendKeyTime(b, "closed", *j.Closed)
-	} else {
-		b = append(b, `,"closed":null`...)
-	}
-	b = append(b, `,"lifetime_ms":`...)
-	b = appendJSONFloat(b, j.LifetimeMs)
-	b = appendKeyString(b, "outcome", j.Outcome)
-	if j.By != "" {
-		b = appendKeyString(b, "by", j.By)
-	}
-	b = append(b, `,"bytes_sent":`...)
-	b = strconv.AppendUint(b, j.BytesSent, 10)
-	b = append(b, `,"bytes_received":`...)
-	b = strconv.AppendUint(b, j.BytesReceived, 10)
-	b = append(b, `,"retrans":`...)
-	b = strconv.AppendUint(b, uint64(j.Retrans), 10)
-	b = append(b, `,"rtt_us":`...)
-	b = strconv.AppendInt(b, j.RTTus, 10)
-	b = append(b, `,"gap":`...)
-	b = strconv.AppendBool(b, j.Gap)
-	b = append(b, `,"transitions":[`...)
-	for i, t := range j.Transitions {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"time":"`...)
-		b = t.Time.UTC().AppendFormat(b, time.RFC3339Nano)
-		b = append(b, '"')
-		b = appendKeyString(b, "oldstate", t.OldState.String())
-		b = appendKeyString(b, "newstate", t.NewState.String())
-		b = appendKeyString(b, "context", t.Context.String())
-		if t.Task != nil {
-			if t.Task.PID != 0 {
-				b = append(b, `,"pid":`...)
-				b = strconv.AppendUint(b, uint64(t.Task.PID), 10)
-			}
-			if t.Task.Comm != "" {
-				b = appendKeyString(b, "comm", t.Task.Comm)
-			}
-		}
-		b = append(b, '}')
-	}
-	return append(b, "]}\n"...), nil
-}
-
-// appendKeyString appends `,"key":"value"` (the value JSON-escaped).
-func appendKeyString(b []byte, key, v string) []byte {
-	b = append(b, ',', '"')
-	b = append(b, key...)
-	b = append(b, '"', ':')
-	return eventfmt.AppendJSONString(b, v)
-}
-
-// appendKeyTime appends `,"key":"RFC 3339 time"`, in UTC with nanoseconds,
-// as encoding/json writes a time.Time.
-func appendKeyTime(b []byte, key string, t time.Time) []byte {
-	b = append(b, ',', '"')
-	b = append(b, key...)
-	b = append(b, '"', ':', '"')
-	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"')
+	w := jsonFields{b: append(b, '{'), first: true}
+	VisitHistory(c, now, &w)
+	return append(w.b, "}\n"...), nil
 }
 
 // appendJSONFloat appends f as encoding/json does.

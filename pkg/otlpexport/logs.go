@@ -2,14 +2,9 @@ package otlpexport
 
 import (
 	"context"
-	"fmt"
-	"reflect"
-	"strconv"
+	"math"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/tidwall/gjson"
 
 	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
 	logsv1 "go.opentelemetry.io/proto/otlp/logs/v1"
@@ -88,25 +83,18 @@ func (e *Exporter) sendLogs(ctx context.Context, batch []*logsv1.LogRecord, retr
 }
 
 // record is the flow-log record of a closed connection: its attributes are
-// the keys and values of its `sstrace history --json` object, taken from
-// that JSON (connfmt.AppendHistoryJSON) so that a key added there is
-// exported too; the body is its `sstrace history` line. nil for an update
-// that is not a connection, or one Options.Keep leaves out.
+// the keys and values of its `sstrace history --json` object, in that
+// order and with the same types (connfmt.VisitHistory feeds both, so a key
+// added there is exported too; a null is left out); the body is its
+// `sstrace history` line. nil for an update that is not a connection, or
+// one Options.Keep leaves out.
 func (e *Exporter) record(c *table.Conn) *logsv1.LogRecord {
 	if c == nil || e.opts.Keep != nil && !e.opts.Keep(c) {
 		return nil
 	}
 	now := time.Now()
-	j, err := connfmt.AppendHistoryJSON(nil, c, now)
-	if err != nil {
-		return nil
-	}
-	attrs, err := jsonAttributes(j)
-	if err != nil {
-		// AppendHistoryJSON writes valid JSON (its tests compare it with
-		// encoding/json's); say so rather than lose the record silently.
-		attrs = []*commonv1.KeyValue{{Key: "sstrace.error", Value: stringValue(err.Error())}}
-	}
+	a := attrFields{kvs: make([]*commonv1.KeyValue, 0, 32)}
+	connfmt.VisitHistory(c, now, &a)
 	at := c.FullClosed
 	if at.IsZero() {
 		at = c.Gone
@@ -118,101 +106,65 @@ func (e *Exporter) record(c *table.Conn) *logsv1.LogRecord {
 		SeverityText:         "INFO",
 		EventName:            EventName,
 		Body:                 stringValue(strings.TrimRight(string(connfmt.AppendHistory(nil, c, now, false)), "\n ")),
-		Attributes:           attrs,
+		Attributes:           a.kvs,
 	}
 }
 
-// floatKeys are the keys of table.ConnJSON (and the types it holds) whose
-// values are floating point: always exported as doubles, also when a value
-// happens to be a whole number and the JSON shows it without a fraction
-// (a lifetime_ms of exactly 3 ms is "3"), so that a key's type never
-// changes from one record to the next. Every other number is an integer.
-// Worked out on first use, not at init: every sstrace command would pay.
-var floatKeys = sync.OnceValue(func() map[string]bool {
-	return jsonFloatKeys(reflect.TypeFor[table.ConnJSON](), map[string]bool{})
-})
-
-// jsonFloatKeys collects the JSON names of float fields in t and the
-// structs it holds.
-func jsonFloatKeys(t reflect.Type, keys map[string]bool) map[string]bool {
-	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
-		return keys
-	}
-	for f := range t.Fields() {
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" {
-			name = f.Name
-		}
-		switch k := f.Type.Kind(); {
-		case k == reflect.Float32 || k == reflect.Float64:
-			keys[name] = true
-		case f.IsExported() || f.Anonymous:
-			jsonFloatKeys(f.Type, keys)
-		}
-	}
-	return keys
+// attrFields builds OTLP attributes from connfmt.Fields: integers as ints
+// (an unsigned one past int64 as a double, as a JSON reader would take
+// it), floating point always as doubles (so a key's type never changes
+// between records, also when a value is whole), times as the JSON's
+// strings. A list of objects becomes an array of key-value lists.
+type attrFields struct {
+	kvs  []*commonv1.KeyValue
+	list *listAttr // the list being filled, nil at the top level
 }
 
-// jsonAttributes turns one JSON object into OTLP attributes, keys in the
-// object's order: strings, integers, doubles and booleans as such, arrays
-// and objects as array and key-value-list values, nulls left out. gjson
-// reads it in place: encoding/json's token stream took 65 µs and 860
-// allocations a connection, a core's worth at 15 000 closes a second.
-func jsonAttributes(b []byte) ([]*commonv1.KeyValue, error) {
-	if !gjson.ValidBytes(b) {
-		return nil, fmt.Errorf("otlp: history JSON is not valid: %.60q", b)
-	}
-	v := gjson.ParseBytes(b)
-	if !v.IsObject() {
-		return nil, fmt.Errorf("otlp: history JSON is not an object: %.60q", b)
-	}
-	return jsonObject(v, 32), nil
+// listAttr is a list under construction: its key, its elements, and the
+// top-level attributes to return to.
+type listAttr struct {
+	key   string
+	elems []*commonv1.AnyValue
+	outer []*commonv1.KeyValue
 }
 
-// jsonObject is an object's members as attributes (room made for n).
-func jsonObject(v gjson.Result, n int) []*commonv1.KeyValue {
-	kvs := make([]*commonv1.KeyValue, 0, n)
-	v.ForEach(func(k, v gjson.Result) bool {
-		if a := jsonValue(v, k.Str); a != nil {
-			kvs = append(kvs, &commonv1.KeyValue{Key: k.Str, Value: a})
-		}
-		return true
-	})
-	return kvs
+func (a *attrFields) add(k string, v *commonv1.AnyValue) {
+	a.kvs = append(a.kvs, &commonv1.KeyValue{Key: k, Value: v})
 }
 
-// jsonValue is one JSON value as an attribute value; key is the key it is
-// under (for floatKeys). nil for a null.
-func jsonValue(v gjson.Result, key string) *commonv1.AnyValue {
-	switch v.Type {
-	case gjson.String:
-		return stringValue(v.Str)
-	case gjson.True, gjson.False:
-		return &commonv1.AnyValue{Value: &commonv1.AnyValue_BoolValue{BoolValue: v.Type == gjson.True}}
-	case gjson.Number:
-		if !floatKeys()[key] {
-			if i, err := strconv.ParseInt(v.Raw, 10, 64); err == nil {
-				return &commonv1.AnyValue{Value: &commonv1.AnyValue_IntValue{IntValue: i}}
-			}
-		}
-		return &commonv1.AnyValue{Value: &commonv1.AnyValue_DoubleValue{DoubleValue: v.Num}}
-	case gjson.JSON:
-		if v.IsObject() {
-			return &commonv1.AnyValue{Value: &commonv1.AnyValue_KvlistValue{KvlistValue: &commonv1.KeyValueList{Values: jsonObject(v, 8)}}}
-		}
-		vs := make([]*commonv1.AnyValue, 0, 8)
-		v.ForEach(func(_, e gjson.Result) bool {
-			if a := jsonValue(e, key); a != nil {
-				vs = append(vs, a)
-			}
-			return true
-		})
-		return &commonv1.AnyValue{Value: &commonv1.AnyValue_ArrayValue{ArrayValue: &commonv1.ArrayValue{Values: vs}}}
+func (a *attrFields) Uint(k string, v uint64) {
+	if v > math.MaxInt64 {
+		a.Float(k, float64(v))
+		return
 	}
-	return nil // null
+	a.Int(k, int64(v))
+}
+func (a *attrFields) Int(k string, v int64) {
+	a.add(k, &commonv1.AnyValue{Value: &commonv1.AnyValue_IntValue{IntValue: v}})
+}
+func (a *attrFields) Float(k string, v float64) {
+	a.add(k, &commonv1.AnyValue{Value: &commonv1.AnyValue_DoubleValue{DoubleValue: v}})
+}
+func (a *attrFields) Bool(k string, v bool) {
+	a.add(k, &commonv1.AnyValue{Value: &commonv1.AnyValue_BoolValue{BoolValue: v}})
+}
+func (a *attrFields) String(k, v string) { a.add(k, stringValue(v)) }
+func (a *attrFields) Time(k string, t time.Time) {
+	a.add(k, stringValue(t.UTC().Format(time.RFC3339Nano)))
+}
+func (a *attrFields) Null(string) {}
+func (a *attrFields) BeginList(k string) {
+	a.list = &listAttr{key: k, outer: a.kvs, elems: []*commonv1.AnyValue{}}
+}
+func (a *attrFields) BeginObject() { a.kvs = make([]*commonv1.KeyValue, 0, 8) }
+func (a *attrFields) EndObject() {
+	l := a.list
+	l.elems = append(l.elems, &commonv1.AnyValue{Value: &commonv1.AnyValue_KvlistValue{KvlistValue: &commonv1.KeyValueList{Values: a.kvs}}})
+}
+func (a *attrFields) EndList() {
+	l := a.list
+	a.kvs, a.list = l.outer, nil
+	a.add(l.key, &commonv1.AnyValue{Value: &commonv1.AnyValue_ArrayValue{ArrayValue: &commonv1.ArrayValue{Values: l.elems}}})
 }
 
 // stringValue wraps s.
