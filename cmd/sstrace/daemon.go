@@ -202,7 +202,7 @@ func runDaemon(ctx context.Context, f daemonFlags) error {
 			st, _ := tr.Stats()
 			return daemon.Status{
 				Hook: string(tr.Hook()), Kernel: kernel, Cookies: string(method), PID: os.Getpid(), Version: version,
-				EventsPerSecond: rate.observe(st.Received), OTLP: otlpStatus(exp),
+				EventsPerSecond: rate.observe(st.Received), Caught: st.Caught, OTLP: otlpStatus(exp),
 			}
 		},
 		Events: func(buf int) *table.Subscription { return tbl.Subscribe(true, false, buf) },

@@ -141,7 +141,7 @@ func TestServerStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		t.Fatalf("status JSON: %v\n%s", err, out)
 	}
-	for _, k := range []string{"seeded", "events", "lost", "reseeds", "corrections", "hook", "kernel", "sockets", "retained", "memory_bytes", "events_per_second"} {
+	for _, k := range []string{"seeded", "events", "lost", "caught", "reseeds", "corrections", "hook", "kernel", "sockets", "retained", "memory_bytes", "events_per_second"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("status JSON lacks %q: %s", k, out)
 		}

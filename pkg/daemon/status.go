@@ -38,6 +38,11 @@ type Status struct {
 	EventsPerSecond float64 `json:"events_per_second"`
 	// Lost is the number of events the ring buffer lost.
 	Lost uint64 `json:"lost"`
+	// Caught is the number of transitions the kernel skipped for the
+	// tracer's main program (a softirq interrupted it) that its catcher
+	// program delivered: not lost (the hook's figure; tp_btf and fentry
+	// on 5.12+).
+	Caught uint64 `json:"caught"`
 	// Reseeds is the number of re-seeds after losses.
 	Reseeds uint64 `json:"reseeds"`
 	// Corrections is the number of corrections reconciles and re-seeds
@@ -159,6 +164,9 @@ func WriteStatusText(w io.Writer, st Status) {
 	}
 	fmt.Fprintf(w, "events:       %d (%.1f/s)\n", st.Events, st.EventsPerSecond)
 	fmt.Fprintf(w, "lost:         %d\n", st.Lost)
+	if st.Caught > 0 {
+		fmt.Fprintf(w, "caught:       %d (skipped by the kernel for the main program, delivered by its catcher)\n", st.Caught)
+	}
 	fmt.Fprintf(w, "reseeds:      %d\n", st.Reseeds)
 	fmt.Fprintf(w, "corrections:  %d%s\n", st.Corrections, byCause(st.CorrectionsByCause))
 	fmt.Fprintf(w, "sockets:      %d in %d network namespaces%s\n", st.SocketsTotal, st.NetNS, byState(st.Sockets))
