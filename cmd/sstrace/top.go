@@ -246,6 +246,10 @@ func daemonTopSource(path string, allNetNS bool) (*topSource, error) {
 			switch {
 			case ctx.Err() != nil:
 				return nil
+			case errors.Is(err, daemon.ErrClosed):
+				// Mid-stream: the daemon went away without the
+				// exit frame it sends when it ends on its own.
+				return errEndedStream
 			case err != nil:
 				return err
 			case lines.err != nil:
@@ -255,10 +259,13 @@ func daemonTopSource(path string, allNetNS bool) (*topSource, error) {
 			case res.Exit != 0:
 				return fmt.Errorf("the sstrace daemon: %s", cmpOr(res.Error, strings.TrimSpace(errb.String())))
 			}
-			return errors.New("the sstrace daemon ended the stream (did it stop?)")
+			return errEndedStream
 		},
 	}, nil
 }
+
+// errEndedStream ends top when the daemon's stream ends, however it ends.
+var errEndedStream = errors.New("the sstrace daemon ended the stream (did it stop?)")
 
 func cmpOr(a, b string) string {
 	if a != "" {
@@ -354,6 +361,10 @@ func ownTopSource(ctx context.Context, hook tracer.Hook, ns uint64) (*topSource,
 			switch {
 			case ctx.Err() != nil:
 				return nil
+			case errors.Is(err, daemon.ErrClosed):
+				// Mid-stream: the daemon went away without the
+				// exit frame it sends when it ends on its own.
+				return errEndedStream
 			case err != nil:
 				return err
 			}

@@ -37,6 +37,10 @@ type Result struct {
 	Error string
 }
 
+// ErrClosed is Do's error when the daemon closes the connection without
+// its exit frame: it stopped (or crashed) while answering.
+var ErrClosed = errors.New("the sstrace daemon closed the connection before answering (did it stop?)")
+
 // Do sends req to the daemon at path and copies the reply's frames to
 // stdout and stderr as they come, until the final frame. Ending ctx closes
 // the connection, which ends a streaming request on the daemon's side;
@@ -69,7 +73,7 @@ func Do(ctx context.Context, path string, req Request, stdout, stderr io.Writer)
 				return Result{}, ctx.Err()
 			}
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return Result{}, errors.New("the sstrace daemon closed the connection before answering (did it stop?)")
+				return Result{}, ErrClosed
 			}
 			return Result{}, fmt.Errorf("read reply: %w", err)
 		}
