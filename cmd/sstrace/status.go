@@ -71,7 +71,11 @@ func printStatus(r tracer.Report) {
 			if h.CookiesNote != "" {
 				note = " (" + h.CookiesNote + ")"
 			}
-			fmt.Printf("  %-10s available; cookies via %s%s\n", h.Hook, h.Cookies, note)
+			catcher := ""
+			if h.Catcher {
+				catcher = "; recursion catcher"
+			}
+			fmt.Printf("  %-10s available; cookies via %s%s%s\n", h.Hook, h.Cookies, note, catcher)
 		} else {
 			fmt.Printf("  %-10s unavailable: %s\n", h.Hook, h.Reason)
 		}

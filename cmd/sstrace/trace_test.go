@@ -258,6 +258,8 @@ func TestStatusJSON(t *testing.T) {
 			Name      string `json:"name"`
 			Available bool   `json:"available"`
 			Reason    string `json:"reason"`
+			Cookies   string `json:"cookies"`
+			Catcher   bool   `json:"catcher"`
 		} `json:"hooks"`
 		Chosen string `json:"chosen"`
 	}
@@ -272,6 +274,11 @@ func TestStatusJSON(t *testing.T) {
 			t.Errorf("hook %s unavailable without a reason", h.Name)
 		}
 		chosenAvailable = chosenAvailable || (h.Available && h.Name == r.Chosen)
+		// Catchers go with the BTF hooks where the kernel skips a
+		// re-entered program, the kernels with the cookie helper.
+		if want := h.Available && (h.Name == "tp_btf" || h.Name == "fentry") && h.Cookies == "helper"; h.Catcher != want {
+			t.Errorf("hook %s (cookies via %q): catcher %v, want %v", h.Name, h.Cookies, h.Catcher, want)
+		}
 	}
 	if strings.Join(names, " ") != "tp_btf tracepoint fentry kprobe" || !chosenAvailable {
 		t.Errorf("status %s", out)

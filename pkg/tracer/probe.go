@@ -14,6 +14,10 @@ type HookStatus struct {
 	// Cookies is how events would get their cookie with this hook.
 	Cookies     CookieMethod `json:"cookies,omitempty"`
 	CookiesNote string       `json:"cookies_note,omitempty"`
+	// Catcher says the hook attaches catcher programs here: transitions
+	// the kernel skips for a program a softirq interrupted are delivered
+	// (tp_btf and fentry, kernels 5.12+; see Stats.Caught).
+	Catcher bool `json:"catcher"`
 }
 
 // Report is what Probe found out about this kernel.
@@ -60,6 +64,7 @@ func Probe() Report {
 		} else {
 			st.Available = true
 			st.Cookies, st.CookiesNote = t.CookieMethod()
+			st.Catcher = t.catchers
 			t.Close()
 			if r.Chosen == "" {
 				r.Chosen = h
