@@ -361,10 +361,6 @@ func ownTopSource(ctx context.Context, hook tracer.Hook, ns uint64) (*topSource,
 			switch {
 			case ctx.Err() != nil:
 				return nil
-			case errors.Is(err, daemon.ErrClosed):
-				// Mid-stream: the daemon went away without the
-				// exit frame it sends when it ends on its own.
-				return errEndedStream
 			case err != nil:
 				return err
 			}

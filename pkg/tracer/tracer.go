@@ -403,15 +403,13 @@ type Stats struct {
 
 // Stats reads the kernel counters. Safe to call while Run is running.
 func (t *Tracer) Stats() (Stats, error) {
-	s := Stats{Hook: t.hook, Received: t.received.Load(), Missed: t.missed(), DeferFull: t.hold.full.Load()}
+	s := Stats{Hook: t.hook, Received: t.received.Load(), DeferFull: t.hold.full.Load()}
+	s.Missed, s.Caught = t.missed()
 	var err error
 	if s.Submitted, err = t.readCounter(TracerCounterCOUNTER_EVENTS); err != nil {
 		return s, err
 	}
-	if s.Lost, err = t.readCounter(TracerCounterCOUNTER_LOST); err != nil {
-		return s, err
-	}
-	s.Caught, err = t.readCounter(TracerCounterCOUNTER_CAUGHT)
+	s.Lost, err = t.readCounter(TracerCounterCOUNTER_LOST)
 	return s, err
 }
 
@@ -588,7 +586,8 @@ func (t *Tracer) deliver(h Handler, e *event.Event) error {
 // lostCount reads the kernel's lost counter plus the programs' recursion
 // misses (0 for what cannot be read).
 func (t *Tracer) lostCount() uint64 {
-	return t.missed() + t.counter(TracerCounterCOUNTER_LOST)
+	missed, _ := t.missed()
+	return missed + t.counter(TracerCounterCOUNTER_LOST)
 }
 
 // counter sums one slot of the programs' per-CPU counters (0 when it
@@ -611,23 +610,19 @@ func (t *Tracer) readCounter(slot TracerCounter) (uint64, error) {
 	return n, nil
 }
 
-// missed counts the transitions the kernel skipped for good: the main
-// programs' recursion misses less those their catchers recorded.
-func (t *Tracer) missed() uint64 {
+// missed returns Stats.Missed and Stats.Caught: the main programs'
+// recursion misses less what their catchers took, and that. The misses are
+// read first: a catch counted in between only lowers the figure for now,
+// never below the truth at the next reading.
+func (t *Tracer) missed() (missed, caught uint64) {
 	var n uint64
-	for _, p := range programs(t.hook, t.catchers) {
-		prog := t.coll.Programs[p.name]
-		if prog == nil || p.catcher {
-			continue
-		}
-		if st, err := prog.Stats(); err == nil {
+	for _, p := range programs(t.hook, false) {
+		if st, err := t.coll.Programs[p.name].Stats(); err == nil {
 			n += st.RecursionMisses
 		}
 	}
-	// Read after the misses: a catch counted in between only lowers the
-	// figure for now, never below the truth at the next reading.
-	caught := t.counter(TracerCounterCOUNTER_CAUGHT)
-	return n - min(n, caught)
+	caught = t.counter(TracerCounterCOUNTER_CAUGHT)
+	return n - min(n, caught), caught
 }
 
 // Close detaches and unloads everything. Safe to call more than once.
