@@ -161,9 +161,7 @@ func (d *decoder) decodeInet(proto sock.Proto, b []byte) (*sock.Socket, bool, er
 				r.RawProtocol = v[0]
 			}
 		case inetDiagSkMeminfo:
-			d.mem = sock.MemInfo{}
-			copyStruct(&d.mem, v)
-			r.Mem = &d.mem
+			d.meminfo(r, v)
 		case inetDiagInfo:
 			if proto == sock.ProtoMPTCP {
 				d.mptcp = decodeMPTCPInfo(v)
@@ -395,9 +393,7 @@ func (d *decoder) decodeUnix(b []byte) (*sock.Socket, bool, error) {
 				r.SendQ = ne.Uint32(v[4:])
 			}
 		case unixDiagMeminfo:
-			d.mem = sock.MemInfo{}
-			copyStruct(&d.mem, v)
-			r.Mem = &d.mem
+			d.meminfo(r, v)
 		case unixDiagShutdown:
 			if len(v) >= 1 {
 				d.shutdown = v[0]
@@ -458,6 +454,14 @@ func walkAttrs(b []byte, fn func(typ uint16, v []byte) error) error {
 		b = b[n:]
 	}
 	return nil
+}
+
+// meminfo sets r.Mem from a meminfo attribute (every family's
+// *_DIAG_MEMINFO carries the same sk_meminfo array), in d's storage.
+func (d *decoder) meminfo(r *sock.Socket, v []byte) {
+	d.mem = sock.MemInfo{}
+	copyStruct(&d.mem, v)
+	r.Mem = &d.mem
 }
 
 // copyStruct copies the kernel's bytes into the fixed-layout struct *dst

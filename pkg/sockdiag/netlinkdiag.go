@@ -62,9 +62,7 @@ func (d *decoder) decodeNetlink(b []byte) (*sock.Socket, bool, error) {
 	err := walkAttrs(b[netlinkMsgLen:], func(typ uint16, v []byte) error {
 		switch typ {
 		case netlinkDiagMem:
-			d.mem = sock.MemInfo{}
-			copyStruct(&d.mem, v)
-			r.Mem = &d.mem
+			d.meminfo(r, v)
 			r.RecvQ, r.SendQ = d.mem.RmemAlloc, d.mem.WmemAlloc
 		case netlinkDiagGroups:
 			// An array of longs; ss reads the first one.

@@ -106,9 +106,7 @@ func (d *decoder) decodePacket(b []byte) (*sock.Socket, bool, error) {
 				r.UID = ne.Uint32(v)
 			}
 		case packetDiagMeminfo:
-			d.mem = sock.MemInfo{}
-			copyStruct(&d.mem, v)
-			r.Mem = &d.mem
+			d.meminfo(r, v)
 			r.RecvQ = d.mem.RmemAlloc
 		}
 		return nil
