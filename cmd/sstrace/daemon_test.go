@@ -184,10 +184,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 				accepted <- c
 				continue
 			}
-			go func() {
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
+			testutil.Drain(c)
 		}
 	}()
 	serve <- false // the pair made before the start stays open

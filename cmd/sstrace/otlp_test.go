@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"reflect"
@@ -276,27 +275,7 @@ type echoServer struct {
 
 func newEchoServer(t *testing.T, ns *testutil.NS) *echoServer {
 	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = testutil.ListenTCP4()
-		return err
-	}); err != nil {
-		testutil.Unavailable(t, "listen in a namespace: %v", err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
+	ln := testutil.ServeTCP4(t, ns, testutil.Drain)
 	return &echoServer{ns: ns, addr: ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port}
 }
 

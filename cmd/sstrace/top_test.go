@@ -188,12 +188,7 @@ func newTopLoad(t *testing.T, ns *testutil.NS) *topLoad {
 		return ln.Addr().(*net.TCPAddr).Port
 	}
 	l.leakPort = listen("leaky-srv", func(c net.Conn) { l.hold(c) })
-	l.echo = listen("echo-srv", func(c net.Conn) {
-		go func() {
-			io.Copy(io.Discard, c)
-			c.Close()
-		}()
-	})
+	l.echo = listen("echo-srv", testutil.Drain)
 	// A port nobody listens on: bound once, then closed.
 	if err := ns.Do(func() error {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -230,4 +231,39 @@ func ListenTCP4() (net.Listener, error) {
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
 	return lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+}
+
+// ServeTCP4 listens with ListenTCP4 inside ns and hands every accepted
+// connection to handle, one after the other on the accept loop's
+// goroutine, until the listener is closed (at the latest when the test
+// ends). A listener that cannot be made is Unavailable.
+func ServeTCP4(tb testing.TB, ns *NS, handle func(net.Conn)) net.Listener {
+	tb.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = ListenTCP4()
+		return err
+	}); err != nil {
+		Unavailable(tb, "listen in a namespace: %v", err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			handle(c)
+		}
+	}()
+	return ln
+}
+
+// Drain reads c to EOF and closes it, on a goroutine of its own: a server
+// whose peer closes first.
+func Drain(c net.Conn) {
+	go func() {
+		io.Copy(io.Discard, c)
+		c.Close()
+	}()
 }

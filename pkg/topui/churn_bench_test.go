@@ -50,27 +50,7 @@ func BenchmarkFrameUnderChurn(b *testing.B) {
 
 	// The churn: a server that reads to EOF and closes, clients that
 	// connect, write 16 bytes and close, on threads in the namespace.
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = testutil.ListenTCP4()
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
+	ln := testutil.ServeTCP4(b, ns, testutil.Drain)
 	var conns atomic.Int64
 	var wg sync.WaitGroup
 	for range 8 {
