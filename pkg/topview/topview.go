@@ -125,7 +125,7 @@ type slot struct {
 	index          int64 // time / interval; 0: unused
 	opened, closed int
 	owners         map[ownerKey]*counts
-	peers          map[string]*counts
+	peers          map[netip.AddrPort]*counts
 }
 
 // New returns an empty Aggregator.
@@ -150,7 +150,7 @@ func (a *Aggregator) slotFor(at time.Time) *slot {
 	case s.index > idx:
 		return nil // that slot already counts a newer interval
 	}
-	*s = slot{index: idx, owners: make(map[ownerKey]*counts), peers: make(map[string]*counts)}
+	*s = slot{index: idx, owners: make(map[ownerKey]*counts), peers: make(map[netip.AddrPort]*counts)}
 	return s
 }
 
@@ -170,15 +170,30 @@ func bump[K comparable](m map[K]*counts, k, other K) *counts {
 	return c
 }
 
-// peerName is how a connection's peer is counted: the service (address
-// and port) for a connection this host opened, the client's address for
-// one it accepted (its port is ephemeral: one row per client, not per
-// connection).
-func peerName(peer netip.AddrPort, accepted bool) string {
+// peerKey is how a connection's peer is counted: the service (address
+// and port) for a connection this host opened, the client's address (port
+// 0) for one it accepted (its port is ephemeral: one row per client, not
+// per connection). It is a value, not its text: events come at full
+// churn, and only a snapshot's few rows need a name (peerName).
+func peerKey(peer netip.AddrPort, accepted bool) netip.AddrPort {
 	if accepted {
-		return peer.Addr().String()
+		return netip.AddrPortFrom(peer.Addr(), 0)
 	}
-	return peer.String()
+	return peer
+}
+
+// otherPeer is the peers' OtherName key.
+var otherPeer netip.AddrPort
+
+// peerName is the row name of a peerKey.
+func peerName(k netip.AddrPort) string {
+	switch {
+	case k == otherPeer:
+		return OtherName
+	case k.Port() == 0:
+		return k.Addr().String()
+	}
+	return k.String()
 }
 
 func (a *Aggregator) owner(o event.Owner) ownerKey {
@@ -244,7 +259,7 @@ func (a *Aggregator) countOpen(at time.Time, o event.Owner, peer netip.AddrPort,
 	}
 	s.opened++
 	bump(s.owners, a.owner(o), ownerKey{comm: OtherName}).opened++
-	bump(s.peers, peerName(peer, accepted), OtherName).opened++
+	bump(s.peers, peerKey(peer, accepted), otherPeer).opened++
 }
 
 // failed reports an outcome that is a failure to count against its owner
@@ -274,7 +289,7 @@ func (a *Aggregator) observeConn(c *table.Conn, countClose bool) {
 		}
 		if failed(c.Outcome) {
 			bump(s.owners, a.owner(c.Owner), ownerKey{comm: OtherName}).failed++
-			bump(s.peers, peerName(c.Peer, c.Origin == table.OriginAccept), OtherName).failed++
+			bump(s.peers, peerKey(c.Peer, c.Origin == table.OriginAccept), otherPeer).failed++
 		}
 	}
 	life := end.Sub(c.Opened)
@@ -363,7 +378,7 @@ func (a *Aggregator) Snapshot(tbl *table.Table, now time.Time, dropped uint64) (
 	cur := now.UnixNano() / int64(a.opts.Interval)
 	oldest := cur - int64(len(a.slots)) + 1
 	owners := make(map[ownerKey]*Count)
-	peers := make(map[string]*Count)
+	peers := make(map[netip.AddrPort]*Count)
 	var ownerRows, peerRows []Count
 	secs := a.opts.Interval.Seconds()
 	for i := range a.slots {
@@ -387,7 +402,7 @@ func (a *Aggregator) Snapshot(tbl *table.Table, now time.Time, dropped uint64) (
 		for k, c := range s.peers {
 			t := peers[k]
 			if t == nil {
-				t = &Count{Name: k}
+				t = &Count{Name: peerName(k)}
 				peers[k] = t
 			}
 			t.add(c, last, secs)

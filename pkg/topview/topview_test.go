@@ -367,3 +367,23 @@ func TestTrend(t *testing.T) {
 		t.Error("Reset kept the history")
 	}
 }
+
+// BenchmarkObserveOpen is the aggregator's cost per opening event, the
+// per-event path under churn (connects and accepts alternate).
+func BenchmarkObserveOpen(b *testing.B) {
+	a := New(Options{})
+	now := time.Now()
+	e := event.Event{Time: now, NetNS: testNS, Family: unix.AF_INET,
+		Local: netip.MustParseAddrPort("10.0.0.1:40000"), Peer: netip.MustParseAddrPort("10.0.0.2:443"),
+		Owner: event.Owner{PID: 42, Comm: "curl"}}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i++; i%2 == 0 {
+			e.OldState, e.NewState = sock.Close, sock.SynSent
+		} else {
+			e.OldState, e.NewState = sock.Listen, sock.SynRecv
+		}
+		a.Observe(table.Update{Event: &e})
+	}
+}
