@@ -26,8 +26,9 @@ import (
 // runtimes'. A client is this test binary again, in the role
 // envClientNetNS selects: started in its cgroup (clone3 with
 // CLONE_INTO_CGROUP), it enters the network namespace at that path and
-// obeys lines on stdin: "dial ADDR" (prints the local port) and "close
-// PORT" (prints "ok"); it exits when stdin closes.
+// obeys lines on stdin: "dial ADDR" (prints the local port), "eof PORT"
+// (reads until the peer has closed, then prints "ok") and "close PORT"
+// (prints "ok"); it exits when stdin closes.
 const envClientNetNS = "SSTRACE_TEST_CLIENT_NETNS"
 
 func init() {
@@ -62,6 +63,9 @@ func runClient(nsPath string) int {
 			port := strconv.Itoa(c.LocalAddr().(*net.TCPAddr).Port)
 			conns[port] = c
 			fmt.Println(port)
+		case "eof":
+			io.Copy(io.Discard, conns[arg])
+			fmt.Println("ok")
 		case "close":
 			conns[arg].Close()
 			delete(conns, arg)

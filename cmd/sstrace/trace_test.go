@@ -667,6 +667,9 @@ func TestTraceCgroup(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond) // attached (locally: the line on stderr; the daemon's stream at once)
 		port := client.dial(ln.Addr().String())
+		// Close only once the server's FIN is in: closing at once
+		// raced it (a simultaneous close, FIN_WAIT1 -> CLOSING).
+		client.do("eof %d", port)
 		client.do("close %d", port)
 		// And one of the test's own, outside the cgroup.
 		if err := ns.Do(func() error {
